@@ -1,0 +1,4 @@
+//! C ABI of server (filled in by its issue).
+
+#![allow(unused_imports)]
+use super::guard;
