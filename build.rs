@@ -110,7 +110,9 @@ fn generate(manifest: &Path, out_dir: &Path, h: &Header, update: bool) {
         println!("cargo:rerun-if-changed={}", p.display());
         b = b.with_src(p);
     }
-    let bindings = b.generate().unwrap_or_else(|e| panic!("cbindgen {}: {e}", h.out));
+    let bindings = b
+        .generate()
+        .unwrap_or_else(|e| panic!("cbindgen {}: {e}", h.out));
     let dest = out_dir.join(h.out);
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
     bindings.write_to_file(&dest);

@@ -16,6 +16,7 @@
 
 pub mod capi;
 pub mod client;
+pub mod evloop;
 pub mod nal;
 pub mod proto;
 pub mod server;

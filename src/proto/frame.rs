@@ -129,13 +129,18 @@ impl fmt::Display for DecodeError {
             DecodeError::BadComplete(v) => write!(f, "corrupt frame: complete={v}"),
             DecodeError::DataTooLong(v) => write!(f, "corrupt frame: data_len={v} > 2048"),
             DecodeError::ShortFragment(v) => {
-                write!(f, "corrupt frame: non-final frame carries {v} bytes, not 2048")
+                write!(
+                    f,
+                    "corrupt frame: non-final frame carries {v} bytes, not 2048"
+                )
             }
             DecodeError::UidChanged { first, now } => write!(
                 f,
                 "corrupt message: follow-up frame uid {now:#x} differs from {first:#x}"
             ),
-            DecodeError::OpChanged => write!(f, "corrupt message: follow-up frame changes operation"),
+            DecodeError::OpChanged => {
+                write!(f, "corrupt message: follow-up frame changes operation")
+            }
             DecodeError::TooMuchData => write!(f, "corrupt message: more than 32768 bytes"),
         }
     }

@@ -153,20 +153,32 @@ mod tests {
             parse_add(&add(0xffff_ffff, 0, b"x")),
             AddParse::Reject(status::ADD_TIMEOUT_RANGE)
         );
-        assert!(matches!(parse_add(&add(604_800_000, 1, b"ab")), AddParse::Ok(_)));
+        assert!(matches!(
+            parse_add(&add(604_800_000, 1, b"ab")),
+            AddParse::Ok(_)
+        ));
         assert_eq!(
             parse_add(&add(604_800_001, 1, b"ab")),
             AddParse::Reject(status::ADD_TIMEOUT_RANGE)
         );
         // Consistency: id_len must leave at least one byte of data.
-        assert_eq!(parse_add(&add(1, 0, b"")), AddParse::Reject(status::ADD_CORRUPT));
-        assert_eq!(parse_add(&add(1, 5, b"empty")), AddParse::Reject(status::ADD_CORRUPT));
+        assert_eq!(
+            parse_add(&add(1, 0, b"")),
+            AddParse::Reject(status::ADD_CORRUPT)
+        );
+        assert_eq!(
+            parse_add(&add(1, 5, b"empty")),
+            AddParse::Reject(status::ADD_CORRUPT)
+        );
         assert_eq!(
             parse_add(&add(1, u32::MAX, b"abcd")),
             AddParse::Reject(status::ADD_CORRUPT)
         );
         // Then the id range.
-        assert_eq!(parse_add(&add(1, 0, b"abc")), AddParse::Reject(status::ADD_ID_RANGE));
+        assert_eq!(
+            parse_add(&add(1, 0, b"abc")),
+            AddParse::Reject(status::ADD_ID_RANGE)
+        );
         assert_eq!(
             parse_add(&add(1, 65, &[b'I'; 66])),
             AddParse::Reject(status::ADD_ID_RANGE)

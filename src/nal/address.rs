@@ -1,0 +1,248 @@
+//! libnal address strings.
+//!
+//! Accepted forms (case-insensitive prefixes):
+//! - `UNIX:/path`: a UNIX-domain socket (listen and connect);
+//! - `IP:port`: all IPv4 interfaces, listen only;
+//! - `IP:host:port`, `IPv4:host:port`: a name or dotted quad (listen or connect);
+//! - `IPv6:[addr]:port` (listen or connect) and `IPv6:port` (all IPv6
+//!   interfaces, listen only): beyond the original.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+/// Default buffer size used when the caller gives none.
+pub const DEFAULT_BUFFER_SIZE: usize = 2048;
+/// Largest buffer size accepted for addresses, connections and buffers.
+pub const MAX_BUFFER_SIZE: usize = 32768;
+/// Longest UNIX socket path (sun_path holds 108 bytes including the NUL).
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// A parsed address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// `UNIX:/path`.
+    Unix(PathBuf),
+    /// A resolved IP endpoint. `listen_only` marks the forms without a host
+    /// (`IP:port`, `IPv6:port`), which name the wildcard address.
+    Ip { addr: SocketAddr, listen_only: bool },
+}
+
+/// Why an address string was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressError(pub String);
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+fn err<T>(s: &str, why: &str) -> Result<T, AddressError> {
+    Err(AddressError(format!("bad address '{s}': {why}")))
+}
+
+fn parse_port(s: &str, p: &str) -> Result<u16, AddressError> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return err(s, "port must be a number in 1..65535");
+    }
+    match p.parse::<u32>() {
+        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+        _ => err(s, "port must be a number in 1..65535"),
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+fn resolve_v4(s: &str, host: &str, port: u16) -> Result<SocketAddr, AddressError> {
+    if host.is_empty() {
+        return err(s, "empty host name");
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(SocketAddr::new(IpAddr::V4(ip), port));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == '[' || c == ']') {
+        return err(s, "invalid host name");
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(mut it) => match it.find(|a| a.is_ipv4()) {
+            Some(a) => Ok(a),
+            None => err(s, "host name has no IPv4 address"),
+        },
+        Err(e) => err(s, &format!("cannot resolve host name: {e}")),
+    }
+}
+
+impl Address {
+    /// Parse an address string.
+    pub fn parse(s: &str) -> Result<Address, AddressError> {
+        if s.contains('\0') {
+            return err(s, "contains a NUL byte");
+        }
+        if let Some(path) = strip_prefix_ci(s, "UNIX:") {
+            if path.is_empty() {
+                return err(s, "empty path");
+            }
+            if path.len() > MAX_UNIX_PATH {
+                return err(s, "UNIX socket path too long");
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        if let Some(rest) = strip_prefix_ci(s, "IPv6:") {
+            // IPv6:[addr]:port or IPv6:port
+            if let Some(inner) = rest.strip_prefix('[') {
+                let Some(end) = inner.find(']') else {
+                    return err(s, "missing ']'");
+                };
+                let ip: Ipv6Addr = match inner[..end].parse() {
+                    Ok(ip) => ip,
+                    Err(_) => return err(s, "invalid IPv6 address"),
+                };
+                let Some(port) = inner[end + 1..].strip_prefix(':') else {
+                    return err(s, "missing port");
+                };
+                let port = parse_port(s, port)?;
+                return Ok(Address::Ip {
+                    addr: SocketAddr::new(IpAddr::V6(ip), port),
+                    listen_only: false,
+                });
+            }
+            let port = parse_port(s, rest)?;
+            return Ok(Address::Ip {
+                addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+                listen_only: true,
+            });
+        }
+        let rest = if let Some(r) = strip_prefix_ci(s, "IPv4:") {
+            r
+        } else if let Some(r) = strip_prefix_ci(s, "IP:") {
+            r
+        } else {
+            return err(s, "expected UNIX:, IP:, IPv4: or IPv6: prefix");
+        };
+        match rest.rsplit_once(':') {
+            None => {
+                let port = parse_port(s, rest)?;
+                Ok(Address::Ip {
+                    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                    listen_only: true,
+                })
+            }
+            Some((host, port)) => {
+                let port = parse_port(s, port)?;
+                let addr = resolve_v4(s, host, port)?;
+                Ok(Address::Ip {
+                    addr,
+                    listen_only: false,
+                })
+            }
+        }
+    }
+
+    /// Whether a connection can be made to this address.
+    pub fn can_connect(&self) -> bool {
+        match self {
+            Address::Unix(_) => true,
+            Address::Ip { listen_only, .. } => !listen_only,
+        }
+    }
+
+    /// Whether a listener can be made on this address.
+    pub fn can_listen(&self) -> bool {
+        true
+    }
+
+    /// True for UNIX-domain addresses.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Address::Unix(_))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "UNIX:{}", p.display()),
+            Address::Ip {
+                addr: SocketAddr::V4(a),
+                listen_only: true,
+            } => write!(f, "IP:{}", a.port()),
+            Address::Ip {
+                addr: SocketAddr::V4(a),
+                ..
+            } => write!(f, "IP:{}:{}", a.ip(), a.port()),
+            Address::Ip {
+                addr: SocketAddr::V6(a),
+                listen_only: true,
+            } => write!(f, "IPv6:{}", a.port()),
+            Address::Ip {
+                addr: SocketAddr::V6(a),
+                ..
+            } => write!(f, "IPv6:[{}]:{}", a.ip(), a.port()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn good_forms() {
+        assert_eq!(
+            Address::parse("UNIX:/tmp/x").unwrap(),
+            Address::Unix("/tmp/x".into())
+        );
+        let a = Address::parse("IP:9001").unwrap();
+        assert!(!a.can_connect() && a.can_listen());
+        assert_eq!(a.to_string(), "IP:9001");
+        let a = Address::parse("IP:127.0.0.1:9001").unwrap();
+        assert!(a.can_connect());
+        assert_eq!(a.to_string(), "IP:127.0.0.1:9001");
+        let a = Address::parse("IPv4:localhost:80").unwrap();
+        assert!(a.can_connect());
+        let a = Address::parse("IPv6:[::1]:443").unwrap();
+        assert!(a.can_connect());
+        assert_eq!(a.to_string(), "IPv6:[::1]:443");
+        let a = Address::parse("IPv6:443").unwrap();
+        assert!(!a.can_connect());
+        assert!(Address::parse("ip:127.0.0.1:1").is_ok());
+        assert!(Address::parse("unix:/a").is_ok());
+    }
+
+    #[test]
+    fn bad_forms() {
+        for s in [
+            "",
+            "UNIX:",
+            "IP:",
+            "IP:0",
+            "IP:65536",
+            "IP:-1",
+            "IP:127.0.0.1:",
+            "IP:127.0.0.1:0",
+            "IP:127.0.0.1:99999",
+            "IP::80",
+            "TCP:1.2.3.4:5",
+            "garbage",
+            "IPv6:[::1]",
+            "IPv6:[::1:80",
+            "IPv6:[zz]:80",
+            "IP:12 34",
+            "IP:host name:80",
+        ] {
+            assert!(Address::parse(s).is_err(), "{s:?} accepted");
+        }
+        let long = format!("UNIX:/{}", "a".repeat(200));
+        assert!(Address::parse(&long).is_err());
+        let ok = format!("UNIX:/{}", "a".repeat(106));
+        assert!(Address::parse(&ok).is_ok());
+    }
+}
