@@ -1,0 +1,128 @@
+# distcache-rs: build, install and test driver for C packagers.
+#
+#   make                      release build of the libraries and tools
+#   make install PREFIX=/usr/local [DESTDIR=...]
+#   make check                every test: Rust, headers, exports, C API, tools
+#   make demo                 dc_server + dc_client + dc_test load on a temp dir
+#   make headers              regenerate include/ from the Rust declarations
+#
+# Library layout (see README.md): the Rust cdylib holds every symbol and is
+# installed as libnal.so.1.0.1 (SONAME libnal.so.1). libdistcache.so.1 and
+# libdistcacheserver.so.1 are ELF filter libraries: they export their own
+# symbols (so -ldistcache links and `nm -D` lists them) and the dynamic linker
+# resolves each of them in libnal.so.1, so one copy of the code and its state
+# serves all three.
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+LIBDIR     ?= $(PREFIX)/lib
+INCDIR     ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+CARGO      ?= cargo
+CC         ?= cc
+VERSION    := 1.0.1
+REL        := target/release
+B          := build
+TESTPREFIX := $(CURDIR)/$(B)/prefix
+TOOLS      := dc_server dc_client dc_test dc_snoop
+# Extra libraries a static link against libnal.a needs (Rust std).
+STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+.PHONY: all build install uninstall check check-rust check-headers \
+        check-exports check-c check-tools demo headers clean bench fuzz
+
+all: build
+
+build: $(B)/stamp-cargo $(B)/libdistcache.so.1.0.1 $(B)/libdistcacheserver.so.1.0.1 \
+       $(B)/libdistcache.a $(B)/libdistcacheserver.a $(B)/pc/libnal.pc
+
+$(B)/stamp-cargo: FORCE
+	@mkdir -p $(B)
+	$(CARGO) build --release --lib --bins
+	@touch $@
+FORCE:
+.SECONDARY:
+
+# Stub sources for the filter libraries, generated from the symbol list.
+$(B)/filter-%.c: capi-tests/symbols.txt
+	@mkdir -p $(B)
+	@{ echo "/* Generated: filter stubs for lib$*.so.1; every symbol resolves in libnal.so.1. */"; \
+	   awk '$$1 == "lib$*.so.1" { print "void " $$2 "(void);\nvoid " $$2 "(void) {}" }' $<; } > $@
+
+$(B)/lib%.so.1.0.1: $(B)/filter-%.c $(B)/stamp-cargo
+	$(CC) -shared -fPIC -O2 -o $@ $< -Wl,-soname,lib$*.so.1 \
+	    -Wl,--filter,libnal.so.1 -Wl,-z,defs -Wl,--no-as-needed $(REL)/libdistcache_rs.so
+
+$(B)/marker-%.o:
+	@mkdir -p $(B)
+	echo 'int distcache_rs_lib$*_marker;' | $(CC) -x c -c -O2 -fPIC -o $@ -
+
+# The static archives: libnal.a holds everything; the other two exist so
+# that the usual link lines (-ldistcache -lnal) work with -static too.
+$(B)/lib%.a: $(B)/marker-%.o
+	rm -f $@ && ar rcs $@ $<
+
+$(B)/pc/libnal.pc: pkgconfig/libnal.pc.in pkgconfig/distcache.pc.in pkgconfig/distcacheserver.pc.in FORCE
+	@mkdir -p $(B)/pc
+	@for f in libnal distcache distcacheserver; do \
+	  sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	      -e 's|@INCDIR@|$(INCDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	      -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' pkgconfig/$$f.pc.in > $(B)/pc/$$f.pc; done
+
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/libnal \
+	           $(DESTDIR)$(INCDIR)/distcache $(DESTDIR)$(BINDIR)
+	install -m 0755 $(REL)/libdistcache_rs.so $(DESTDIR)$(LIBDIR)/libnal.so.$(VERSION)
+	install -m 0755 $(B)/libdistcache.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdistcache.so.$(VERSION)
+	install -m 0755 $(B)/libdistcacheserver.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdistcacheserver.so.$(VERSION)
+	for l in libnal libdistcache libdistcacheserver; do \
+	  ln -sf $$l.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$$l.so.1; \
+	  ln -sf $$l.so.1 $(DESTDIR)$(LIBDIR)/$$l.so; done
+	install -m 0644 $(REL)/libdistcache_rs.a $(DESTDIR)$(LIBDIR)/libnal.a
+	install -m 0644 $(B)/libdistcache.a $(B)/libdistcacheserver.a $(DESTDIR)$(LIBDIR)/
+	install -m 0644 include/libnal/nal.h $(DESTDIR)$(INCDIR)/libnal/
+	install -m 0644 include/distcache/dc_plug.h include/distcache/dc_client.h \
+	                include/distcache/dc_server.h $(DESTDIR)$(INCDIR)/distcache/
+	install -m 0644 $(B)/pc/libnal.pc $(B)/pc/distcache.pc $(B)/pc/distcacheserver.pc \
+	                $(DESTDIR)$(LIBDIR)/pkgconfig/
+	for t in $(TOOLS); do install -m 0755 $(REL)/$$t $(DESTDIR)$(BINDIR)/$$t; done
+
+uninstall:
+	for l in libnal libdistcache libdistcacheserver; do \
+	  rm -f $(DESTDIR)$(LIBDIR)/$$l.so $(DESTDIR)$(LIBDIR)/$$l.so.1 \
+	        $(DESTDIR)$(LIBDIR)/$$l.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$$l.a; done
+	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/libnal.pc $(DESTDIR)$(LIBDIR)/pkgconfig/distcache.pc \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/distcacheserver.pc
+	rm -rf $(DESTDIR)$(INCDIR)/libnal $(DESTDIR)$(INCDIR)/distcache
+	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
+
+headers:
+	DCRS_UPDATE_HEADERS=1 $(CARGO) build --release --lib
+
+# ---------------------------------------------------------------- tests
+
+check: check-rust check-exports check-c
+	@echo "make check: all test suites passed"
+
+check-rust:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) test --release
+
+$(B)/stamp-testinstall: build
+	rm -rf $(TESTPREFIX)
+	$(MAKE) --no-print-directory install PREFIX=$(TESTPREFIX) DESTDIR=
+	@touch $@
+
+check-exports: $(B)/stamp-testinstall
+	sh capi-tests/check-exports.sh $(TESTPREFIX)/lib capi-tests/symbols.txt
+
+check-c: $(B)/stamp-testinstall
+	sh capi-tests/run.sh $(TESTPREFIX)
+
+demo: $(B)/stamp-testinstall
+	sh scripts/demo.sh $(TESTPREFIX)
+
+clean:
+	$(CARGO) clean
+	rm -rf $(B)
