@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Apache httpd end-to-end test: Apache's own, unmodified mod_socache_dc.c
+# (from Debian's apache2 source package) built against OUR installed
+# libraries, two Apache instances sharing TLS sessions through our dc_client
+# and dc_server.
+#
+#   openssl s_client -> apache A --mod_socache_dc--\
+#                                                   dc_client (UNIX) -> dc_server
+#   openssl s_client -> apache B --mod_socache_dc--/
+#
+# usage: tests/e2e/apache.sh <install-prefix>
+# env:   DCRS_E2E_N (cross-server resumptions per TLS version, default 20)
+#        DCRS_E2E_PAR (parallel resumptions, default 32)
+#        DCRS_CACHE (where the fetched mod_socache_dc.c is kept,
+#                    default ~/.cache/distcache-rs)
+#        DCRS_E2E_KEEP=1 keeps the work dir
+# Needs: apache2, apache2-dev (apxs), openssl, dpkg-dev, a deb-src entry
+# (.ci/run sets all of that up). Prints "apache-e2e: N passed, M failed".
+set -u -o pipefail
+
+PREFIX=$(cd "${1:?usage: apache.sh <prefix>}" && pwd -P)
+N=${DCRS_E2E_N:-20}
+PAR=${DCRS_E2E_PAR:-32}
+CACHE=${DCRS_CACHE:-$HOME/.cache/distcache-rs}
+PASS=0
+FAIL=0
+T0=$(date +%s)
+say() { printf '[%3ss] %s\n' "$(($(date +%s) - T0))" "$*"; }
+ok() { PASS=$((PASS + 1)); say "PASS: $*"; }
+bad() { FAIL=$((FAIL + 1)); say "FAIL: $*"; }
+die() { bad "$*"; finish; }
+
+APXS=$(command -v apxs || true)
+OPENSSL=$(command -v openssl || true)
+[ -n "$APXS" ] && [ -n "$OPENSSL" ] || { echo "apache-e2e: needs apxs (apache2-dev) and openssl" >&2; exit 2; }
+MODDIR=$("$APXS" -q LIBEXECDIR)
+APACHE2=$("$APXS" -q SBINDIR)/$("$APXS" -q TARGET)
+
+W=$(mktemp -d /tmp/dcrs-apache.XXXXXX)
+chmod 0755 "$W"
+PIDS=()
+finish() {
+    trap - EXIT
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    if [ "${DCRS_E2E_KEEP:-0}" = 1 ]; then echo "apache-e2e: kept $W"; else rm -rf "$W"; fi
+    echo "apache-e2e: $PASS passed, $FAIL failed"
+    [ "$FAIL" -eq 0 ] && exit 0 || exit 1
+}
+trap finish EXIT
+export LD_LIBRARY_PATH="$PREFIX/lib"
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+
+# ------------------------------------------------ 1. Apache's own module source
+SRC="$CACHE/mod_socache_dc.c"
+if [ ! -s "$SRC" ]; then
+    mkdir -p "$CACHE" "$W/src"
+    versions=$(apt-cache showsrc apache2 2>/dev/null | awk '/^Package: /{p=$2} /^Version: /{if (p == "apache2") print $2}')
+    [ -n "$versions" ] || die "apt-cache showsrc apache2 lists nothing (no deb-src entry?)"
+    got=
+    for v in $versions; do
+        rm -rf "$W/src/dl" && mkdir -p "$W/src/dl"
+        if (cd "$W/src/dl" && apt-get source -qq --download-only "apache2=$v") >"$W/src/apt.log" 2>&1; then
+            got=$v
+            break
+        fi
+        say "apt-get source apache2=$v failed, trying the next version"
+    done
+    [ -n "$got" ] || die "no apache2 source version could be downloaded"
+    dsc=$(ls "$W"/src/dl/*.dsc | head -n 1)
+    dpkg-source -x "$dsc" "$W/src/tree" >"$W/src/dpkg-source.log" 2>&1 || die "dpkg-source -x failed"
+    cp "$W/src/tree/modules/cache/mod_socache_dc.c" "$SRC" || die "mod_socache_dc.c not in apache2 $got"
+    echo "apache2=$got" >"$CACHE/mod_socache_dc.c.version"
+    rm -rf "$W/src"
+fi
+say "mod_socache_dc.c from Debian $(cat "$CACHE/mod_socache_dc.c.version" 2>/dev/null)"
+
+# ------------------------------------------------ 2. build it against our prefix
+mkdir -p "$W/m1" "$W/m2"
+cp "$SRC" "$W/m1/" && cp "$SRC" "$W/m2/"
+if (cd "$W/m1" && "$APXS" -c -I"$PREFIX/include" -L"$PREFIX/lib" -ldistcache -lnal mod_socache_dc.c) >"$W/m1/build.log" 2>&1; then
+    ok "apxs build with Apache's link line (-ldistcache -lnal)"
+else
+    tail -20 "$W/m1/build.log"
+    die "apxs build with -ldistcache -lnal"
+fi
+# shellcheck disable=SC2046
+if (cd "$W/m2" && "$APXS" -c $(pkg-config --cflags --libs distcache) mod_socache_dc.c) >"$W/m2/build.log" 2>&1; then
+    ok "apxs build with pkg-config --cflags --libs distcache"
+else
+    tail -20 "$W/m2/build.log"
+    bad "apxs build with pkg-config"
+fi
+MODULE="$W/m1/.libs/mod_socache_dc.so"
+chmod -R a+rX "$W/m1"
+if ldd "$MODULE" | grep -q "libdistcache.so.1 => $PREFIX/lib/"; then
+    ok "module resolves libdistcache.so.1 from our prefix"
+else
+    ldd "$MODULE"
+    bad "module does not resolve libdistcache.so.1 from our prefix"
+fi
+
+# ------------------------------------------------ 3. cache daemons, certificate
+mkdir -p "$W/dc" "$W/htdocs" "$W/pki" "$W/c"
+echo "dcrs-e2e ok" >"$W/htdocs/index.html"
+chmod -R a+rX "$W/htdocs"
+SOCK="$W/dc/client.sock"
+DC_SERVER_PID=
+DC_CLIENT_PID=
+
+wait_sock() { local i; for i in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done; return 1; }
+
+start_cache() { # start_cache [dc_server flags...]
+    [ -n "$DC_CLIENT_PID" ] && kill "$DC_CLIENT_PID" 2>/dev/null && wait "$DC_CLIENT_PID" 2>/dev/null
+    [ -n "$DC_SERVER_PID" ] && kill "$DC_SERVER_PID" 2>/dev/null && wait "$DC_SERVER_PID" 2>/dev/null
+    rm -f "$W/dc/server.sock" "$SOCK"
+    "$PREFIX/bin/dc_server" -listen "UNIX:$W/dc/server.sock" -sessions 100000 "$@" >>"$W/dc/server.log" 2>&1 &
+    DC_SERVER_PID=$!
+    PIDS+=("$DC_SERVER_PID")
+    wait_sock "$W/dc/server.sock" || die "dc_server did not start: $(tail -3 "$W/dc/server.log")"
+    "$PREFIX/bin/dc_client" -server "UNIX:$W/dc/server.sock" -listen "UNIX:$SOCK" -sockperms 0666 >>"$W/dc/client.log" 2>&1 &
+    DC_CLIENT_PID=$!
+    PIDS+=("$DC_CLIENT_PID")
+    wait_sock "$SOCK" || die "dc_client did not start: $(tail -3 "$W/dc/client.log")"
+    chmod 0666 "$SOCK"
+}
+
+CERT="$W/pki/cert.pem"
+KEY="$W/pki/key.pem"
+"$OPENSSL" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$KEY" \
+    -out "$CERT" -days 2 -subj "/CN=dcrs-e2e.test" >"$W/pki/log" 2>&1 || die "openssl req failed"
+chmod 0644 "$CERT" "$KEY"
+
+RUN_AS=
+if [ "$(id -u)" = 0 ]; then
+    for u in www-data daemon nobody; do id "$u" >/dev/null 2>&1 && RUN_AS=$u && break; done
+fi
+
+free_port() {
+    local p=$1
+    while [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; do p=$((p + 1)); done
+    echo "$p"
+}
+PORT_A=$(free_port 19443)
+PORT_B=$(free_port $((PORT_A + 1)))
+
+# ------------------------------------------------ 4. Apache instances
+declare -A APID
+start_apache() { # start_apache NAME PORT MPM CACHE
+    local name=$1 port=$2 mpm=$3 cache=$4 d="$W/$1" i
+    rm -rf "$d" && mkdir -p "$d/logs" "$d/run"
+    {
+        echo "ServerRoot \"$d\""
+        # Same ServerName on both: mod_ssl derives the session id context from it.
+        echo "ServerName dcrs-e2e.test:443"
+        echo "Listen 127.0.0.1:$port"
+        echo "PidFile \"$d/run/httpd.pid\""
+        echo "DefaultRuntimeDir \"$d/run\""
+        echo "ErrorLog \"$d/logs/error.log\""
+        echo "LogLevel info"
+        echo "LoadModule mpm_${mpm}_module \"$MODDIR/mod_mpm_${mpm}.so\""
+        echo "LoadModule authz_core_module \"$MODDIR/mod_authz_core.so\""
+        echo "LoadModule socache_shmcb_module \"$MODDIR/mod_socache_shmcb.so\""
+        echo "LoadModule socache_dc_module \"$MODULE\""
+        echo "LoadModule ssl_module \"$MODDIR/mod_ssl.so\""
+        [ -n "$RUN_AS" ] && printf 'User %s\nGroup %s\n' "$RUN_AS" "$(id -gn "$RUN_AS")"
+        if [ "$mpm" = prefork ]; then
+            printf 'StartServers 8\nMinSpareServers 4\nMaxSpareServers 16\nMaxRequestWorkers 64\n'
+        else
+            # One child with many threads: they all share ONE DC_CTX.
+            printf 'StartServers 1\nServerLimit 1\nThreadLimit 64\nThreadsPerChild 64\nMaxRequestWorkers 64\nMinSpareThreads 1\nMaxSpareThreads 64\n'
+        fi
+        echo "Timeout 10"
+        echo "KeepAlive Off"
+        echo "DocumentRoot \"$W/htdocs\""
+        echo "<Directory \"$W/htdocs\">"
+        echo "  Require all granted"
+        echo "</Directory>"
+        echo "SSLEngine on"
+        echo "SSLProtocol TLSv1.2 TLSv1.3"
+        echo "SSLCertificateFile \"$CERT\""
+        echo "SSLCertificateKeyFile \"$KEY\""
+        echo "SSLSessionCache \"$cache\""
+        echo "SSLSessionCacheTimeout 300"
+        echo "SSLSessionTickets off"
+    } >"$d/httpd.conf"
+    "$APACHE2" -d "$d" -f "$d/httpd.conf" -t >"$d/logs/configtest.log" 2>&1 || {
+        cat "$d/logs/configtest.log"
+        die "apache $name: config test failed"
+    }
+    "$APACHE2" -d "$d" -f "$d/httpd.conf" -DNO_DETACH >"$d/logs/stdout.log" 2>&1 &
+    APID[$name]=$!
+    PIDS+=("${APID[$name]}")
+    for i in $(seq 200); do
+        grep -q 'resuming normal operations' "$d/logs/error.log" 2>/dev/null &&
+            [ -n "$(ss -Htln "( sport = :$port )" 2>/dev/null)" ] && return 0
+        kill -0 "${APID[$name]}" 2>/dev/null || break
+        sleep 0.05
+    done
+    tail -5 "$d/logs/error.log" "$d/logs/stdout.log"
+    die "apache $name did not start"
+}
+stop_apache() {
+    local pid=${APID[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null
+    local i
+    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    APID[$1]=
+}
+crashes() { # children killed by a signal, as the parent logs them
+    cat "$W"/A/logs/error.log "$W"/B/logs/error.log 2>/dev/null | grep -cE 'exit signal|Segmentation|Aborted' || true
+}
+
+REQ=$'GET /index.html HTTP/1.0\r\nHost: dcrs-e2e.test\r\n\r\n'
+tls() { # tls PORT TLSFLAG OUT [s_client args]
+    local port=$1 v=$2 out=$3
+    shift 3
+    printf '%s' "$REQ" | timeout 10 "$OPENSSL" s_client -connect "127.0.0.1:$port" \
+        -servername dcrs-e2e.test "$v" -CAfile "$CERT" -ign_eof "$@" >"$out" 2>&1
+}
+is_new() { grep -q '^New, TLSv' "$1"; }
+is_reused() { grep -q '^Reused, TLSv' "$1" && grep -q '^HTTP/1.[01] 200' "$1"; }
+
+# cross VFLAG TAG FROM TO: full handshake on FROM, resumption on TO.
+cross() {
+    local v=$1 tag=$2 from=$3 to=$4
+    tls "$from" "$v" "$W/c/$tag.full" -sess_out "$W/c/$tag.sess" || return 2
+    is_new "$W/c/$tag.full" && [ -s "$W/c/$tag.sess" ] || return 2
+    tls "$to" "$v" "$W/c/$tag.res" -sess_in "$W/c/$tag.sess" || return 1
+    is_reused "$W/c/$tag.res"
+}
+
+serial_rounds() { # serial_rounds LABEL
+    local label=$1 v name i good total
+    for v in -tls1_2 -tls1_3; do
+        good=0
+        total=0
+        for i in $(seq "$N"); do
+            if [ $((i % 2)) = 1 ]; then cross "$v" "$label$v-$i" "$PORT_A" "$PORT_B"; else cross "$v" "$label$v-$i" "$PORT_B" "$PORT_A"; fi
+            [ $? = 0 ] && good=$((good + 1))
+            total=$((total + 1))
+        done
+        name="TLS${v#-tls}"
+        name=${name/_/.}
+        if [ "$good" = "$total" ]; then
+            ok "$label $name: $good/$total sessions made on one Apache resumed on the other (alternating A->B, B->A)"
+        else
+            bad "$label $name: only $good/$total cross-server resumptions"
+        fi
+    done
+}
+
+parallel_round() { # parallel_round LABEL VFLAG
+    local label=$1 v=$2 i good=0
+    for i in $(seq "$PAR"); do
+        tls "$PORT_A" "$v" "$W/c/p$i.full" -sess_out "$W/c/p$i.sess" &
+    done
+    wait
+    for i in $(seq "$PAR"); do
+        tls "$PORT_B" "$v" "$W/c/p$i.res" -sess_in "$W/c/p$i.sess" &
+    done
+    wait
+    for i in $(seq "$PAR"); do is_reused "$W/c/p$i.res" && good=$((good + 1)); done
+    if [ "$good" = "$PAR" ]; then
+        ok "$label: $PAR parallel resumptions on B of sessions made on A, all resumed"
+    else
+        bad "$label: $good/$PAR parallel resumptions"
+    fi
+}
+
+# Sub-second part of the clock, in microseconds.
+frac_us() { local t=${EPOCHREALTIME/[.,]/}; echo $((10#${t: -6})); }
+sleep_to_frac() { # sleep until the clock's sub-second part is $1 us
+    local d=$((($1 - $(frac_us) + 1000000) % 1000000))
+    sleep "$(printf '0.%06d' "$d")"
+}
+
+# ------------------------------------------------ 5. the runs
+say "== event MPM, dc_server -mintimeout 300000"
+start_cache -mintimeout 300000
+start_apache A "$PORT_A" event "dc:UNIX:$SOCK"
+start_apache B "$PORT_B" event "dc:UNIX:$SOCK"
+serial_rounds event
+parallel_round "event TLS1.2" -tls1_2
+parallel_round "event TLS1.3" -tls1_3
+
+# Apache 2.4's mod_socache_dc passes only the millisecond part of the
+# remaining lifetime: a session stored late in a wall-clock second arrives
+# with a timeout of a few ms. With -mintimeout it must live on.
+sleep_to_frac 850000
+tls "$PORT_A" -tls1_2 "$W/c/late.full" -sess_out "$W/c/late.sess"
+sleep 5
+tls "$PORT_B" -tls1_2 "$W/c/late.res" -sess_in "$W/c/late.sess"
+if is_new "$W/c/late.full" && is_reused "$W/c/late.res"; then
+    ok "a session stored late in a second (timeout of a few ms from Apache) is resumed 5 s later on the other server"
+else
+    bad "late-second session was not resumed after 5 s with -mintimeout"
+fi
+c=$(crashes)
+[ "$c" = 0 ] && ok "no Apache child crashed (event, with -mintimeout)" || bad "$c Apache child crashes logged"
+
+say "== event MPM, dc_server without a floor: sub-second timeouts must not crash anything"
+start_cache
+for i in $(seq 10); do
+    sleep_to_frac $((i * 97000 % 1000000))
+    tls "$PORT_A" -tls1_2 "$W/c/nf$i.full" -sess_out "$W/c/nf$i.sess"
+done
+good=0
+for i in $(seq 10); do is_new "$W/c/nf$i.full" && grep -q '^HTTP/1.[01] 200' "$W/c/nf$i.full" && good=$((good + 1)); done
+c=$(crashes)
+if [ "$good" = 10 ] && [ "$c" = 0 ] && kill -0 "${APID[A]}" && kill -0 "${APID[B]}"; then
+    ok "without -mintimeout: 10 stores at spread sub-second points, 10 pages served, 0 child crashes"
+else
+    bad "without -mintimeout: $good/10 served, $c crashes"
+fi
+stop_apache A
+stop_apache B
+
+say "== prefork MPM"
+start_cache -mintimeout 300000
+start_apache A "$PORT_A" prefork "dc:UNIX:$SOCK"
+start_apache B "$PORT_B" prefork "dc:UNIX:$SOCK"
+N=$(((N + 1) / 2)) serial_rounds prefork
+parallel_round "prefork TLS1.2" -tls1_2
+stop_apache A
+stop_apache B
+
+say "== negative control: per-instance shmcb caches must NOT resume across servers"
+start_apache A "$PORT_A" event "shmcb:$W/A/run/scache(512000)"
+start_apache B "$PORT_B" event "shmcb:$W/B/run/scache(512000)"
+neg=0
+for i in 1 2 3; do cross -tls1_2 "neg$i" "$PORT_A" "$PORT_B" && neg=$((neg + 1)); done
+[ "$neg" = 0 ] && ok "negative control: 0/3 cross-server resumptions without a shared cache" ||
+    bad "negative control resumed $neg/3: the check cannot tell"
+stop_apache A
+stop_apache B
