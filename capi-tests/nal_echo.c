@@ -403,9 +403,14 @@ static void test_selector(void)
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, NULL);
     memset(&it, 0, sizeof(it));
+    /* Repeating, so a signal that lands before the wait starts is not
+     * the only one. */
     it.it_value.tv_usec = 50000;
+    it.it_interval.tv_usec = 50000;
     setitimer(ITIMER_REAL, &it, NULL);
     CHECK(NAL_SELECTOR_select(sel, 0, 0) == 0);
+    memset(&it, 0, sizeof(it));
+    setitimer(ITIMER_REAL, &it, NULL);
 
     /* Data written on one side: both sides have events (send, read). */
     NAL_BUFFER_write(NAL_CONNECTION_get_send(a), (const unsigned char *)"hi", 2);
