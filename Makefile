@@ -41,7 +41,7 @@ $(B)/stamp-cargo: FORCE
 	$(CARGO) build --release --lib --bins
 	@touch $@
 FORCE:
-.SECONDARY:
+.SECONDARY: $(B)/filter-distcache.c $(B)/filter-distcacheserver.c $(B)/marker-distcache.o $(B)/marker-distcacheserver.o
 
 # Stub sources for the filter libraries, generated from the symbol list.
 $(B)/filter-%.c: capi-tests/symbols.txt
