@@ -27,7 +27,9 @@ pub unsafe extern "C" fn DC_CTX_new(target: *const c_char, flags: c_uint) -> *mu
         match Client::new(t, flags) {
             Ok(c) => into_c(c),
             Err(e) => {
-                eprintln!("distcache-rs: DC_CTX_new({t:?}, {flags:#x}): {e}");
+                crate::client::log_line(&format!(
+                    "distcache-rs: DC_CTX_new({t:?}, {flags:#x}): {e}"
+                ));
                 ptr::null_mut()
             }
         }

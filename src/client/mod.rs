@@ -34,6 +34,9 @@
 //!
 //! Every operation takes the next value of a per-process counter starting
 //! at 1 (shared by all clients of the process, as in the original library).
+//! A call refused locally for its arguments takes one too, so the uid
+//! sequence stays the original's (which sent ids over 64 bytes to the
+//! server and let it refuse them).
 //! An answer is accepted only when it echoes the uid and the operation and
 //! carries a non-empty payload; anything else fails the operation and closes
 //! that connection.
@@ -244,11 +247,11 @@ fn env_ms(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(n) if range.contains(&n) => n,
             _ => {
-                eprintln!(
+                log_line(&format!(
                     "distcache-rs: ignoring {name}={v:?} (expected {}..{} ms); using {default}",
                     range.start(),
                     range.end()
-                );
+                ));
                 default
             }
         },
@@ -270,6 +273,16 @@ impl Config {
             uids: UidSource::Process,
         }
     }
+}
+
+/// Write one line to stderr with a single write(2), so lines from several
+/// threads or processes do not interleave.
+pub(crate) fn log_line(msg: &str) {
+    use std::io::Write;
+    let mut line = String::with_capacity(msg.len() + 1);
+    line.push_str(msg);
+    line.push('\n');
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The per-process request uid counter.
@@ -394,6 +407,7 @@ impl Client {
     /// Add a session that expires after `timeout_ms` (raised to the floor
     /// if lower; saturated to `u32::MAX` if larger, which a server refuses).
     pub fn add(&self, id: &[u8], data: &[u8], timeout_ms: u64) -> Result<AddOutcome, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         if data.is_empty() {
             return Err(Error::InvalidArgument("empty session data"));
@@ -408,7 +422,7 @@ impl Client {
         let mut payload = Vec::with_capacity(8 + id.len() + data.len());
         encode_add(&mut payload, t, id, data);
         self.forget_get();
-        let a = self.transact(Cmd::Add, &payload)?;
+        let a = self.transact(uid, Cmd::Add, &payload)?;
         Ok(match a.as_slice() {
             [status::OK] => AddOutcome::Stored,
             [s] => AddOutcome::Refused(*s),
@@ -426,9 +440,10 @@ impl Client {
     /// As in the original, only an answer of 5 bytes or more is a hit (a
     /// 1-byte session `01` is indistinguishable from a miss on the wire).
     pub fn get(&self, id: &[u8]) -> Result<Option<Session>, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         self.forget_get();
-        let a = self.transact(Cmd::Get, id)?;
+        let a = self.transact(uid, Cmd::Get, id)?;
         match answer::get_hit(&a) {
             None => Ok(None),
             Some(d) => {
@@ -457,9 +472,10 @@ impl Client {
     /// Remove a session: `Ok(true)` when removed, `Ok(false)` when it was
     /// not found.
     pub fn remove(&self, id: &[u8]) -> Result<bool, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         self.forget_get();
-        let a = self.transact(Cmd::Remove, id)?;
+        let a = self.transact(uid, Cmd::Remove, id)?;
         match a.as_slice() {
             [status::OK] => Ok(true),
             [status::NOTOK] => Ok(false),
@@ -472,9 +488,10 @@ impl Client {
 
     /// Whether a session is stored.
     pub fn has(&self, id: &[u8]) -> Result<bool, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         self.forget_get();
-        let a = self.transact(Cmd::Have, id)?;
+        let a = self.transact(uid, Cmd::Have, id)?;
         match answer::have(&a) {
             Some(p) => Ok(p),
             None => Err(Error::Unexpected {
@@ -511,8 +528,7 @@ impl Client {
     }
 
     /// One request/response; reports peer violations on stderr.
-    fn transact(&self, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
-        let uid = self.uids.next();
+    fn transact(&self, uid: u32, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
         let mut req = Vec::new();
         encode_message(&mut req, false, uid, cmd, payload)
             .map_err(|_| Error::InvalidArgument("request exceeds 32768 bytes"))?;
@@ -525,12 +541,12 @@ impl Client {
         };
         if let Err(e) = &r {
             if e.is_peer_violation() {
-                eprintln!(
-                    "libdistcache(pid={}) distcache-rs: {} from {}: {e}; connection dropped",
+                log_line(&format!(
+                    "libdistcache(pid={}) {e} [distcache-rs: {} answer from {}; connection dropped, the call fails]",
                     std::process::id(),
                     cmd.name(),
                     self.name
-                );
+                ));
             }
         }
         r
