@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use client_support::{map_peer, read_n, replay_peer, MapOpts, Peer, Stats};
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
-use distcache_rs::proto::{encode_message, parse_add, AddParse, Decoder, Direction, Event};
+use distcache_rs::proto::{encode_message, parse_add, AddParse, Decoder, Direction};
 
 fn cfg(io_ms: u64) -> Config {
     Config {
@@ -55,7 +55,7 @@ fn hammer(cl: &Client, threads: usize, per_thread: usize, keys: u32) -> Tally {
         for t in 0..threads {
             let tally = &tally;
             sc.spawn(move || {
-                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1) * 0x1234_5678;
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((t as u64 + 1) * 0x1234_5678);
                 for _ in 0..per_thread {
                     let r = xorshift(&mut rng);
                     let k = (r % keys as u64) as u32;

@@ -457,8 +457,10 @@ pub fn replay_peer(script: Vec<(usize, Vec<u8>)>) -> Peer {
         };
         let got = read_n(&mut s, n);
         st.update(i, |c| c.received = got);
-        let _ = s.write_all(&resp);
+        // Counted before sending, so the count is final when the client
+        // has its answer.
         st.update(i, |c| c.answered += 1);
+        let _ = s.write_all(&resp);
         // Wait for the client to close.
         let mut sink = [0u8; 64];
         while matches!(s.read(&mut sink), Ok(k) if k > 0) {}
@@ -535,11 +537,13 @@ pub fn map_peer(map: Map, opts: MapOpts) -> Peer {
                 };
                 let mut out = Vec::new();
                 encode_message(&mut out, true, r.uid, r.cmd, &a).unwrap();
+                // Counted before sending, so the count is final when the
+                // client has its answer.
+                answered += 1;
+                st.update(i, |c| c.answered += 1);
                 if s.write_all(&out).is_err() {
                     return;
                 }
-                answered += 1;
-                st.update(i, |c| c.answered += 1);
                 if opts.close_after == Some(answered) {
                     return;
                 }
