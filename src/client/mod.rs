@@ -30,6 +30,12 @@
 //!   the same request. A failure to connect, a timeout and a protocol
 //!   violation are not retried.
 //!
+//! A pooled connection is owned by one operation at a time; the pool's lock
+//! is held only to push or pop a connection, never during I/O. (Calling
+//! `fork()` exactly while another thread holds that lock would leave the
+//! child's copy of the client locked; Apache and similar servers fork from
+//! a parent that is not using the client from other threads.)
+//!
 //! # Request ids
 //!
 //! Every operation takes the next value of a per-process counter starting
@@ -379,7 +385,7 @@ impl Client {
             last_get_len: AtomicUsize::new(0),
         };
         if c.persistent() && flags & FLAG_PERSISTENT_LATE == 0 {
-            let conn = Conn::connect(&c.target, c.cfg.io_timeout)?;
+            let conn = Conn::connect(&c.target, c.cfg.io_timeout, c.pid_if_checked())?;
             c.idle.lock().push(conn);
         }
         Ok(c)
@@ -402,6 +408,15 @@ impl Client {
 
     fn persistent(&self) -> bool {
         self.flags & FLAG_PERSISTENT != 0
+    }
+
+    /// The process id when PIDCHECK needs it, else 0 (saves a getpid()).
+    fn pid_if_checked(&self) -> u32 {
+        if self.flags & FLAG_PERSISTENT_PIDCHECK != 0 {
+            std::process::id()
+        } else {
+            0
+        }
     }
 
     /// Add a session that expires after `timeout_ms` (raised to the floor
@@ -535,7 +550,7 @@ impl Client {
         let r = if self.persistent() {
             self.transact_persistent(&req, uid, cmd)
         } else {
-            Conn::connect(&self.target, self.cfg.io_timeout)
+            Conn::connect(&self.target, self.cfg.io_timeout, 0)
                 .and_then(|mut c| c.exchange(&req, uid, cmd, self.cfg.io_timeout))
                 .map(|(a, _)| a)
         };
@@ -552,10 +567,10 @@ impl Client {
         r
     }
 
-    /// An idle pooled connection usable by this process, if any.
-    fn take_idle(&self) -> Option<Conn> {
+    /// An idle pooled connection usable by process `me` (see
+    /// [`Client::pid_if_checked`]), if any.
+    fn take_idle(&self, me: u32) -> Option<Conn> {
         if self.flags & FLAG_PERSISTENT_PIDCHECK != 0 {
-            let me = std::process::id();
             let mut idle = self.idle.lock();
             if idle.iter().any(|c| c.pid != me) {
                 // Inherited from the parent: close our copies of the file
@@ -578,9 +593,10 @@ impl Client {
 
     fn transact_persistent(&self, req: &[u8], uid: u32, cmd: Cmd) -> Result<Vec<u8>, Error> {
         let io = self.cfg.io_timeout;
-        let mut conn = match self.take_idle() {
+        let me = self.pid_if_checked();
+        let mut conn = match self.take_idle(me) {
             Some(c) => c,
-            None => Conn::connect(&self.target, io)?,
+            None => Conn::connect(&self.target, io, me)?,
         };
         match conn.exchange(req, uid, cmd, io) {
             Ok((a, clean)) => {
@@ -591,7 +607,7 @@ impl Client {
             }
             Err(e) if e.retryable() && self.flags & FLAG_PERSISTENT_RETRY != 0 => {
                 drop(conn);
-                let mut conn = Conn::connect(&self.target, io)?;
+                let mut conn = Conn::connect(&self.target, io, me)?;
                 let (a, clean) = conn.exchange(req, uid, cmd, io)?;
                 if clean {
                     self.put_back(conn);
