@@ -716,3 +716,29 @@ fn argument_checks_in_the_c_api() {
         DC_CTX_free(ctx);
     }
 }
+
+#[test]
+fn tcp_targets_work() {
+    let mut tried = 0;
+    for v6 in [false, true] {
+        // IPv6 loopback may be missing in a container: then only IPv4.
+        let Some(addr) = client_support::tcp_map_peer(Default::default(), v6) else {
+            assert!(v6, "no IPv4 loopback");
+            continue;
+        };
+        tried += 1;
+        for flags in [0, FLAG_PERSISTENT] {
+            let cl = Client::with_config(&addr, flags, cfg(2000)).unwrap();
+            let id = format!("tcp-{flags}");
+            let data = stress_data(4242);
+            assert_eq!(
+                cl.add(id.as_bytes(), &data, 5000).unwrap(),
+                AddOutcome::Stored
+            );
+            assert_eq!(&cl.get(id.as_bytes()).unwrap().unwrap()[..], &data[..]);
+            assert!(cl.remove(id.as_bytes()).unwrap());
+            assert!(!cl.has(id.as_bytes()).unwrap());
+        }
+    }
+    assert!(tried >= 1);
+}

@@ -508,46 +508,77 @@ pub fn answer(map: &Map, cmd: Cmd, payload: &[u8]) -> Option<Vec<u8>> {
 
 /// A peer serving a real in-memory session map (no expiry).
 pub fn map_peer(map: Map, opts: MapOpts) -> Peer {
-    Peer::spawn(Arc::new(move |i, mut s: UnixStream, st: &Arc<Stats>| {
-        let mut dec = Decoder::new(Direction::Requests);
-        let mut buf = Vec::new();
-        let mut chunk = vec![0u8; 65536];
-        let mut answered = 0;
-        loop {
-            let n = match s.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if opts.stall {
-                continue;
+    Peer::spawn(Arc::new(move |i, s: UnixStream, st: &Arc<Stats>| {
+        serve_map(i, s, &map, &opts, Some(st))
+    }))
+}
+
+/// Serve one connection of a map peer (UNIX or TCP).
+pub fn serve_map<S: Read + Write>(
+    i: usize,
+    mut s: S,
+    map: &Map,
+    opts: &MapOpts,
+    st: Option<&Arc<Stats>>,
+) {
+    let mut dec = Decoder::new(Direction::Requests);
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let mut answered = 0;
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if opts.stall {
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut reqs = Vec::new();
+        let used = match dec.drain(&buf, |m| reqs.push(m.to_owned())) {
+            Ok(u) => u,
+            Err(_) => return,
+        };
+        buf.drain(..used);
+        for r in reqs {
+            if opts.drop_unanswered_on.contains(&i) {
+                return;
             }
-            buf.extend_from_slice(&chunk[..n]);
-            let mut reqs = Vec::new();
-            let used = match dec.drain(&buf, |m| reqs.push(m.to_owned())) {
-                Ok(u) => u,
-                Err(_) => return,
+            let Some(a) = answer(map, r.cmd, &r.payload) else {
+                return;
             };
-            buf.drain(..used);
-            for r in reqs {
-                if opts.drop_unanswered_on.contains(&i) {
-                    return;
-                }
-                let Some(a) = answer(&map, r.cmd, &r.payload) else {
-                    return;
-                };
-                let mut out = Vec::new();
-                encode_message(&mut out, true, r.uid, r.cmd, &a).unwrap();
-                // Counted before sending, so the count is final when the
-                // client has its answer.
-                answered += 1;
+            let mut out = Vec::new();
+            encode_message(&mut out, true, r.uid, r.cmd, &a).unwrap();
+            // Counted before sending, so the count is final when the
+            // client has its answer.
+            answered += 1;
+            if let Some(st) = st {
                 st.update(i, |c| c.answered += 1);
-                if s.write_all(&out).is_err() {
-                    return;
-                }
-                if opts.close_after == Some(answered) {
-                    return;
-                }
+            }
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            if opts.close_after == Some(answered) {
+                return;
             }
         }
-    }))
+    }
+}
+
+/// A map peer on a TCP loopback port; returns the libnal address.
+pub fn tcp_map_peer(map: Map, v6: bool) -> Option<String> {
+    let l = std::net::TcpListener::bind(if v6 { "[::1]:0" } else { "127.0.0.1:0" }).ok()?;
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (i, s) in l.incoming().enumerate() {
+            let Ok(s) = s else { continue };
+            let map = map.clone();
+            std::thread::spawn(move || serve_map(i, s, &map, &MapOpts::default(), None));
+        }
+    });
+    Some(if v6 {
+        format!("IPv6:[::1]:{port}")
+    } else {
+        format!("IP:127.0.0.1:{port}")
+    })
 }
