@@ -17,8 +17,9 @@
 //!   each operation takes an idle connection from a small pool (or opens a
 //!   new one when all are busy) and puts it back afterwards. At most
 //!   [`MAX_IDLE`] idle connections are kept; surplus ones are closed.
-//!   A connection that failed, or whose peer sent anything unexpected, is
-//!   closed, never reused.
+//!   A connection that failed, timed out, or whose peer broke the protocol
+//!   (corrupt frame, wrong uid or operation, empty answer, bytes beyond the
+//!   answer) is closed, never reused.
 //! * [`FLAG_PERSISTENT_PIDCHECK`]: before each operation the process id is
 //!   compared with the one that made each pooled connection; connections
 //!   inherited across `fork()` are closed (only our copy of the file
@@ -367,8 +368,11 @@ impl Client {
         Client::with_config(target, flags, Config::from_env())
     }
 
-    /// Like [`Client::new`] with an explicit configuration.
-    pub fn with_config(target: &str, flags: u32, cfg: Config) -> Result<Client, Error> {
+    /// Like [`Client::new`] with an explicit configuration. An I/O timeout
+    /// under 1 ms is raised to 1 ms, a floor over 7 days lowered to 7 days.
+    pub fn with_config(target: &str, flags: u32, mut cfg: Config) -> Result<Client, Error> {
+        cfg.io_timeout = cfg.io_timeout.max(Duration::from_millis(1));
+        cfg.min_timeout_ms = cfg.min_timeout_ms.min(MAX_EXPIRY_MS);
         let t = resolve(target)?;
         let uids = match cfg.uids {
             UidSource::Process => Uids::Process,
@@ -650,6 +654,18 @@ mod tests {
             );
         }
         assert!(Client::new("UNIX:/nonexistent/dcrs", 0).is_ok());
+        let odd = Config {
+            io_timeout: Duration::ZERO,
+            min_timeout_ms: u64::MAX,
+            uids: UidSource::Private(0),
+        };
+        let c = Client::with_config("UNIX:/nonexistent/dcrs", 0, odd).unwrap();
+        assert_eq!(c.config().io_timeout, Duration::from_millis(1));
+        assert_eq!(c.config().min_timeout_ms, MAX_EXPIRY_MS);
+        // The zero timeout did not turn into a setsockopt error.
+        assert!(
+            matches!(c.has(b"x"), Err(Error::Connect(e)) if e.kind() == io::ErrorKind::NotFound)
+        );
         assert!(Client::new("IP:127.0.0.1:9", FLAG_PERSISTENT | FLAG_PERSISTENT_LATE).is_ok());
     }
 
