@@ -1,18 +1,22 @@
 //! DC_CTX tests that touch process-wide state: fork() (PERSISTENT_PIDCHECK),
 //! file descriptor 2 (the protocol-error line) and the environment
-//! (DISTCACHE_MIN_TIMEOUT_MS, DISTCACHE_IO_TIMEOUT_MS). They take a lock so
+//! (DISTCACHE_MIN_TIMEOUT_MS, DISTCACHE_IO_TIMEOUT_MS), plus random peer
+//! answers (their stderr lines are captured and counted). They take a lock so
 //! they never run at the same time as each other.
 
 mod client_support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{map_peer, replay_peer, unhex, MapOpts};
+use client_support::{map_peer, read_n, replay_peer, unhex, MapOpts, Peer, Stats};
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
+use distcache_rs::proto::encode_message;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -204,4 +208,96 @@ fn environment_sets_the_floor_and_the_io_bound() {
     std::env::remove_var(ENV_IO_TIMEOUT);
     let cl = Client::new(&peer.addr(), 0).unwrap();
     assert_eq!(cl.config().min_timeout_ms, 500);
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+#[test]
+fn random_and_mutated_answers_never_panic() {
+    // Each connection: read the HAVE request for "abc", answer with a
+    // mutated (or random) byte string, close.
+    let seed = Arc::new(AtomicU64::new(0x5eed_1234_abcd_0001));
+    let outcomes = Arc::new(Mutex::new([0usize; 4]));
+    let s2 = seed.clone();
+    let peer = Peer::spawn(Arc::new(move |i, mut s: UnixStream, _: &Arc<Stats>| {
+        let req = read_n(&mut s, 17);
+        if req.len() != 17 {
+            return;
+        }
+        let uid = u32::from_be_bytes(req[5..9].try_into().unwrap());
+        let mut rng = s2.load(Ordering::Relaxed) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9);
+        let mut out = Vec::new();
+        let payload_len = (xorshift(&mut rng) % 4100) as usize;
+        let payload: Vec<u8> = (0..payload_len).map(|_| xorshift(&mut rng) as u8).collect();
+        encode_message(
+            &mut out,
+            true,
+            uid,
+            distcache_rs::proto::Cmd::Have,
+            &payload,
+        )
+        .unwrap();
+        match xorshift(&mut rng) % 4 {
+            // Pure noise.
+            0 => {
+                out = (0..(xorshift(&mut rng) % 64))
+                    .map(|_| xorshift(&mut rng) as u8)
+                    .collect()
+            }
+            // Flip a few bytes (often in the header).
+            1 | 2 => {
+                for _ in 0..1 + xorshift(&mut rng) % 3 {
+                    let lim = if xorshift(&mut rng) % 2 == 0 {
+                        14.min(out.len())
+                    } else {
+                        out.len()
+                    };
+                    let at = (xorshift(&mut rng) as usize) % lim;
+                    out[at] ^= 1 << (xorshift(&mut rng) % 8);
+                }
+            }
+            // Truncate.
+            _ => {
+                let keep = (xorshift(&mut rng) as usize) % out.len();
+                out.truncate(keep);
+            }
+        }
+        let _ = s.write_all(&out);
+    }));
+    let c = Config {
+        uids: UidSource::Private(1),
+        io_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let cl = Client::with_config(&peer.addr(), 0, c).unwrap();
+    let _g = serial();
+    let err = capture_stderr(|| {
+        for _ in 0..300 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cl.has(b"abc")));
+            let r = r.expect("client panicked on peer input");
+            let k = match r {
+                Ok(_) => 0,
+                Err(Error::Protocol(_)) => 1,
+                Err(Error::Closed) | Err(Error::Timeout(_)) | Err(Error::Recv(_)) => 2,
+                Err(_) => 3,
+            };
+            outcomes.lock().unwrap()[k] += 1;
+        }
+    });
+    let o = *outcomes.lock().unwrap();
+    // One stderr line per peer protocol violation, none otherwise.
+    let violations = err
+        .lines()
+        .filter(|l| l.starts_with("libdistcache(pid="))
+        .count();
+    assert_eq!(err.lines().count(), violations);
+    assert!(violations >= o[1], "{violations} lines for {o:?}");
+    assert_eq!(o.iter().sum::<usize>(), 300);
+    // The mix exercised both rejection and cut-short paths.
+    assert!(o[1] > 0 && o[2] > 0, "{o:?}");
 }
