@@ -25,6 +25,9 @@ use std::collections::VecDeque;
 use crate::nal::Buffer;
 use crate::proto::{self, Cmd, DecodeError, Decoder, Direction, Event, MAX_FRAME_LEN};
 
+mod conn;
+pub use conn::{ConnHandle, OwnedConn, Plug};
+
 /// Flag of `DC_PLUG_new`: we send requests and read responses.
 pub const FLAG_TO_SERVER: u32 = 0x0001;
 /// Flag of `DC_PLUG_new`: freeing the plug leaves the connection alone.
