@@ -20,4 +20,5 @@ pub mod evloop;
 pub mod nal;
 pub mod proto;
 pub mod server;
+pub mod tools;
 pub mod util;
