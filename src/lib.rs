@@ -22,4 +22,5 @@ pub mod nal;
 pub mod plug;
 pub mod proto;
 pub mod server;
+pub mod tools;
 pub mod util;
