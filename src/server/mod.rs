@@ -7,6 +7,7 @@
 //! the same way.
 
 pub mod cache;
+pub mod dcserver;
 
 use crate::proto::{self, status, AddParse, Cmd, MsgRef};
 
