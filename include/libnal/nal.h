@@ -27,4 +27,150 @@ typedef struct st_NAL_BUFFER NAL_BUFFER;
 #endif
 
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+void NAL_config_set_nagle(int enabled);
+
+NAL_ADDRESS *NAL_ADDRESS_new(void);
+
+void NAL_ADDRESS_free(NAL_ADDRESS *addr);
+
+void NAL_ADDRESS_reset(NAL_ADDRESS *addr);
+
+int NAL_ADDRESS_create(NAL_ADDRESS *addr, const char *addr_string, unsigned int def_buffer_size);
+
+unsigned int NAL_ADDRESS_get_def_buffer_size(const NAL_ADDRESS *addr);
+
+int NAL_ADDRESS_set_def_buffer_size(NAL_ADDRESS *addr, unsigned int def_buffer_size);
+
+int NAL_ADDRESS_can_connect(const NAL_ADDRESS *addr);
+
+int NAL_ADDRESS_can_listen(const NAL_ADDRESS *addr);
+
+NAL_SELECTOR *NAL_SELECTOR_new(void);
+
+NAL_SELECTOR *NAL_SELECTOR_new_fdselect(void);
+
+NAL_SELECTOR *NAL_SELECTOR_new_fdpoll(void);
+
+void NAL_SELECTOR_free(NAL_SELECTOR *sel);
+
+void NAL_SELECTOR_reset(NAL_SELECTOR *sel);
+
+int NAL_SELECTOR_select(NAL_SELECTOR *sel, unsigned long usec_timeout, int use_timeout);
+
+unsigned int NAL_SELECTOR_num_objects(const NAL_SELECTOR *sel);
+
+NAL_LISTENER *NAL_LISTENER_new(void);
+
+void NAL_LISTENER_free(NAL_LISTENER *list);
+
+void NAL_LISTENER_reset(NAL_LISTENER *list);
+
+int NAL_LISTENER_create(NAL_LISTENER *list, const NAL_ADDRESS *addr);
+
+int NAL_LISTENER_add_to_selector(NAL_LISTENER *list, NAL_SELECTOR *sel);
+
+void NAL_LISTENER_del_from_selector(NAL_LISTENER *list);
+
+int NAL_LISTENER_finished(const NAL_LISTENER *list);
+
+int NAL_LISTENER_set_fs_owner(NAL_LISTENER *list, const char *ownername, const char *groupname);
+
+int NAL_LISTENER_set_fs_perms(NAL_LISTENER *list, const char *octal_string);
+
+NAL_CONNECTION *NAL_CONNECTION_new(void);
+
+void NAL_CONNECTION_free(NAL_CONNECTION *conn);
+
+void NAL_CONNECTION_reset(NAL_CONNECTION *conn);
+
+int NAL_CONNECTION_create(NAL_CONNECTION *conn, const NAL_ADDRESS *addr);
+
+int NAL_CONNECTION_accept(NAL_CONNECTION *conn, NAL_LISTENER *list);
+
+int NAL_CONNECTION_set_size(NAL_CONNECTION *conn, unsigned int size);
+
+NAL_BUFFER *NAL_CONNECTION_get_read(NAL_CONNECTION *conn);
+
+NAL_BUFFER *NAL_CONNECTION_get_send(NAL_CONNECTION *conn);
+
+const NAL_BUFFER *NAL_CONNECTION_get_read_c(const NAL_CONNECTION *conn);
+
+const NAL_BUFFER *NAL_CONNECTION_get_send_c(const NAL_CONNECTION *conn);
+
+int NAL_CONNECTION_io(NAL_CONNECTION *conn);
+
+int NAL_CONNECTION_is_established(const NAL_CONNECTION *conn);
+
+int NAL_CONNECTION_add_to_selector(NAL_CONNECTION *conn, NAL_SELECTOR *sel);
+
+void NAL_CONNECTION_del_from_selector(NAL_CONNECTION *conn);
+
+int NAL_CONNECTION_create_pair(NAL_CONNECTION *conn1,
+                               NAL_CONNECTION *conn2,
+                               unsigned int def_buffer_size);
+
+NAL_BUFFER *NAL_BUFFER_new(void);
+
+void NAL_BUFFER_free(NAL_BUFFER *buf);
+
+void NAL_BUFFER_reset(NAL_BUFFER *buf);
+
+int NAL_BUFFER_set_size(NAL_BUFFER *buf, unsigned int size);
+
+int NAL_BUFFER_empty(const NAL_BUFFER *buf);
+
+int NAL_BUFFER_full(const NAL_BUFFER *buf);
+
+int NAL_BUFFER_notempty(const NAL_BUFFER *buf);
+
+int NAL_BUFFER_notfull(const NAL_BUFFER *buf);
+
+unsigned int NAL_BUFFER_used(const NAL_BUFFER *buf);
+
+unsigned int NAL_BUFFER_unused(const NAL_BUFFER *buf);
+
+unsigned int NAL_BUFFER_size(const NAL_BUFFER *buf);
+
+const unsigned char *NAL_BUFFER_data(const NAL_BUFFER *buf);
+
+unsigned int NAL_BUFFER_write(NAL_BUFFER *buf, const unsigned char *ptr, unsigned int size);
+
+unsigned int NAL_BUFFER_read(NAL_BUFFER *buf, unsigned char *ptr, unsigned int size);
+
+unsigned int NAL_BUFFER_transfer(NAL_BUFFER *dest, NAL_BUFFER *src, unsigned int max);
+
+unsigned char *NAL_BUFFER_write_ptr(NAL_BUFFER *buf);
+
+void NAL_BUFFER_wrote(NAL_BUFFER *buf, unsigned int size);
+
+int NAL_decode_uint32(const unsigned char **bin, unsigned int *bin_len, unsigned long *val);
+
+int NAL_decode_uint16(const unsigned char **bin, unsigned int *bin_len, unsigned int *val);
+
+int NAL_decode_char(const unsigned char **bin, unsigned int *bin_len, unsigned char *val);
+
+int NAL_decode_bin(const unsigned char **bin,
+                   unsigned int *bin_len,
+                   unsigned char *val,
+                   unsigned int val_len);
+
+int NAL_encode_uint32(unsigned char **bin, unsigned int *bin_len, unsigned long val);
+
+int NAL_encode_uint16(unsigned char **bin, unsigned int *bin_len, unsigned int val);
+
+int NAL_encode_char(unsigned char **bin, unsigned int *bin_len, unsigned char val);
+
+int NAL_encode_bin(unsigned char **bin,
+                   unsigned int *bin_len,
+                   const unsigned char *val,
+                   unsigned int val_len);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* HEADER_LIBNAL_NAL_H */
