@@ -10,9 +10,8 @@
 use std::os::raw::{c_int, c_uchar, c_uint, c_ulong};
 use std::ptr::NonNull;
 
+use super::nal::{NAL_CONNECTION, NAL_SELECTOR};
 use super::{bytes, from_c, guard, into_c, obj, obj_mut};
-use crate::nal::Connection as NAL_CONNECTION;
-use crate::nal::Selector as NAL_SELECTOR;
 use crate::plug::{ConnHandle, Plug, FLAG_NOFREE_CONN, FLAG_TO_SERVER};
 use crate::proto::Cmd;
 

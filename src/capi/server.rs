@@ -21,9 +21,9 @@ use std::os::raw::{c_int, c_uchar, c_uint, c_ulong};
 use std::ptr::{null_mut, NonNull};
 use std::sync::Mutex;
 
+use super::nal::NAL_CONNECTION;
 use super::plug::CConn;
 use super::{from_c, guard, into_c, obj, obj_mut};
-use crate::nal::Connection as NAL_CONNECTION;
 use crate::proto::MAX_TOTAL_DATA;
 use crate::server::cache::Cache;
 use crate::server::dcserver::{Client, DcServer};
