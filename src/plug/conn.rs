@@ -67,6 +67,15 @@ impl Plug {
         self.core.after_io(&mut b.read, &mut b.send).is_ok()
     }
 
+    /// Move queued output into the send buffer, without decoding input.
+    /// True when all output has left the send buffer (been written to the
+    /// socket).
+    pub fn flush(&mut self) -> bool {
+        let mut sb = self.conn.conn().send_buf_mut();
+        self.core.push(&mut sb);
+        sb.is_empty() && self.core.pending_output() == 0
+    }
+
     /// Make sure the connection is watched by `sel` (DC_PLUG_to_select).
     /// Our connections stay bound to a selector, which then waits for
     /// readability while the read buffer has room (the plug stops draining

@@ -40,6 +40,10 @@ pub struct Client {
     owner: *mut DcServer,
     plug: Plug,
     in_server: bool,
+    /// A request could not be answered: answers already queued are still
+    /// delivered, nothing more is read, and the client goes away once they
+    /// are sent (as the original did).
+    closing: bool,
 }
 
 impl Client {
@@ -129,6 +133,7 @@ impl DcServer {
             owner,
             plug: Plug::new(conn, false),
             in_server,
+            closing: false,
         });
         self.clients.entry(id).or_insert(c)
     }
@@ -156,8 +161,10 @@ impl DcServer {
 
     /// Answer every complete request waiting on client `id`
     /// (DC_SERVER_process_client). The caller does the connection's network
-    /// I/O. False when the client must be deleted (corrupt stream, a
-    /// request that cannot be answered) or does not exist.
+    /// I/O. False when the client must be deleted: corrupt stream, no such
+    /// client, or a request that cannot be answered (an ADD under 8 bytes)
+    /// once the answers to the requests before it have been sent (until
+    /// then it stays true, and nothing more is read).
     pub fn process_client(&mut self, id: ClientId, now_ms: u64) -> bool {
         let DcServer {
             cache,
@@ -168,7 +175,7 @@ impl DcServer {
             ..
         } = self;
         match clients.get_mut(&id) {
-            Some(c) => serve(&mut c.plug, &mut **cache, policy, stats, scratch, now_ms),
+            Some(c) => serve(c, &mut **cache, policy, stats, scratch, now_ms),
             None => false,
         }
     }
@@ -188,22 +195,27 @@ impl DcServer {
         } = self;
         let before = clients.len();
         clients.retain(|_, c| {
-            !c.in_server
-                || (c.plug.io() && serve(&mut c.plug, &mut **cache, policy, stats, scratch, now_ms))
+            !c.in_server || (c.plug.io() && serve(c, &mut **cache, policy, stats, scratch, now_ms))
         });
         before - clients.len()
     }
 }
 
-/// Answer the requests waiting on one plug.
+/// Answer the requests waiting on one client. False when the client must
+/// go: corrupt stream, or (after a request that cannot be answered, such
+/// as an ADD under 8 bytes) once the answers queued before it are sent.
 fn serve(
-    plug: &mut Plug,
+    c: &mut Client,
     cache: &mut dyn SessionCache,
     policy: &Policy,
     stats: &mut Stats,
     scratch: &mut Vec<u8>,
     now_ms: u64,
 ) -> bool {
+    let plug = &mut c.plug;
+    if c.closing {
+        return !plug.flush();
+    }
     // Flush answers left over from last time and decode what arrived.
     if !plug.sync() {
         return false;
@@ -223,7 +235,8 @@ fn serve(
         let r = handle_request(cache, policy, stats, now_ms, req, scratch);
         plug.consume();
         if r.is_err() {
-            return false;
+            c.closing = true;
+            return !plug.flush();
         }
         plug.queue_encoded(scratch);
     }
