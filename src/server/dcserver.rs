@@ -184,6 +184,11 @@ impl DcServer {
     /// (DC_SERVER_clients_io), after the caller's select. Clients whose
     /// connection failed (peer closed, socket error) or whose stream was
     /// corrupt are removed. Returns how many were removed.
+    ///
+    /// An in-server client's connection must be bound to the selector the
+    /// caller selects on (NAL_CONNECTION_add_to_selector, before or after
+    /// creating the client); while it is not bound, it gets no network I/O
+    /// (requests already buffered are still answered) but is kept.
     pub fn clients_io(&mut self, now_ms: u64) -> usize {
         let DcServer {
             cache,
@@ -195,7 +200,11 @@ impl DcServer {
         } = self;
         let before = clients.len();
         clients.retain(|_, c| {
-            !c.in_server || (c.plug.io() && serve(c, &mut **cache, policy, stats, scratch, now_ms))
+            if !c.in_server {
+                return true;
+            }
+            let net_ok = !c.plug.conn().is_bound() || c.plug.io();
+            net_ok && serve(c, &mut **cache, policy, stats, scratch, now_ms)
         });
         before - clients.len()
     }

@@ -272,3 +272,43 @@ fn client_back_reference_points_to_its_server() {
     let owner = srv.new_client(Box::new(OwnedConn(b)), true).owner();
     assert!(std::ptr::eq(owner, &*srv));
 }
+
+#[test]
+fn unbound_in_server_clients_are_kept_until_bound() {
+    let mut rig = Rig::new(100);
+    let (mut a, mut b) = (Connection::new(), Connection::new());
+    assert!(Connection::create_pair(&mut a, &mut b, 4096));
+    assert!(a.add_to_selector(&rig.sel));
+    let id = rig.srv.new_client(Box::new(OwnedConn(b)), true).id();
+    let mut p = Plug::new(Box::new(OwnedConn(a)), true);
+    p.write(false, 3, Cmd::Have, b"id").unwrap();
+    p.commit().unwrap();
+    for _ in 0..3 {
+        assert_eq!(rig.step(&mut [&mut p], 0), 0);
+    }
+    assert_eq!(rig.srv.num_clients(), 1);
+    assert!(p.read(false).is_none(), "no I/O while unbound");
+    // Bound late: served from then on.
+    let sel = &rig.sel;
+    assert!(rig
+        .srv
+        .client_mut(id)
+        .unwrap()
+        .plug()
+        .conn()
+        .add_to_selector(sel));
+    let mut first = None;
+    for _ in 0..20 {
+        rig.step(&mut [&mut p], 0);
+        if let Some(m) = p.read(false) {
+            first = Some((m.uid, m.payload.to_vec()));
+            p.consume();
+            break;
+        }
+    }
+    assert_eq!(first, Some((3, vec![status::NOTOK])));
+    assert_eq!(
+        call(&mut rig, &mut p, 4, Cmd::Have, b"id", 0),
+        [status::NOTOK]
+    );
+}
