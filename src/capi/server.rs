@@ -13,6 +13,13 @@
 //! milliseconds; a caller's `DC_CACHE_cb` receives it back as a timeval
 //! rounded down to the millisecond. NULL `now` makes the call fail.
 //!
+//! Clients made with `DC_CLIENT_FLAG_IN_SERVER` get their network I/O from
+//! `DC_SERVER_clients_io`, which has no selector argument: bind each such
+//! connection once to the selector you select on
+//! (`NAL_CONNECTION_add_to_selector`), as with every NAL object. Until it is
+//! bound the client is kept but gets no I/O. Other clients are driven by
+//! the caller (`NAL_CONNECTION_io`, then `DC_SERVER_process_client`).
+//!
 //! A `DC_CLIENT*` stays valid until `DC_SERVER_del_client`, until
 //! `DC_SERVER_clients_io` drops it (in-server clients whose peer closed or
 //! sent a corrupt stream), or until `DC_SERVER_free`.
