@@ -169,12 +169,6 @@ pub struct Connection {
     core: Arc<Mutex<ConnCore>>,
 }
 
-impl std::fmt::Debug for Registration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Registration")
-    }
-}
-
 impl Default for Connection {
     fn default() -> Self {
         Self::new()

@@ -204,6 +204,11 @@ fn is_stale_socket(path: &Path, sa: &SockAddr) -> bool {
         Ok(m) if m.file_type().is_socket() => {}
         _ => return false,
     }
+    // The kernel's table of UNIX sockets names the live listeners: when it
+    // shows one on this path, do not disturb that server with a probe.
+    if proc_unix_listening(path) {
+        return false;
+    }
     let Ok(probe) = Socket::new(Domain::UNIX, Type::STREAM, None) else {
         return false;
     };
@@ -215,6 +220,33 @@ fn is_stale_socket(path: &Path, sa: &SockAddr) -> bool {
         Ok(()) => false,
         Err(e) => e.raw_os_error() == Some(libc::ECONNREFUSED),
     }
+}
+
+/// Whether /proc/net/unix lists a listening socket bound to `path`.
+fn proc_unix_listening(path: &Path) -> bool {
+    const SO_ACCEPTCON: u32 = 0x10000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let want = path.as_os_str().to_string_lossy();
+    let abs = std::env::current_dir()
+        .map(|d| d.join(path).to_string_lossy().into_owned())
+        .unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path: the path is the
+        // rest of the line after the seventh field.
+        let mut rest = line;
+        let mut fields = Vec::with_capacity(7);
+        for _ in 0..7 {
+            rest = rest.trim_start();
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            fields.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let p = rest.trim();
+        let listening = u32::from_str_radix(fields[3], 16).is_ok_and(|fl| fl & SO_ACCEPTCON != 0);
+        listening && !p.is_empty() && (p == want || p == abs)
+    })
 }
 
 /// (uid, primary gid) of a user name or numeric uid.
@@ -256,4 +288,33 @@ fn lookup_group(name: &str) -> Option<u32> {
         return Some(gr.gr_gid);
     }
     name.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_table_shows_live_listeners_only() {
+        let p = std::env::temp_dir().join(format!("dcrs-nal-{}-proc.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let addr = Address::Unix(p.clone());
+        let mut l = Listener::new();
+        assert!(l.create(&addr, 10));
+        assert!(proc_unix_listening(&p));
+        l.reset();
+        assert!(!proc_unix_listening(&p));
+        assert!(p.exists());
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn octal() {
+        assert_eq!(parse_octal("660"), Some(0o660));
+        assert_eq!(parse_octal("0777"), Some(0o777));
+        assert_eq!(parse_octal("4755"), Some(0o4755));
+        for bad in ["", "8", "66a", "77777", "-1", " 6"] {
+            assert_eq!(parse_octal(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -121,6 +121,15 @@ impl Registration {
     }
 }
 
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("idx", &self.idx)
+            .field("gen", &self.gen)
+            .finish()
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(r) = self.reg.upgrade() {
