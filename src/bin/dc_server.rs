@@ -23,13 +23,21 @@ const CLI: Cli = Cli {
     tool: TOOL,
     synopsis: "-listen <address> [options]",
     flags: &[
-        Flag::value(&["listen"], "address", "address to accept clients on (required)"),
+        Flag::value(
+            &["listen"],
+            "address",
+            "address to accept clients on (required)",
+        ),
         Flag::switch(&["daemon"], "detach and close the standard descriptors"),
         Flag::value(&["user"], "user", "switch to this user once listening"),
         Flag::value(&["sockowner"], "user", "owner of a UNIX listening socket"),
         Flag::value(&["sockgroup"], "group", "group of a UNIX listening socket"),
         Flag::value(&["sockperms"], "octal", "mode of a UNIX listening socket"),
-        Flag::value(&["sessions"], "num", "maximum sessions stored (default 512)"),
+        Flag::value(
+            &["sessions"],
+            "num",
+            "maximum sessions stored (default 512)",
+        ),
         Flag::value(
             &["progress"],
             "num",
@@ -89,9 +97,9 @@ fn config(p: &Parsed) -> Result<Config, String> {
     }
     let pidfile = match p.get("pidfile") {
         Some("") => return Err("flag -pidfile: empty path".into()),
-        Some(f) => Some(
-            tools::absolute_path(f.as_ref()).map_err(|e| format!("flag -pidfile: {e}"))?,
-        ),
+        Some(f) => {
+            Some(tools::absolute_path(f.as_ref()).map_err(|e| format!("flag -pidfile: {e}"))?)
+        }
         None => None,
     };
     Ok(Config {
@@ -197,7 +205,10 @@ fn run() -> i32 {
     }
     let code = match server.serve(&signals) {
         Ok(sig) => {
-            log(&format!("caught {}, shutting down", tools::signal_name(sig)));
+            log(&format!(
+                "caught {}, shutting down",
+                tools::signal_name(sig)
+            ));
             0
         }
         Err(e) => {
@@ -231,6 +242,16 @@ impl Conn {
     fn unsent(&self) -> usize {
         self.out.len() - self.out_pos
     }
+}
+
+/// Why request processing stopped a connection.
+enum Stop {
+    /// A corrupt byte stream: close at once, discarding queued answers
+    /// (as the original does).
+    Corrupt(String),
+    /// A request that cannot be answered: answers queued before it are
+    /// still delivered, then the connection closes.
+    Fatal(String),
 }
 
 /// What became of a connection after an event.
@@ -441,8 +462,9 @@ impl Server {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
-                    if let Err(r) = self.take_input(conn, n) {
-                        return Outcome::Close(Some(r));
+                    let r = self.take_input(conn, n);
+                    if let Some(o) = self.stopped(conn, r) {
+                        return o;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -460,8 +482,9 @@ impl Server {
             // Output drained below the mark: decode what is still buffered.
             if conn.unsent() < OUT_HIGH && !conn.inbuf.is_empty() && has_frame(&conn.inbuf) {
                 let before = conn.inbuf.len();
-                if let Err(r) = self.process_buffered(conn) {
-                    return Outcome::Close(Some(r));
+                let r = self.process_buffered(conn);
+                if let Some(o) = self.stopped(conn, r) {
+                    return o;
                 }
                 if conn.inbuf.len() != before {
                     continue;
@@ -475,8 +498,23 @@ impl Server {
         Outcome::Keep
     }
 
+    /// Act on the end of request processing: `Some` to close at once.
+    fn stopped(&mut self, conn: &mut Conn, r: Result<(), Stop>) -> Option<Outcome> {
+        match r {
+            Ok(()) => None,
+            Err(Stop::Corrupt(why)) => Some(Outcome::Close(Some(why))),
+            Err(Stop::Fatal(why)) => {
+                let msg = format!("closing connection from {}: {why}", conn.peer);
+                self.note(&msg);
+                conn.eof = true;
+                conn.inbuf = Vec::new();
+                None
+            }
+        }
+    }
+
     /// Decode `scratch[..n]` (after any buffered bytes).
-    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), String> {
+    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), Stop> {
         if conn.inbuf.is_empty() {
             let used = process(
                 conn,
@@ -493,7 +531,7 @@ impl Server {
         }
     }
 
-    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), String> {
+    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), Stop> {
         let input = std::mem::take(&mut conn.inbuf);
         let used = process(conn, &input, &mut self.cache, &self.policy, &mut self.stats);
         let mut input = input;
@@ -567,20 +605,24 @@ fn process(
     cache: &mut dyn SessionCache,
     policy: &Policy,
     stats: &mut Stats,
-) -> Result<usize, String> {
+) -> Result<usize, Stop> {
     let mut off = 0;
     let now = tools::now_ms();
     while conn.unsent() < OUT_HIGH {
-        match conn.dec.feed(&input[off..]).map_err(|e| e.to_string())? {
+        match conn
+            .dec
+            .feed(&input[off..])
+            .map_err(|e| Stop::Corrupt(e.to_string()))?
+        {
             proto::Event::NeedMore => break,
             proto::Event::Fragment { consumed } => off += consumed,
             proto::Event::Message { consumed, msg } => {
                 let (uid, cmd) = (msg.uid, msg.cmd);
                 handle_request(cache, policy, stats, now, msg, &mut conn.out).map_err(|_| {
-                    format!(
+                    Stop::Fatal(format!(
                         "corrupt {} request (uid {uid:#x}): payload too short",
                         cmd.name()
-                    )
+                    ))
                 })?;
                 off += consumed;
             }
