@@ -41,6 +41,12 @@ impl CConn {
     }
 }
 
+// SAFETY: a CConn is the only user of its connection while the plug or
+// client holding it is being used (CConn::new's contract), and Connection
+// itself is Send; C callers may move a DC_PLUG between threads, as they
+// could with the original.
+unsafe impl Send for CConn {}
+
 impl ConnHandle for CConn {
     fn conn(&mut self) -> &mut NAL_CONNECTION {
         // SAFETY: per CConn::new's contract the pointer is live and not used

@@ -9,7 +9,8 @@ use crate::proto::Cmd;
 /// The connection may be owned by the plug or only borrowed from the
 /// caller (C's `NOFREE_CONN`): the C layer implements this trait over the
 /// caller's `NAL_CONNECTION` pointer, safe code uses [`OwnedConn`].
-pub trait ConnHandle {
+/// Handles are `Send` so that a [`Plug`] can move between threads.
+pub trait ConnHandle: Send {
     fn conn(&mut self) -> &mut Connection;
 }
 

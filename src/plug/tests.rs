@@ -510,3 +510,10 @@ mod over_connections {
         assert!(!srv.io());
     }
 }
+
+#[test]
+fn plugs_can_move_between_threads() {
+    fn is_send<T: Send>() {}
+    is_send::<Plug>();
+    is_send::<PlugCore>();
+}
