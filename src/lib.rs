@@ -3,6 +3,7 @@
 //! The crate is a safe Rust core with a thin C ABI skin:
 //! - [`nal`]: addresses, buffers, connections, listeners, selectors (libnal);
 //! - [`proto`]: the distcache wire format and message framing (pure code);
+//! - [`plug`]: DC_PLUG, whole messages over a NAL connection's buffers;
 //! - [`client`]: the blocking DC_CTX client logic;
 //! - [`server`]: the session cache and request handling (DC_SERVER, dc_server);
 //! - [`capi`]: every `extern "C"` function, grouped like the C headers.
@@ -18,6 +19,8 @@ pub mod capi;
 pub mod client;
 pub mod evloop;
 pub mod nal;
+pub mod plug;
 pub mod proto;
 pub mod server;
+pub mod tools;
 pub mod util;

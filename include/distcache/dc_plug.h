@@ -41,4 +41,44 @@ typedef struct st_DC_PLUG DC_PLUG;
 #endif
 
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+DC_PLUG *DC_PLUG_new(NAL_CONNECTION *conn, unsigned int flags);
+
+int DC_PLUG_free(DC_PLUG *plug);
+
+int DC_PLUG_to_select(DC_PLUG *plug, NAL_SELECTOR *sel);
+
+void DC_PLUG_from_select(DC_PLUG *plug);
+
+int DC_PLUG_io(DC_PLUG *plug);
+
+int DC_PLUG_read(DC_PLUG *plug,
+                 int resume,
+                 unsigned long *request_uid,
+                 DC_CMD *cmd,
+                 const unsigned char **payload_data,
+                 unsigned int *payload_len);
+
+int DC_PLUG_consume(DC_PLUG *plug);
+
+int DC_PLUG_write(DC_PLUG *plug,
+                  int resume,
+                  unsigned long request_uid,
+                  DC_CMD cmd,
+                  const unsigned char *payload_data,
+                  unsigned int payload_len);
+
+int DC_PLUG_write_more(DC_PLUG *plug, const unsigned char *data, unsigned int data_len);
+
+int DC_PLUG_commit(DC_PLUG *plug);
+
+int DC_PLUG_rollback(DC_PLUG *plug);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* HEADER_DISTCACHE_DC_PLUG_H */

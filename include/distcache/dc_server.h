@@ -52,4 +52,36 @@ typedef struct st_DC_CACHE_cb {
 #endif
 
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+DC_SERVER *DC_SERVER_new(unsigned int max_sessions);
+
+void DC_SERVER_free(DC_SERVER *ctx);
+
+int DC_SERVER_set_default_cache(void);
+
+int DC_SERVER_set_cache(const DC_CACHE_cb *cache_impl);
+
+unsigned int DC_SERVER_items_stored(DC_SERVER *ctx, const struct timeval *now);
+
+void DC_SERVER_reset_operations(DC_SERVER *ctx);
+
+unsigned long DC_SERVER_num_operations(DC_SERVER *ctx);
+
+DC_CLIENT *DC_SERVER_new_client(DC_SERVER *ctx, NAL_CONNECTION *conn, unsigned int flags);
+
+int DC_SERVER_del_client(DC_CLIENT *clnt);
+
+int DC_SERVER_process_client(DC_CLIENT *clnt, const struct timeval *now);
+
+int DC_SERVER_clients_io(DC_SERVER *ctx, const struct timeval *now);
+
+int DC_SERVER_clients_empty(const DC_SERVER *ctx);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* HEADER_DISTCACHE_DC_SERVER_H */

@@ -1,0 +1,16 @@
+//! Helpers shared by the four tools (dc_server, dc_client, dc_snoop,
+//! dc_test): single-dash argument parsing, listening/connecting sockets,
+//! daemonizing, privileges, pid files, signals and small utilities.
+//!
+//! This module is only used by the binaries; the C libraries never call it.
+
+pub mod args;
+pub mod net;
+pub mod sys;
+
+pub use args::{parse_num, parse_octal, ArgError, Cli, Flag, Parsed};
+pub use net::{connect, connect_timeout, listen, Listener, SockOpts, Stream};
+pub use sys::{
+    absolute_path, daemonize, drop_privileges, lookup_group, lookup_user, now_ms, raise_nofile_limit, signal_name,
+    timestamp, Detached, PidFile, RateLimit, Signals, User,
+};

@@ -1,0 +1,398 @@
+//! Listening and connecting sockets for the tools (non-blocking std
+//! sockets usable with [`crate::evloop::Poller`]).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+
+use super::sys;
+use crate::nal::Address;
+
+/// Owner, group and mode for a UNIX listening socket (`-sockowner`,
+/// `-sockgroup`, `-sockperms`). Ignored for IP listeners.
+#[derive(Clone, Debug, Default)]
+pub struct SockOpts {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub perms: Option<u32>,
+}
+
+/// A non-blocking listening socket. A UNIX listener removes its socket file
+/// when dropped (if the file is still the one it created).
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix {
+        sock: UnixListener,
+        /// Absolute path of the socket file.
+        path: PathBuf,
+        /// (dev, ino) of the file we created, to avoid removing another's.
+        id: (u64, u64),
+    },
+}
+
+/// A connected stream (TCP or UNIX).
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+fn absolute(p: &Path) -> io::Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+fn ctx(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Create a non-blocking listener on `addr` (SO_REUSEADDR for IP).
+///
+/// For a UNIX path that already exists: if something accepts connections
+/// there, fail (AddrInUse) and leave it alone; if it is a stale socket
+/// (connection refused), remove it and bind; refuse to touch a file that is
+/// not a socket. Then apply `opts` (owner, group, mode).
+pub fn listen(addr: &Address, opts: &SockOpts) -> io::Result<Listener> {
+    match addr {
+        Address::Ip { addr: sa, .. } => listen_tcp(*sa),
+        Address::Unix(p) => listen_unix(p, opts),
+    }
+}
+
+fn listen_tcp(sa: SocketAddr) -> io::Result<Listener> {
+    let what = || format!("cannot listen on {sa}");
+    let s = Socket::new(Domain::for_address(sa), Type::STREAM, None).map_err(|e| ctx(e, what()))?;
+    s.set_reuse_address(true).map_err(|e| ctx(e, what()))?;
+    if sa.is_ipv6() {
+        // Best effort: an IPv6 wildcard listener takes IPv4 too, as by default.
+        let _ = s.set_only_v6(false);
+    }
+    s.bind(&sa.into()).map_err(|e| ctx(e, what()))?;
+    s.listen(1024).map_err(|e| ctx(e, what()))?;
+    s.set_nonblocking(true).map_err(|e| ctx(e, what()))?;
+    s.set_cloexec(true).map_err(|e| ctx(e, what()))?;
+    Ok(Listener::Tcp(s.into()))
+}
+
+fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
+    let path = absolute(p)?;
+    let shown = path.display().to_string();
+    match fs::symlink_metadata(&path) {
+        Ok(md) => {
+            if !md.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("cannot listen on {shown}: the path exists and is not a socket"),
+                ));
+            }
+            match UnixStream::connect(&path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                        "cannot listen on {shown}: another process is accepting connections there"
+                    ),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    fs::remove_file(&path)
+                        .map_err(|e| ctx(e, format!("cannot remove stale socket {shown}")))?;
+                }
+                Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
+    }
+    let sock =
+        UnixListener::bind(&path).map_err(|e| ctx(e, format!("cannot listen on {shown}")))?;
+    let md = fs::symlink_metadata(&path).map_err(|e| ctx(e, format!("cannot stat {shown}")))?;
+    let l = Listener::Unix {
+        sock,
+        path: path.clone(),
+        id: (md.dev(), md.ino()),
+    };
+    // From here on, dropping `l` removes the file again on error.
+    let uid = match &opts.owner {
+        Some(u) => Some(sys::lookup_user(u)?.uid),
+        None => None,
+    };
+    let gid = match &opts.group {
+        Some(g) => Some(sys::lookup_group(g)?),
+        None => None,
+    };
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(&path, uid, gid)
+            .map_err(|e| ctx(e, format!("cannot change owner/group of {shown}")))?;
+    }
+    if let Some(m) = opts.perms {
+        fs::set_permissions(&path, fs::Permissions::from_mode(m))
+            .map_err(|e| ctx(e, format!("cannot change mode of {shown}")))?;
+    }
+    if let Listener::Unix { sock, .. } = &l {
+        sock.set_nonblocking(true)?;
+    }
+    Ok(l)
+}
+
+impl Listener {
+    /// Accept one connection (non-blocking: `WouldBlock` when none is
+    /// pending). The stream is non-blocking too; `peer` names the client
+    /// for log lines (`127.0.0.1:5000` or `UNIX pid 123`).
+    pub fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, a) = l.accept()?;
+                s.set_nonblocking(true)?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), a.to_string()))
+            }
+            Listener::Unix { sock, .. } => {
+                let (s, _) = sock.accept()?;
+                s.set_nonblocking(true)?;
+                let peer = match sys::peer_pid(s.as_raw_fd()) {
+                    Some(pid) => format!("UNIX pid {pid}"),
+                    None => "UNIX peer".to_string(),
+                };
+                Ok((Stream::Unix(s), peer))
+            }
+        }
+    }
+
+    /// The socket file of a UNIX listener.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix { path, .. } => Some(path),
+            Listener::Tcp(_) => None,
+        }
+    }
+
+    /// The bound address of an IP listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix { .. } => None,
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix { sock, .. } => sock.as_raw_fd(),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix { path, id, .. } = self {
+            if let Ok(md) = fs::symlink_metadata(&*path) {
+                if (md.dev(), md.ino()) == *id {
+                    if let Err(e) = fs::remove_file(&*path) {
+                        eprintln!("cannot remove socket {}: {e}", path.display());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Connect (blocking) to `addr`. TCP gets TCP_NODELAY.
+pub fn connect(addr: &Address) -> io::Result<Stream> {
+    connect_timeout(addr, None)
+}
+
+/// Connect with an optional timeout for the TCP handshake.
+pub fn connect_timeout(addr: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
+    match addr {
+        Address::Ip {
+            listen_only: true, ..
+        } => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot connect to {addr}: it names no host"),
+        )),
+        Address::Ip { addr: sa, .. } => {
+            let s = match timeout {
+                Some(t) => TcpStream::connect_timeout(sa, t),
+                None => TcpStream::connect(sa),
+            }
+            .map_err(|e| ctx(e, format!("cannot connect to {addr}")))?;
+            let _ = s.set_nodelay(true);
+            Ok(Stream::Tcp(s))
+        }
+        Address::Unix(p) => UnixStream::connect(p)
+            .map(Stream::Unix)
+            .map_err(|e| ctx(e, format!("cannot connect to {addr}"))),
+    }
+}
+
+impl Stream {
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(on),
+            Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("dcrs-net-{}-{name}", std::process::id()));
+        let _ = fs::remove_file(&d);
+        d
+    }
+
+    #[test]
+    fn unix_listen_live_stale_and_nonsocket() {
+        let p = tmp("a.sock");
+        let addr = Address::Unix(p.clone());
+        let l = listen(&addr, &SockOpts::default()).unwrap();
+        // Live: refused, file kept.
+        let e = listen(&addr, &SockOpts::default()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(p.exists());
+        let mut c = connect(&addr).unwrap();
+        let accept = || loop {
+            match l.accept() {
+                Ok(x) => break x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // The refused second listen() left its probe connection (closed).
+        let (mut probe, _) = accept();
+        probe.set_nonblocking(false).unwrap();
+        assert_eq!(probe.read(&mut [0u8; 4]).unwrap(), 0);
+        let (mut s, peer) = accept();
+        assert!(peer.starts_with("UNIX"), "{peer}");
+        c.write_all(b"hi").unwrap();
+        s.set_nonblocking(false).unwrap();
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hi");
+        drop(l);
+        assert!(!p.exists(), "socket file not removed on drop");
+        // Stale socket: a bound socket nobody listens on.
+        let stale = std::os::unix::net::UnixDatagram::bind(&p).unwrap();
+        drop(stale);
+        assert!(p.exists());
+        let l = listen(&addr, &SockOpts::default()).unwrap();
+        drop(l);
+        // A regular file is never removed.
+        fs::write(&p, b"precious").unwrap();
+        let e = listen(&addr, &SockOpts::default()).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert_eq!(fs::read(&p).unwrap(), b"precious");
+        fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn unix_perms() {
+        let p = tmp("perm.sock");
+        let opts = SockOpts {
+            perms: Some(0o600),
+            ..SockOpts::default()
+        };
+        let l = listen(&Address::Unix(p.clone()), &opts).unwrap();
+        let m = fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(m, 0o600);
+        drop(l);
+        let opts = SockOpts {
+            owner: Some("no-such-user-dcrs".into()),
+            ..SockOpts::default()
+        };
+        let e = listen(&Address::Unix(p.clone()), &opts).unwrap_err();
+        assert!(e.to_string().contains("no-such-user-dcrs"), "{e}");
+        assert!(!p.exists(), "socket left behind after a failed setup");
+    }
+
+    #[test]
+    fn tcp_listen_connect() {
+        let a = Address::parse("IP:127.0.0.1:1").unwrap();
+        let Address::Ip { .. } = a else { panic!() };
+        let l = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let addr = Address::parse(&format!("IP:127.0.0.1:{port}")).unwrap();
+        let _c = connect(&addr).unwrap();
+        let (_s, peer) = loop {
+            match l.accept() {
+                Ok(x) => break x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+        assert!(connect(&Address::parse("IP:9").unwrap()).is_err());
+    }
+}

@@ -1,0 +1,496 @@
+//! Process-level helpers for the tools: users and groups, privileges,
+//! daemonizing, pid files, signals, resource limits, clocks.
+
+use std::ffi::{CStr, CString};
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use once_cell::sync::Lazy;
+
+/// A user found in the password database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn not_found(what: &str, name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("unknown {what} '{name}'"))
+}
+
+/// Look a user up by name (or numeric uid).
+pub fn lookup_user(name: &str) -> io::Result<User> {
+    let c = CString::new(name).map_err(|_| not_found("user", name))?;
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: an all-zero passwd is a valid value for an out-parameter.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use of pw.
+    let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if r == 0 && !res.is_null() {
+        return Ok(User {
+            name: name.to_string(),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        });
+    }
+    if let Ok(uid) = name.parse::<u32>() {
+        // SAFETY: as above.
+        let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+        if r == 0 && !res.is_null() {
+            // SAFETY: pw_name points into buf, NUL-terminated, on success.
+            let n = unsafe { CStr::from_ptr(pw.pw_name) };
+            return Ok(User {
+                name: n.to_string_lossy().into_owned(),
+                uid: pw.pw_uid,
+                gid: pw.pw_gid,
+            });
+        }
+    }
+    Err(not_found("user", name))
+}
+
+/// Look a group up by name (or numeric gid).
+pub fn lookup_group(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| not_found("group", name))?;
+    let mut buf = vec![0 as libc::c_char; 65536];
+    // SAFETY: an all-zero group is a valid value for an out-parameter.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call.
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if r == 0 && !res.is_null() {
+        return Ok(gr.gr_gid);
+    }
+    name.parse::<u32>().map_err(|_| not_found("group", name))
+}
+
+/// Switch to `user` (supplementary groups, gid, then uid). Call after the
+/// listening socket exists. Succeeds without change if we already are that
+/// user.
+pub fn drop_privileges(user: &str) -> io::Result<()> {
+    let u = lookup_user(user)?;
+    // SAFETY: getuid/getgid take no arguments and cannot fail.
+    let (cur_uid, cur_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if cur_uid == u.uid && cur_gid == u.gid {
+        return Ok(());
+    }
+    let fail = |what: &str| {
+        let e = io::Error::last_os_error();
+        io::Error::new(
+            e.kind(),
+            format!("cannot switch to user '{user}': {what}: {e}"),
+        )
+    };
+    let cname = CString::new(u.name.clone()).map_err(|_| not_found("user", user))?;
+    // SAFETY: cname is a valid C string; gid is a plain integer.
+    if unsafe { libc::initgroups(cname.as_ptr(), u.gid as _) } != 0 {
+        return Err(fail("initgroups"));
+    }
+    // SAFETY: plain integer argument.
+    if unsafe { libc::setgid(u.gid) } != 0 {
+        return Err(fail("setgid"));
+    }
+    // SAFETY: plain integer argument.
+    if unsafe { libc::setuid(u.uid) } != 0 {
+        return Err(fail("setuid"));
+    }
+    Ok(())
+}
+
+/// The pid of the process at the other end of a UNIX socket.
+pub fn peer_pid(fd: RawFd) -> Option<i32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of the given size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
+}
+
+/// Returned by [`daemonize`] to the detached child: call
+/// [`Detached::ready`] once start-up is complete (pid file written), or
+/// [`Detached::fail`] with the reason it failed. The waiting parent then
+/// exits 0, or prints the reason on its stderr and exits 1 (also when the
+/// child dies without reporting).
+#[derive(Debug)]
+pub struct Detached {
+    pipe: Option<OwnedFd>,
+}
+
+impl Detached {
+    /// Tell the foreground parent that start-up succeeded.
+    pub fn ready(mut self) {
+        if let Some(fd) = self.pipe.take() {
+            let _ = fs::File::from(fd).write_all(b"1");
+        }
+    }
+
+    /// Tell the foreground parent that start-up failed, and why.
+    pub fn fail(mut self, why: &str) {
+        if let Some(fd) = self.pipe.take() {
+            let _ = fs::File::from(fd).write_all(format!("0{why}").as_bytes());
+        }
+    }
+}
+
+/// Detach from the terminal: fork (the parent waits until the child calls
+/// [`Detached::ready`] or [`Detached::fail`] or dies, then `_exit`s with 0
+/// or 1 without running destructors, so it never removes the child's socket
+/// file), `setsid`, `chdir("/")`, and point stdin/stdout/stderr at
+/// /dev/null. Paths the caller still needs must already be absolute. Call
+/// before creating threads.
+pub fn daemonize() -> io::Result<Detached> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by us alone.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: the tools are single-threaded at this point.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        drop(wr);
+        let mut msg = Vec::new();
+        let _ = io::Read::read_to_end(&mut fs::File::from(rd), &mut msg);
+        let code = match msg.first() {
+            Some(b'1') => 0,
+            Some(_) => {
+                eprintln!("{}", String::from_utf8_lossy(&msg[1..]));
+                1
+            }
+            None => {
+                eprintln!("the daemon process exited during start-up");
+                1
+            }
+        };
+        // SAFETY: _exit ends the parent without running destructors: the
+        // listener and pid file now belong to the child.
+        unsafe { libc::_exit(code) };
+    }
+    drop(rd);
+    // SAFETY: no arguments; we are a fresh child, not a group leader.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")?;
+    let null = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in 0..3 {
+        // SAFETY: both descriptors are open; dup2 replaces fd atomically.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(Detached { pipe: Some(wr) })
+}
+
+/// Make a path absolute against the current directory (before
+/// [`daemonize`] changes it).
+pub fn absolute_path(p: &Path) -> io::Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+/// A pid file; removed by [`PidFile::remove`] or on drop.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl PidFile {
+    /// Write our pid (decimal, newline) to `path` (made absolute).
+    pub fn write(path: &Path) -> io::Result<PidFile> {
+        let abs = absolute_path(path)?;
+        let err = |e: io::Error| {
+            let dir = abs
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            let hint = match e.kind() {
+                io::ErrorKind::NotFound => format!(" (directory {dir} does not exist)"),
+                io::ErrorKind::PermissionDenied => format!(" (directory {dir} is not writable)"),
+                _ => String::new(),
+            };
+            io::Error::new(
+                e.kind(),
+                format!("cannot write pid file {}: {e}{hint}", abs.display()),
+            )
+        };
+        fs::write(&abs, format!("{}\n", std::process::id())).map_err(err)?;
+        Ok(PidFile {
+            path: abs,
+            removed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Remove the file now.
+    pub fn remove(mut self) -> io::Result<()> {
+        self.removed = true;
+        fs::remove_file(&self.path)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(e) = fs::remove_file(&self.path) {
+                eprintln!("cannot remove pid file {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// Signal handling through a signalfd: SIGTERM and SIGINT (and SIGUSR1/2
+/// with `killable`) become readable events on [`Signals::fd`]; otherwise
+/// SIGUSR1/2 are ignored. SIGPIPE is ignored. Poll the fd for READ and call
+/// [`Signals::pending`].
+#[derive(Debug)]
+pub struct Signals {
+    fd: OwnedFd,
+}
+
+impl Signals {
+    pub fn install(killable: bool) -> io::Result<Signals> {
+        // SAFETY: a zeroed sigset_t is then initialised by sigemptyset.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut stop = vec![libc::SIGTERM, libc::SIGINT];
+        let ignore: &[i32] = if killable {
+            stop.extend([libc::SIGUSR1, libc::SIGUSR2]);
+            &[libc::SIGPIPE]
+        } else {
+            &[libc::SIGPIPE, libc::SIGUSR1, libc::SIGUSR2]
+        };
+        // SAFETY: set is a valid sigset_t; signal numbers are valid.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for s in &stop {
+                libc::sigaddset(&mut set, *s);
+            }
+            for s in ignore {
+                libc::signal(*s, libc::SIG_IGN);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: set is a valid sigset_t; -1 asks for a new descriptor.
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Signals {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// The descriptor to watch for READ.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The next delivered stop signal, if any (non-blocking).
+    pub fn pending(&self) -> Option<i32> {
+        // SAFETY: an all-zero signalfd_siginfo is valid.
+        let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: si is valid for sz bytes.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut si as *mut libc::signalfd_siginfo as *mut libc::c_void,
+                sz,
+            )
+        };
+        (n as usize == sz).then_some(si.ssi_signo as i32)
+    }
+}
+
+/// Name of a signal number for log lines.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft
+/// limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: rl is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: want is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        rl.rlim_cur = rl.rlim_max;
+    }
+    Ok(rl.rlim_cur)
+}
+
+static START: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// Milliseconds on a monotonic clock (since the first call in this process).
+pub fn now_ms() -> u64 {
+    START.elapsed().as_millis() as u64
+}
+
+/// Limits log lines to `per_sec` per second and counts what it dropped.
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    per_sec: u32,
+    window_start_ms: u64,
+    used: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(per_sec: u32) -> RateLimit {
+        RateLimit {
+            per_sec,
+            window_start_ms: 0,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a line may be logged now. When allowed, returns how many
+    /// lines were suppressed since the last allowed one.
+    pub fn allow(&mut self, now_ms: u64) -> Option<u64> {
+        if now_ms.saturating_sub(self.window_start_ms) >= 1000 || self.window_start_ms == 0 {
+            self.window_start_ms = now_ms.max(1);
+            self.used = 0;
+        }
+        if self.used < self.per_sec {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// A local date-time stamp (UTC) for log lines: `2026-11-27 02:10:00`.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil-from-days (proleptic Gregorian).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_and_groups() {
+        let root = lookup_user("root").unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(lookup_user("0").unwrap().name, "root");
+        assert!(lookup_user("no-such-user-dcrs").is_err());
+        assert_eq!(lookup_group("0").unwrap(), 0);
+        assert!(lookup_group("no-such-group-dcrs").is_err());
+    }
+
+    #[test]
+    fn pidfile_write_and_remove() {
+        let p = std::env::temp_dir().join(format!("dcrs-pid-{}", std::process::id()));
+        let f = PidFile::write(&p).unwrap();
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(f);
+        assert!(!p.exists());
+        let e = PidFile::write(Path::new("/nonexistent-dcrs-dir/x.pid")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn rate_limit() {
+        let mut r = RateLimit::new(2);
+        assert_eq!(r.allow(1000), Some(0));
+        assert_eq!(r.allow(1001), Some(0));
+        assert_eq!(r.allow(1002), None);
+        assert_eq!(r.allow(1500), None);
+        assert_eq!(r.allow(2001), Some(2));
+    }
+
+    #[test]
+    fn stamp_format() {
+        let t = timestamp();
+        assert_eq!(t.len(), 19, "{t}");
+        assert!(t.starts_with("20"), "{t}");
+    }
+
+    #[test]
+    fn nofile() {
+        let n = raise_nofile_limit().unwrap();
+        assert!(n >= 1024);
+    }
+}

@@ -1,0 +1,326 @@
+//! Replays every `app->dc_server` case of wire.json against the embedded
+//! server engine behind DC_SERVER ([`DcServer`] with the built-in cache),
+//! each case on a new NAL connection pair, a fresh server per group, time
+//! driven by the test. Cases recorded as non-deterministic are checked
+//! against `expected_if_fixed`; `abort` cases must just drop the
+//! connection. The two half-close cases need shutdown(2) on the socket and
+//! are covered by the dc_server tests instead.
+//!
+//! wire.json is found through env DCRS_VECTORS (the file, or the directory
+//! holding it), else `../shared/vectors/wire.json` beside the repository.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use distcache_rs::nal::{Connection, Selector};
+use distcache_rs::plug::OwnedConn;
+use distcache_rs::server::cache::Cache;
+use distcache_rs::server::dcserver::DcServer;
+
+/// Just enough JSON for wire.json.
+#[derive(Debug, Clone)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(BTreeMap<String, Json>),
+}
+
+impl Json {
+    fn get(&self, k: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.get(k),
+            _ => None,
+        }
+    }
+    fn str(&self, k: &str) -> Option<&str> {
+        match self.get(k) {
+            Some(Json::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct P<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl P<'_> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+    fn lit(&mut self, s: &str) {
+        assert!(
+            self.b[self.i..].starts_with(s.as_bytes()),
+            "bad JSON at {}",
+            self.i
+        );
+        self.i += s.len();
+    }
+    fn value(&mut self) -> Json {
+        self.ws();
+        match self.b[self.i] {
+            b'{' => {
+                self.i += 1;
+                let mut m = BTreeMap::new();
+                loop {
+                    self.ws();
+                    if self.b[self.i] == b'}' {
+                        self.i += 1;
+                        return Json::Obj(m);
+                    }
+                    if self.b[self.i] == b',' {
+                        self.i += 1;
+                        continue;
+                    }
+                    let k = self.string();
+                    self.ws();
+                    self.lit(":");
+                    let v = self.value();
+                    m.insert(k, v);
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut v = Vec::new();
+                loop {
+                    self.ws();
+                    if self.b[self.i] == b']' {
+                        self.i += 1;
+                        return Json::Arr(v);
+                    }
+                    if self.b[self.i] == b',' {
+                        self.i += 1;
+                        continue;
+                    }
+                    v.push(self.value());
+                }
+            }
+            b'"' => Json::Str(self.string()),
+            b't' => {
+                self.lit("true");
+                Json::Bool(true)
+            }
+            b'f' => {
+                self.lit("false");
+                Json::Bool(false)
+            }
+            b'n' => {
+                self.lit("null");
+                Json::Null
+            }
+            _ => {
+                let st = self.i;
+                while self.i < self.b.len() && b"+-0123456789.eE".contains(&self.b[self.i]) {
+                    self.i += 1;
+                }
+                let s = std::str::from_utf8(&self.b[st..self.i]).unwrap();
+                Json::Num(s.parse().unwrap())
+            }
+        }
+    }
+    fn string(&mut self) -> String {
+        self.ws();
+        self.lit("\"");
+        let mut out = String::new();
+        loop {
+            let c = self.b[self.i];
+            self.i += 1;
+            match c {
+                b'"' => return out,
+                b'\\' => {
+                    let e = self.b[self.i];
+                    self.i += 1;
+                    match e {
+                        b'n' => out.push('\n'),
+                        b't' => out.push('\t'),
+                        b'r' => out.push('\r'),
+                        b'u' => {
+                            let h = std::str::from_utf8(&self.b[self.i..self.i + 4]).unwrap();
+                            self.i += 4;
+                            out.push(
+                                char::from_u32(u32::from_str_radix(h, 16).unwrap()).unwrap_or('?'),
+                            );
+                        }
+                        other => out.push(other as char),
+                    }
+                }
+                _ => {
+                    // Copy a whole UTF-8 sequence.
+                    let st = self.i - 1;
+                    let mut end = self.i;
+                    while end < self.b.len() && (self.b[end] & 0xC0) == 0x80 {
+                        end += 1;
+                    }
+                    out.push_str(std::str::from_utf8(&self.b[st..end]).unwrap());
+                    self.i = end;
+                }
+            }
+        }
+    }
+}
+
+fn vectors() -> Vec<Json> {
+    let path = match std::env::var_os("DCRS_VECTORS") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            if p.is_dir() {
+                p.join("wire.json")
+            } else {
+                p
+            }
+        }
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
+    };
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e} (set DCRS_VECTORS)", path.display()));
+    match (P {
+        b: text.as_bytes(),
+        i: 0,
+    })
+    .value()
+    {
+        Json::Arr(v) => v,
+        _ => panic!("wire.json is not an array"),
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Bytes received; whether the server closed.
+    Got(Vec<u8>, bool),
+}
+
+/// Send `chunks` (with the clock advanced by each delay) on a new client of
+/// `srv`, then collect what comes back.
+fn run_case(
+    srv: &mut DcServer,
+    sel: &mut Selector,
+    now: &mut u64,
+    chunks: &[(u64, Vec<u8>)],
+    want_len: usize,
+) -> Outcome {
+    let (mut a, mut b) = (Connection::new(), Connection::new());
+    assert!(Connection::create_pair(&mut a, &mut b, 32768));
+    assert!(a.add_to_selector(sel) && b.add_to_selector(sel));
+    srv.new_client(Box::new(OwnedConn(b)), true);
+    let mut got = Vec::new();
+    let mut closed = false;
+    let round = |a: &mut Connection,
+                 srv: &mut DcServer,
+                 sel: &mut Selector,
+                 got: &mut Vec<u8>,
+                 now: u64|
+     -> bool {
+        sel.select(Some(Duration::from_millis(20))).unwrap();
+        let ok = a.io();
+        srv.clients_io(now);
+        let mut rb = a.read_buf_mut();
+        got.extend_from_slice(rb.data());
+        rb.clear();
+        ok
+    };
+    for (delay_ms, bytes) in chunks {
+        *now += delay_ms;
+        let mut off = 0;
+        // Push the chunk through, then give the server a few rounds.
+        let mut idle = 0;
+        while (off < bytes.len() || idle < 3) && !closed {
+            off += a.send_buf_mut().write(&bytes[off..]);
+            if !round(&mut a, srv, sel, &mut got, *now) {
+                closed = true;
+            }
+            if off == bytes.len() && a.send_buf().is_empty() {
+                idle += 1;
+            }
+        }
+    }
+    // Wait for the answer (or the close), then make sure nothing follows.
+    let mut extra = 0;
+    while !closed && extra < 5 {
+        if !round(&mut a, srv, sel, &mut got, *now) {
+            closed = true;
+        }
+        if got.len() >= want_len {
+            extra += 1;
+        }
+    }
+    Outcome::Got(got, closed)
+}
+
+#[test]
+fn replay_wire_json_app_to_dc_server() {
+    let mut sel = Selector::new();
+    let mut servers: BTreeMap<String, DcServer> = BTreeMap::new();
+    let mut now: u64 = 1_000_000;
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for case in vectors() {
+        if case.str("leg") != Some("app->dc_server") {
+            continue;
+        }
+        let name = case.str("name").unwrap().to_string();
+        let group = case.str("group").unwrap().to_string();
+        let chunks: Vec<(u64, Vec<u8>)> = match case.get("request_chunks") {
+            Some(Json::Arr(cs)) => {
+                if cs.iter().any(|c| c.get("action").is_some()) {
+                    continue; // half-close: see the module comment
+                }
+                cs.iter()
+                    .map(|c| {
+                        let d = match c.get("delay_s") {
+                            Some(Json::Num(n)) => (n * 1000.0) as u64,
+                            _ => 0,
+                        };
+                        (d, unhex(c.str("hex").unwrap()))
+                    })
+                    .collect()
+            }
+            _ => vec![(0, unhex(case.str("request_hex").unwrap()))],
+        };
+        let deterministic = !matches!(case.get("deterministic"), Some(Json::Bool(false)));
+        let expect = if deterministic {
+            &case
+        } else {
+            case.get("expected_if_fixed").unwrap_or(&case)
+        };
+        let reaction = expect.str("server_reaction").unwrap().to_string();
+        let want = expect.str("response_hex").map(unhex).unwrap_or_default();
+        let srv = servers
+            .entry(group.clone())
+            .or_insert_with(|| DcServer::new(Box::new(Cache::new(512))));
+        now += 1;
+        let Outcome::Got(got, closed) = run_case(srv, &mut sel, &mut now, &chunks, want.len());
+        let ok = match reaction.as_str() {
+            "response" => got == want && !closed,
+            "response+close" => got == want && closed,
+            "close" | "abort" => got.is_empty() && closed,
+            "no-response" => got.is_empty() && !closed,
+            other => panic!("{name}: unknown reaction {other}"),
+        };
+        if !ok {
+            failures.push(format!(
+                "{name} ({reaction}): got {} bytes {:02x?}{}, want {:02x?}",
+                got.len(),
+                &got[..got.len().min(40)],
+                if closed { " then close" } else { "" },
+                &want[..want.len().min(40)]
+            ));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 90, "only {checked} cases found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
