@@ -20,6 +20,7 @@ INCDIR     ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 CARGO      ?= cargo
 CC         ?= cc
+CXX        ?= c++
 VERSION    := 1.0.1
 REL        := target/release
 B          := build
@@ -116,6 +117,12 @@ $(B)/stamp-testinstall: build
 
 check-exports: $(B)/stamp-testinstall
 	sh capi-tests/check-exports.sh $(TESTPREFIX)/lib capi-tests/symbols.txt
+	@# The installed headers compile as strict C89, C11 and C++, alone and together.
+	@for h in libnal/nal.h distcache/dc_plug.h distcache/dc_client.h distcache/dc_server.h; do \
+	  printf '#include <%s>\n' $$h | $(CC) -std=c89 -pedantic -Wall -Wextra -Werror -I$(TESTPREFIX)/include -fsyntax-only -x c - || exit 1; \
+	  printf '#include <%s>\n' $$h | $(CXX) -Wall -Wextra -Werror -I$(TESTPREFIX)/include -fsyntax-only -x c++ - || exit 1; \
+	done; printf '#include <libnal/nal.h>\n#include <distcache/dc_plug.h>\n#include <distcache/dc_client.h>\n#include <distcache/dc_server.h>\n' | \
+	  $(CC) -std=c11 -Wall -Wextra -Werror -I$(TESTPREFIX)/include -fsyntax-only -x c - && echo "check-headers: installed headers compile as C89, C11 and C++"
 
 check-c: $(B)/stamp-testinstall
 	sh capi-tests/run.sh $(TESTPREFIX)

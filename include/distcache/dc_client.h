@@ -5,10 +5,6 @@
    Run `make headers` after changing an extern "C" declaration. */
 
 /* DC_CTX: the blocking distcache client API (distcache-rs). */
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #define DISTCACHE_CLIENT_API    0x0001
 #define DISTCACHE_CLIENT_BINARY 0x0001
 
@@ -24,14 +20,11 @@ typedef struct st_DC_CTX DC_CTX;
  * DISTCACHE_MIN_TIMEOUT_MS says otherwise) instead of failing. */
 #define DC_MIN_TIMEOUT 500
 
-#ifdef __cplusplus
-}
-#endif
-
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif
+
 
 DC_CTX *DC_CTX_new(const char *target, unsigned int flags);
 
@@ -63,7 +56,7 @@ int DC_CTX_reget_session(DC_CTX *ctx,
 int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif
 
 #endif  /* HEADER_DISTCACHE_DC_CLIENT_H */

@@ -7,10 +7,6 @@
 /* DC_PLUG: the distcache protocol engine (distcache-rs). */
 #include <libnal/nal.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #define DISTCACHE_GET_PROTO_VER(a)      ((a) >> 16)
 #define DISTCACHE_GET_PATCH_LEVEL(a)    ((a) & 0x0000FFFF)
 #define DISTCACHE_MAKE_PROTO_LEVEL(a,b) (((a) << 16) + (b))
@@ -36,14 +32,11 @@ typedef struct st_DC_PLUG DC_PLUG;
 #define DC_PLUG_FLAG_TO_SERVER   (unsigned int)0x0001
 #define DC_PLUG_FLAG_NOFREE_CONN (unsigned int)0x0002
 
-#ifdef __cplusplus
-}
-#endif
-
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif
+
 
 DC_PLUG *DC_PLUG_new(NAL_CONNECTION *conn, unsigned int flags);
 
@@ -78,7 +71,7 @@ int DC_PLUG_commit(DC_PLUG *plug);
 int DC_PLUG_rollback(DC_PLUG *plug);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif
 
 #endif  /* HEADER_DISTCACHE_DC_PLUG_H */

@@ -8,10 +8,6 @@
 #include <sys/time.h>
 #include <libnal/nal.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #define DC_CACHE_MIN_SIZE 64
 #define DC_CACHE_MAX_SIZE 60000
 #define DC_MAX_EXPIRY     (unsigned long)604800000   /* 7 days in ms */
@@ -47,14 +43,11 @@ typedef struct st_DC_CACHE_cb {
 #define DC_CLIENT_FLAG_NOFREE_CONN (unsigned int)0x0001
 #define DC_CLIENT_FLAG_IN_SERVER   (unsigned int)0x0002
 
-#ifdef __cplusplus
-}
-#endif
-
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif
+
 
 DC_SERVER *DC_SERVER_new(unsigned int max_sessions);
 
@@ -81,7 +74,7 @@ int DC_SERVER_clients_io(DC_SERVER *ctx, const struct timeval *now);
 int DC_SERVER_clients_empty(const DC_SERVER *ctx);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif
 
 #endif  /* HEADER_DISTCACHE_DC_SERVER_H */

@@ -7,10 +7,6 @@
 /* libnal: the network abstraction library of distcache (distcache-rs). */
 #include <stddef.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 /* All five object types are opaque. */
 typedef struct st_NAL_ADDRESS NAL_ADDRESS;
 typedef struct st_NAL_LISTENER NAL_LISTENER;
@@ -22,14 +18,11 @@ typedef struct st_NAL_BUFFER NAL_BUFFER;
 #define NAL_SELECT_FLAG_SEND (unsigned int)0x0002
 #define NAL_SELECT_FLAG_RW   (NAL_SELECT_FLAG_READ | NAL_SELECT_FLAG_SEND)
 
-#ifdef __cplusplus
-}
-#endif
-
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif
+
 
 void NAL_config_set_nagle(int enabled);
 
@@ -170,7 +163,7 @@ int NAL_encode_bin(unsigned char **bin,
                    unsigned int val_len);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif
 
 #endif  /* HEADER_LIBNAL_NAL_H */
