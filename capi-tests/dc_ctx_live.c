@@ -88,12 +88,14 @@ static void *hammer(void *arg)
     unsigned int id_len, used;
     int i, present[8] = {0};
 
+    /* Each of the 8 ids cycles through: add, get, get or has, then remove
+     * (odd ids) or has (even ids, which then see a refused duplicate add). */
     for (i = 0; i < w->ops; i++) {
-        int k = i % 8;
+        int k = i % 8, phase = (i / 8) % 4;
         unsigned int len = 100 + (unsigned int)((w->index * 13 + k * 17) % 1300);
         make_id(id, &id_len, 1000 + w->index, k, 0);
         make_data(data, len, w->index * 8 + k);
-        switch (i % 4) {
+        switch (phase) {
         case 0:
             if (DC_CTX_add_session(w->ctx, id, id_len, data, len, 60000) != !present[k])
                 w->errors++;
@@ -101,6 +103,11 @@ static void *hammer(void *arg)
             break;
         case 1:
         case 2:
+            if (phase == 2 && k % 2 == 0) {
+                if (DC_CTX_has_session(w->ctx, id, id_len) != present[k])
+                    w->errors++;
+                break;
+            }
             used = 0;
             if (DC_CTX_get_session(w->ctx, id, id_len, out, sizeof(out), &used) != present[k]) {
                 w->errors++;
@@ -112,7 +119,7 @@ static void *hammer(void *arg)
             }
             break;
         default:
-            if (i % 8 == 7) {
+            if (k % 2 == 1) {
                 if (DC_CTX_remove_session(w->ctx, id, id_len) != present[k])
                     w->errors++;
                 present[k] = 0;

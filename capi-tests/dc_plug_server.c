@@ -1,4 +1,5 @@
-/* DC_PLUG (TO_SERVER) against a running dc_server, whose address comes
+/* NEEDS-SERVER (address in argv[1] or $DC_TEST_ADDR).
+ * DC_PLUG (TO_SERVER) against a running dc_server, whose address comes
  * from argv[1] or env DC_TEST_ADDR (e.g. UNIX:/tmp/dc.sock; the Makefile
  * starts one). Pipelines multi-frame ADDs, GETs, HAVEs and REMOVEs on one
  * connection and checks every answer in order. Ids are made unique per
