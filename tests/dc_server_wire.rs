@@ -937,3 +937,51 @@ fn daemon_mode_detaches() {
         sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn maxconns_refuses_extra_connections() {
+    let srv = Server::start(false, &["-maxconns", "3"]);
+    // Server::start's readiness probe connection may still be counted
+    // until the server notices it closed: let it go first.
+    sleep(Duration::from_millis(100));
+    let mut held: Vec<Conn> = (0..3).map(|_| srv.connect()).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        assert_eq!(transact(c, &frame(i as u32, 3, b"x")), vec![1]);
+    }
+    let mut extra = srv.connect();
+    expect_closed(&mut extra, "connection beyond -maxconns");
+    assert!(
+        srv.log_text().contains("refusing connection"),
+        "{}",
+        srv.log_text()
+    );
+    drop(held.pop());
+    sleep(Duration::from_millis(100));
+    let mut c = srv.connect();
+    assert_eq!(transact(&mut c, &frame(9, 3, b"x")), vec![1]);
+}
+
+/// 10,000 client connections open at once, all answered.
+#[test]
+fn ten_thousand_concurrent_connections() {
+    let limit = distcache_rs::tools::raise_nofile_limit().unwrap();
+    if limit < 10_100 {
+        eprintln!("SKIPPED: descriptor hard limit {limit} is below 10,100");
+        return;
+    }
+    let srv = Server::start(false, &["-sessions", "20000", "-maxconns", "20000"]);
+    let n = 10_000u32;
+    let mut conns: Vec<Conn> = (0..n).map(|_| srv.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let id = format!("ten-k-{i}");
+        c.write_all(&add_req(i as u32, 60_000, id.as_bytes(), b"d"))
+            .unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert_eq!(read_response(c).unwrap(), (i as u32, 0, vec![0]));
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let id = format!("ten-k-{}", (i + 1) % n as usize);
+        assert_eq!(transact(c, &frame(i as u32, 3, id.as_bytes())), vec![0]);
+    }
+}

@@ -347,11 +347,11 @@ impl Server {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     if self.nconns >= self.maxconns {
-                        drop(stream);
                         self.note(&format!(
                             "refusing connection from {peer}: {} connections open (-maxconns)",
                             self.nconns
                         ));
+                        drop(stream);
                         continue;
                     }
                     self.register(stream, peer);
