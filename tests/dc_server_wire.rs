@@ -985,3 +985,17 @@ fn ten_thousand_concurrent_connections() {
         assert_eq!(transact(c, &frame(i as u32, 3, id.as_bytes())), vec![0]);
     }
 }
+
+#[test]
+fn fire_and_forget_add_is_stored() {
+    let srv = Server::start(false, &[]);
+    let mut c = srv.connect();
+    c.write_all(&add_req(1, 60_000, b"forget", b"d")).unwrap();
+    drop(c);
+    let mut c = srv.connect();
+    let t0 = Instant::now();
+    while transact(&mut c, &frame(2, 3, b"forget")) != vec![0] {
+        assert!(t0.elapsed() < Duration::from_secs(3), "ADD lost");
+        sleep(Duration::from_millis(10));
+    }
+}

@@ -453,12 +453,15 @@ impl Server {
     }
 
     fn drive(&mut self, conn: &mut Conn, events: u32) -> Outcome {
-        if events & (libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) != 0 {
-            // Both directions are gone: nothing can be delivered.
+        if events & libc::EPOLLERR as u32 != 0 {
             return Outcome::Close(None);
         }
+        // On a hang-up, requests already received are still carried out
+        // (a fire-and-forget ADD counts); the answers then fail to send and
+        // the connection closes.
         let paused = conn.eof || conn.unsent() >= OUT_HIGH;
-        if !paused && events & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32) != 0 {
+        let input = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP;
+        if !paused && events & input as u32 != 0 {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
