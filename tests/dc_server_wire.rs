@@ -999,3 +999,47 @@ fn fire_and_forget_add_is_stored() {
         sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn user_and_socket_ownership() {
+    // SAFETY: getuid() takes no arguments and cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("SKIPPED: needs root to switch users");
+        return;
+    }
+    let nobody = distcache_rs::tools::lookup_user("nobody").unwrap();
+    let group = distcache_rs::tools::lookup_group("daemon").unwrap();
+    let mut srv = Server::start(
+        false,
+        &[
+            "-user",
+            "nobody",
+            "-sockowner",
+            "nobody",
+            "-sockgroup",
+            "daemon",
+            "-sockperms",
+            "660",
+        ],
+    );
+    let Target::Unix(sock) = srv.target.clone() else {
+        unreachable!()
+    };
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = fs::metadata(&sock).unwrap();
+    assert_eq!((md.uid(), md.gid()), (nobody.uid, group));
+    assert_eq!(md.permissions().mode() & 0o777, 0o660);
+    let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(uids.iter().all(|&u| u == nobody.uid), "{uid_line}");
+    let mut c = srv.connect();
+    assert_eq!(transact(&mut c, &add_req(1, 60_000, b"u", b"d")), vec![0]);
+    // The socket belongs to the user now, so it can still remove it.
+    assert_eq!(srv.stop(libc::SIGTERM).code(), Some(0));
+    assert!(!sock.exists());
+}
