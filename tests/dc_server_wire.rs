@@ -600,12 +600,12 @@ fn replay_wire_json_tcp() {
     let groups = server_groups();
     let mut total = 0;
     for (g, cases) in &groups {
-        if g == "lib-sequence" || g.starts_with("abort_http") {
+        if g == "lib-sequence" || g == "raw-main" || g.starts_with("abort_http") {
             let refs: Vec<&Json> = cases.iter().collect();
             total += replay_group(&refs, true);
         }
     }
-    assert!(total >= 20, "only {total} cases replayed over TCP");
+    assert!(total >= 85, "only {total} cases replayed over TCP");
 }
 
 // ------------------------------------------------------------- clients ----
@@ -881,6 +881,13 @@ fn killable_and_sigint() {
     let mut srv = Server::start(true, &[]);
     let st = srv.stop(libc::SIGINT);
     assert_eq!(st.code(), Some(0), "{st:?}");
+    let mut srv = Server::start(false, &[]);
+    let Target::Unix(sock) = srv.target.clone() else {
+        unreachable!()
+    };
+    let st = srv.stop(libc::SIGHUP);
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(!sock.exists());
 }
 
 #[test]
