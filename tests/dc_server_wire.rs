@@ -600,12 +600,12 @@ fn replay_wire_json_tcp() {
     let groups = server_groups();
     let mut total = 0;
     for (g, cases) in &groups {
-        if g == "lib-sequence" || g.starts_with("abort_http") {
+        if g == "lib-sequence" || g == "raw-main" || g.starts_with("abort_http") {
             let refs: Vec<&Json> = cases.iter().collect();
             total += replay_group(&refs, true);
         }
     }
-    assert!(total >= 20, "only {total} cases replayed over TCP");
+    assert!(total >= 85, "only {total} cases replayed over TCP");
 }
 
 // ------------------------------------------------------------- clients ----
@@ -881,6 +881,13 @@ fn killable_and_sigint() {
     let mut srv = Server::start(true, &[]);
     let st = srv.stop(libc::SIGINT);
     assert_eq!(st.code(), Some(0), "{st:?}");
+    let mut srv = Server::start(false, &[]);
+    let Target::Unix(sock) = srv.target.clone() else {
+        unreachable!()
+    };
+    let st = srv.stop(libc::SIGHUP);
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(!sock.exists());
 }
 
 #[test]
@@ -936,4 +943,110 @@ fn daemon_mode_detaches() {
         );
         sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn maxconns_refuses_extra_connections() {
+    let srv = Server::start(false, &["-maxconns", "3"]);
+    // Server::start's readiness probe connection may still be counted
+    // until the server notices it closed: let it go first.
+    sleep(Duration::from_millis(100));
+    let mut held: Vec<Conn> = (0..3).map(|_| srv.connect()).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        assert_eq!(transact(c, &frame(i as u32, 3, b"x")), vec![1]);
+    }
+    let mut extra = srv.connect();
+    expect_closed(&mut extra, "connection beyond -maxconns");
+    assert!(
+        srv.log_text().contains("refusing connection"),
+        "{}",
+        srv.log_text()
+    );
+    drop(held.pop());
+    sleep(Duration::from_millis(100));
+    let mut c = srv.connect();
+    assert_eq!(transact(&mut c, &frame(9, 3, b"x")), vec![1]);
+}
+
+/// 10,000 client connections open at once, all answered.
+#[test]
+fn ten_thousand_concurrent_connections() {
+    let limit = distcache_rs::tools::raise_nofile_limit().unwrap();
+    if limit < 10_100 {
+        eprintln!("SKIPPED: descriptor hard limit {limit} is below 10,100");
+        return;
+    }
+    let srv = Server::start(false, &["-sessions", "20000", "-maxconns", "20000"]);
+    let n = 10_000u32;
+    let mut conns: Vec<Conn> = (0..n).map(|_| srv.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let id = format!("ten-k-{i}");
+        c.write_all(&add_req(i as u32, 60_000, id.as_bytes(), b"d"))
+            .unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert_eq!(read_response(c).unwrap(), (i as u32, 0, vec![0]));
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let id = format!("ten-k-{}", (i + 1) % n as usize);
+        assert_eq!(transact(c, &frame(i as u32, 3, id.as_bytes())), vec![0]);
+    }
+}
+
+#[test]
+fn fire_and_forget_add_is_stored() {
+    let srv = Server::start(false, &[]);
+    let mut c = srv.connect();
+    c.write_all(&add_req(1, 60_000, b"forget", b"d")).unwrap();
+    drop(c);
+    let mut c = srv.connect();
+    let t0 = Instant::now();
+    while transact(&mut c, &frame(2, 3, b"forget")) != vec![0] {
+        assert!(t0.elapsed() < Duration::from_secs(3), "ADD lost");
+        sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn user_and_socket_ownership() {
+    // SAFETY: getuid() takes no arguments and cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("SKIPPED: needs root to switch users");
+        return;
+    }
+    let nobody = distcache_rs::tools::lookup_user("nobody").unwrap();
+    let group = distcache_rs::tools::lookup_group("daemon").unwrap();
+    let mut srv = Server::start(
+        false,
+        &[
+            "-user",
+            "nobody",
+            "-sockowner",
+            "nobody",
+            "-sockgroup",
+            "daemon",
+            "-sockperms",
+            "660",
+        ],
+    );
+    let Target::Unix(sock) = srv.target.clone() else {
+        unreachable!()
+    };
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = fs::metadata(&sock).unwrap();
+    assert_eq!((md.uid(), md.gid()), (nobody.uid, group));
+    assert_eq!(md.permissions().mode() & 0o777, 0o660);
+    let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(uids.iter().all(|&u| u == nobody.uid), "{uid_line}");
+    let mut c = srv.connect();
+    assert_eq!(transact(&mut c, &add_req(1, 60_000, b"u", b"d")), vec![0]);
+    // The socket belongs to the user now, so it can still remove it.
+    assert_eq!(srv.stop(libc::SIGTERM).code(), Some(0));
+    assert!(!sock.exists());
 }
