@@ -29,4 +29,41 @@ typedef struct st_DC_CTX DC_CTX;
 #endif
 
 
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+DC_CTX *DC_CTX_new(const char *target, unsigned int flags);
+
+void DC_CTX_free(DC_CTX *ctx);
+
+int DC_CTX_add_session(DC_CTX *ctx,
+                       const unsigned char *id_data,
+                       unsigned int id_len,
+                       const unsigned char *sess_data,
+                       unsigned int sess_len,
+                       unsigned long timeout_msecs);
+
+int DC_CTX_remove_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len);
+
+int DC_CTX_get_session(DC_CTX *ctx,
+                       const unsigned char *id_data,
+                       unsigned int id_len,
+                       unsigned char *result_storage,
+                       unsigned int result_size,
+                       unsigned int *result_used);
+
+int DC_CTX_reget_session(DC_CTX *ctx,
+                         const unsigned char *id_data,
+                         unsigned int id_len,
+                         unsigned char *result_storage,
+                         unsigned int result_size,
+                         unsigned int *result_used);
+
+int DC_CTX_has_session(DC_CTX *ctx, const unsigned char *id_data, unsigned int id_len);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
 #endif  /* HEADER_DISTCACHE_DC_CLIENT_H */

@@ -1,1 +1,633 @@
-//! placeholder
+//! The blocking distcache client behind `DC_CTX` (`distcache/dc_client.h`).
+//!
+//! A [`Client`] sends one request at a time per connection and waits for
+//! its answer, over plain blocking sockets (no NAL objects, no background
+//! threads). It is `Send + Sync`: one client may be used by any number of
+//! threads at once, and every thread gets the answer to its own request.
+//!
+//! # Connection modes (the `DC_CTX_FLAG_*` bits)
+//!
+//! * `0`: every operation connects, does one request/response and closes
+//!   (how Apache's mod_socache_dc uses it). `PIDCHECK`, `RETRY` and `LATE`
+//!   have no effect without `PERSISTENT`.
+//! * [`FLAG_PERSISTENT`]: connections are kept open and reused. One is made
+//!   by [`Client::new`] (which fails if it cannot connect), unless
+//!   [`FLAG_PERSISTENT_LATE`] is also given, in which case the first
+//!   operation connects. Concurrent callers do not queue behind one socket:
+//!   each operation takes an idle connection from a small pool (or opens a
+//!   new one when all are busy) and puts it back afterwards. At most
+//!   [`MAX_IDLE`] idle connections are kept; surplus ones are closed.
+//!   A connection that failed, or whose peer sent anything unexpected, is
+//!   closed, never reused.
+//! * [`FLAG_PERSISTENT_PIDCHECK`]: before each operation the process id is
+//!   compared with the one that made each pooled connection; connections
+//!   inherited across `fork()` are closed (only our copy of the file
+//!   descriptor: no `shutdown()`, so the parent's connection is untouched)
+//!   and the operation reconnects.
+//! * [`FLAG_PERSISTENT_RETRY`]: after a network error on a connection (send
+//!   failure, reset, EOF: typically a `dc_client -idle` timeout closing an
+//!   idle connection) the operation reconnects and is retried once, with
+//!   the same request. A failure to connect, a timeout and a protocol
+//!   violation are not retried.
+//!
+//! # Request ids
+//!
+//! Every operation takes the next value of a per-process counter starting
+//! at 1 (shared by all clients of the process, as in the original library).
+//! An answer is accepted only when it echoes the uid and the operation and
+//! carries a non-empty payload; anything else fails the operation and closes
+//! that connection.
+//!
+//! # Timeouts
+//!
+//! * Session lifetimes below a floor are raised to the floor instead of
+//!   being refused. The floor is `DC_MIN_TIMEOUT` (500 ms) unless the
+//!   environment variable `DISTCACHE_MIN_TIMEOUT_MS` gives another value
+//!   (0 to 604800000), read when the client is created. Apache 2.4 passes
+//!   only the millisecond remainder of the lifetime, so
+//!   `DISTCACHE_MIN_TIMEOUT_MS=300000` (Apache's default
+//!   SSLSessionCacheTimeout) gives sessions a useful life.
+//! * Network I/O is bounded by `DISTCACHE_IO_TIMEOUT_MS` (default
+//!   [`DEFAULT_IO_TIMEOUT_MS`] = 2000 ms, read when the client is created):
+//!   connecting, sending the request and receiving the whole answer are each
+//!   bounded by it, so an operation against a server that is down or stalls
+//!   fails after at most about that long (a stalled server: one I/O timeout;
+//!   in the worst case three, and twice that with `PERSISTENT_RETRY`).
+//!
+//! # `reget`
+//!
+//! [`Client::reget`] answers from the data of a previous successful
+//! [`Client::get`] without network traffic. With several threads sharing a
+//! client, "the previous get" is per thread: `reget` succeeds when the
+//! calling thread's most recent operation on this client was a successful
+//! `get` of the same id (the original's rule, applied per thread). Up to
+//! [`MAX_REGET_THREADS`] threads' results are remembered; when more threads
+//! use `get`, the oldest remembered result is dropped.
+
+mod conn;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use socket2::{Domain, SockAddr};
+
+use self::conn::{Conn, Target};
+use crate::nal::Address;
+use crate::proto::{
+    answer, encode_add, encode_message, status, Cmd, DecodeError, DC_MIN_TIMEOUT_MS, MAX_EXPIRY_MS,
+    MAX_ID_LEN, MAX_TOTAL_DATA,
+};
+
+/// Keep connections open between operations.
+pub const FLAG_PERSISTENT: u32 = 0x0001;
+/// Reconnect when the process id changed (after `fork()`).
+pub const FLAG_PERSISTENT_PIDCHECK: u32 = 0x0002;
+/// Reconnect and retry once after a network error.
+pub const FLAG_PERSISTENT_RETRY: u32 = 0x0004;
+/// Do not connect in [`Client::new`]; connect on first use.
+pub const FLAG_PERSISTENT_LATE: u32 = 0x0008;
+
+/// Default bound on each network phase of an operation, in milliseconds.
+pub const DEFAULT_IO_TIMEOUT_MS: u64 = 2000;
+/// Most idle connections a persistent client keeps.
+pub const MAX_IDLE: usize = 32;
+/// Most threads whose last `get` result is remembered for `reget`.
+pub const MAX_REGET_THREADS: usize = 64;
+/// Environment variable overriding the session timeout floor.
+pub const ENV_MIN_TIMEOUT: &str = "DISTCACHE_MIN_TIMEOUT_MS";
+/// Environment variable overriding the I/O bound.
+pub const ENV_IO_TIMEOUT: &str = "DISTCACHE_IO_TIMEOUT_MS";
+
+/// Session data handed out by [`Client::get`] (shared with the `reget` slot).
+pub type Session = Arc<[u8]>;
+
+/// Why an operation failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The caller's arguments cannot be sent (empty or over-long id, empty
+    /// or over-long session data).
+    InvalidArgument(&'static str),
+    /// The target string is not a connectable libnal address.
+    Address(String),
+    /// Could not connect.
+    Connect(io::Error),
+    /// Sending the request failed.
+    Send(io::Error),
+    /// Receiving the answer failed.
+    Recv(io::Error),
+    /// The named phase (`connect`, `send`, `receive`) hit the I/O bound.
+    Timeout(&'static str),
+    /// The peer closed the connection before answering.
+    Closed,
+    /// The peer sent bytes that are not a valid distcache response.
+    Protocol(DecodeError),
+    /// The answer carried another request's uid.
+    UidMismatch { sent: u32, got: u32 },
+    /// The answer was for another operation.
+    OpMismatch { sent: Cmd, got: Cmd },
+    /// The answer had an empty payload (a proxy without a server does this).
+    EmptyAnswer,
+    /// A well-formed answer outside what this operation can return: a
+    /// REMOVE or HAVE answer other than `00`/`01`.
+    Unexpected { cmd: Cmd, payload: Vec<u8> },
+}
+
+impl Error {
+    /// A failure of the connection (as opposed to a refusal by the caller's
+    /// arguments or a malformed peer): what `PERSISTENT_RETRY` retries,
+    /// except connection failures and timeouts.
+    fn retryable(&self) -> bool {
+        matches!(self, Error::Send(_) | Error::Recv(_) | Error::Closed)
+    }
+    /// The peer broke the protocol: worth a line on stderr.
+    fn is_peer_violation(&self) -> bool {
+        matches!(
+            self,
+            Error::Protocol(_) | Error::UidMismatch { .. } | Error::OpMismatch { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument(w) => write!(f, "invalid argument: {w}"),
+            Error::Address(w) => f.write_str(w),
+            Error::Connect(e) => write!(f, "cannot connect: {e}"),
+            Error::Send(e) => write!(f, "send failed: {e}"),
+            Error::Recv(e) => write!(f, "receive failed: {e}"),
+            Error::Timeout(p) => write!(f, "{p} timed out"),
+            Error::Closed => f.write_str("connection closed by the peer before it answered"),
+            Error::Protocol(e) => e.fmt(f),
+            Error::UidMismatch { sent, got } => {
+                write!(f, "answer has request uid {got:#x}, expected {sent:#x}")
+            }
+            Error::OpMismatch { sent, got } => write!(
+                f,
+                "answer is for operation {}, expected {}",
+                got.name(),
+                sent.name()
+            ),
+            Error::EmptyAnswer => f.write_str("empty answer (proxy without a server?)"),
+            Error::Unexpected { cmd, payload } => {
+                write!(
+                    f,
+                    "unexpected {} answer of {} bytes",
+                    cmd.name(),
+                    payload.len()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(e) | Error::Send(e) | Error::Recv(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the server said to an ADD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// Stored (answer `00`).
+    Stored,
+    /// Refused with this status byte (see [`crate::proto::status`]), e.g.
+    /// 101 when a session with this id is already stored.
+    Refused(u8),
+}
+
+/// Where request uids come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UidSource {
+    /// The per-process counter shared by all clients (production).
+    Process,
+    /// A counter private to this client, starting at the given value
+    /// (tests that need exact uids).
+    Private(u32),
+}
+
+/// Tunables of a client. [`Config::from_env`] is what `DC_CTX_new` uses.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bound on each network phase (connect, send, receive).
+    pub io_timeout: Duration,
+    /// Session timeouts below this are raised to it.
+    pub min_timeout_ms: u64,
+    /// Source of request uids.
+    pub uids: UidSource,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            io_timeout: Duration::from_millis(DEFAULT_IO_TIMEOUT_MS),
+            min_timeout_ms: DC_MIN_TIMEOUT_MS,
+            uids: UidSource::Process,
+        }
+    }
+}
+
+fn env_ms(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                eprintln!(
+                    "distcache-rs: ignoring {name}={v:?} (expected {}..{} ms); using {default}",
+                    range.start(),
+                    range.end()
+                );
+                default
+            }
+        },
+    }
+}
+
+impl Config {
+    /// Defaults, overridden by `DISTCACHE_MIN_TIMEOUT_MS` and
+    /// `DISTCACHE_IO_TIMEOUT_MS` when set to valid values (an invalid value
+    /// is reported on stderr and ignored).
+    pub fn from_env() -> Config {
+        Config {
+            io_timeout: Duration::from_millis(env_ms(
+                ENV_IO_TIMEOUT,
+                DEFAULT_IO_TIMEOUT_MS,
+                1..=3_600_000,
+            )),
+            min_timeout_ms: env_ms(ENV_MIN_TIMEOUT, DC_MIN_TIMEOUT_MS, 0..=MAX_EXPIRY_MS),
+            uids: UidSource::Process,
+        }
+    }
+}
+
+/// The per-process request uid counter.
+static NEXT_UID: AtomicU32 = AtomicU32::new(1);
+
+#[derive(Debug)]
+enum Uids {
+    Process,
+    Private(AtomicU32),
+}
+
+impl Uids {
+    fn next(&self) -> u32 {
+        match self {
+            Uids::Process => NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            Uids::Private(c) => c.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The last successful get of one thread.
+#[derive(Debug)]
+struct LastGet {
+    thread: ThreadId,
+    id: Vec<u8>,
+    data: Session,
+}
+
+/// A blocking distcache client (`DC_CTX`). See the module documentation.
+#[derive(Debug)]
+pub struct Client {
+    target: Target,
+    /// The target as given, for messages.
+    name: String,
+    flags: u32,
+    cfg: Config,
+    uids: Uids,
+    /// Idle persistent connections.
+    idle: Mutex<Vec<Conn>>,
+    /// Per-thread last get results, for `reget`.
+    last_get: Mutex<Vec<LastGet>>,
+    /// Number of entries in `last_get`, so operations can skip the lock
+    /// when nothing is remembered.
+    last_get_len: AtomicUsize,
+}
+
+fn resolve(target: &str) -> Result<Target, Error> {
+    let addr = Address::parse(target).map_err(|e| Error::Address(e.to_string()))?;
+    if !addr.can_connect() {
+        return Err(Error::Address(format!(
+            "address '{target}' can only be listened on"
+        )));
+    }
+    Ok(match addr {
+        Address::Unix(path) => Target {
+            sockaddr: SockAddr::unix(&path).map_err(|e| Error::Address(e.to_string()))?,
+            domain: Domain::UNIX,
+            tcp: false,
+        },
+        Address::Ip { addr, .. } => Target {
+            sockaddr: SockAddr::from(addr),
+            domain: match addr {
+                SocketAddr::V4(_) => Domain::IPV4,
+                SocketAddr::V6(_) => Domain::IPV6,
+            },
+            tcp: true,
+        },
+    })
+}
+
+impl Client {
+    /// A client for `target` (a libnal address such as `UNIX:/path` or
+    /// `IP:host:port`) with `DC_CTX_FLAG_*` bits, configured from the
+    /// environment ([`Config::from_env`]).
+    pub fn new(target: &str, flags: u32) -> Result<Client, Error> {
+        Client::with_config(target, flags, Config::from_env())
+    }
+
+    /// Like [`Client::new`] with an explicit configuration.
+    pub fn with_config(target: &str, flags: u32, cfg: Config) -> Result<Client, Error> {
+        let t = resolve(target)?;
+        let uids = match cfg.uids {
+            UidSource::Process => Uids::Process,
+            UidSource::Private(start) => Uids::Private(AtomicU32::new(start)),
+        };
+        let c = Client {
+            target: t,
+            name: target.to_string(),
+            flags,
+            cfg,
+            uids,
+            idle: Mutex::new(Vec::new()),
+            last_get: Mutex::new(Vec::new()),
+            last_get_len: AtomicUsize::new(0),
+        };
+        if c.persistent() && flags & FLAG_PERSISTENT_LATE == 0 {
+            let conn = Conn::connect(&c.target, c.cfg.io_timeout)?;
+            c.idle.lock().push(conn);
+        }
+        Ok(c)
+    }
+
+    /// The `DC_CTX_FLAG_*` bits given at creation.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Number of idle persistent connections currently pooled.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    fn persistent(&self) -> bool {
+        self.flags & FLAG_PERSISTENT != 0
+    }
+
+    /// Add a session that expires after `timeout_ms` (raised to the floor
+    /// if lower; saturated to `u32::MAX` if larger, which a server refuses).
+    pub fn add(&self, id: &[u8], data: &[u8], timeout_ms: u64) -> Result<AddOutcome, Error> {
+        check_id(id)?;
+        if data.is_empty() {
+            return Err(Error::InvalidArgument("empty session data"));
+        }
+        if 8 + id.len() + data.len() > MAX_TOTAL_DATA {
+            return Err(Error::InvalidArgument(
+                "session too large (8 + id + data must not exceed 32768 bytes)",
+            ));
+        }
+        let t = timeout_ms.max(self.cfg.min_timeout_ms);
+        let t = u32::try_from(t).unwrap_or(u32::MAX);
+        let mut payload = Vec::with_capacity(8 + id.len() + data.len());
+        encode_add(&mut payload, t, id, data);
+        self.forget_get();
+        let a = self.transact(Cmd::Add, &payload)?;
+        Ok(match a.as_slice() {
+            [status::OK] => AddOutcome::Stored,
+            [s] => AddOutcome::Refused(*s),
+            _ => {
+                return Err(Error::Unexpected {
+                    cmd: Cmd::Add,
+                    payload: a,
+                })
+            }
+        })
+    }
+
+    /// Fetch a session: `Ok(Some(data))` on a hit, `Ok(None)` on a miss.
+    ///
+    /// As in the original, only an answer of 5 bytes or more is a hit (a
+    /// 1-byte session `01` is indistinguishable from a miss on the wire).
+    pub fn get(&self, id: &[u8]) -> Result<Option<Session>, Error> {
+        check_id(id)?;
+        self.forget_get();
+        let a = self.transact(Cmd::Get, id)?;
+        match answer::get_hit(&a) {
+            None => Ok(None),
+            Some(d) => {
+                let data: Session = Arc::from(d);
+                self.remember_get(id, data.clone());
+                Ok(Some(data))
+            }
+        }
+    }
+
+    /// The data of the calling thread's previous [`get`](Client::get) on
+    /// this client, if that was its last operation here, it was a hit, and
+    /// it was for `id`. No network traffic.
+    pub fn reget(&self, id: &[u8]) -> Option<Session> {
+        if self.last_get_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let me = std::thread::current().id();
+        let slots = self.last_get.lock();
+        slots
+            .iter()
+            .find(|s| s.thread == me && s.id == id)
+            .map(|s| s.data.clone())
+    }
+
+    /// Remove a session: `Ok(true)` when removed, `Ok(false)` when it was
+    /// not found.
+    pub fn remove(&self, id: &[u8]) -> Result<bool, Error> {
+        check_id(id)?;
+        self.forget_get();
+        let a = self.transact(Cmd::Remove, id)?;
+        match a.as_slice() {
+            [status::OK] => Ok(true),
+            [status::NOTOK] => Ok(false),
+            _ => Err(Error::Unexpected {
+                cmd: Cmd::Remove,
+                payload: a,
+            }),
+        }
+    }
+
+    /// Whether a session is stored.
+    pub fn has(&self, id: &[u8]) -> Result<bool, Error> {
+        check_id(id)?;
+        self.forget_get();
+        let a = self.transact(Cmd::Have, id)?;
+        match answer::have(&a) {
+            Some(p) => Ok(p),
+            None => Err(Error::Unexpected {
+                cmd: Cmd::Have,
+                payload: a,
+            }),
+        }
+    }
+
+    fn remember_get(&self, id: &[u8], data: Session) {
+        let me = std::thread::current().id();
+        let mut slots = self.last_get.lock();
+        slots.retain(|s| s.thread != me);
+        if slots.len() >= MAX_REGET_THREADS {
+            slots.remove(0);
+        }
+        slots.push(LastGet {
+            thread: me,
+            id: id.to_vec(),
+            data,
+        });
+        self.last_get_len.store(slots.len(), Ordering::Release);
+    }
+
+    /// Any operation ends the calling thread's `reget` window.
+    fn forget_get(&self) {
+        if self.last_get_len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let me = std::thread::current().id();
+        let mut slots = self.last_get.lock();
+        slots.retain(|s| s.thread != me);
+        self.last_get_len.store(slots.len(), Ordering::Release);
+    }
+
+    /// One request/response; reports peer violations on stderr.
+    fn transact(&self, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
+        let uid = self.uids.next();
+        let mut req = Vec::new();
+        encode_message(&mut req, false, uid, cmd, payload)
+            .map_err(|_| Error::InvalidArgument("request exceeds 32768 bytes"))?;
+        let r = if self.persistent() {
+            self.transact_persistent(&req, uid, cmd)
+        } else {
+            Conn::connect(&self.target, self.cfg.io_timeout)
+                .and_then(|mut c| c.exchange(&req, uid, cmd, self.cfg.io_timeout))
+                .map(|(a, _)| a)
+        };
+        if let Err(e) = &r {
+            if e.is_peer_violation() {
+                eprintln!(
+                    "libdistcache(pid={}) distcache-rs: {} from {}: {e}; connection dropped",
+                    std::process::id(),
+                    cmd.name(),
+                    self.name
+                );
+            }
+        }
+        r
+    }
+
+    /// An idle pooled connection usable by this process, if any.
+    fn take_idle(&self) -> Option<Conn> {
+        if self.flags & FLAG_PERSISTENT_PIDCHECK != 0 {
+            let me = std::process::id();
+            let mut idle = self.idle.lock();
+            if idle.iter().any(|c| c.pid != me) {
+                // Inherited from the parent: close our copies of the file
+                // descriptors only (dropping a socket never calls
+                // shutdown()), so the parent's connections are unaffected.
+                idle.retain(|c| c.pid == me);
+            }
+            idle.pop()
+        } else {
+            self.idle.lock().pop()
+        }
+    }
+
+    fn put_back(&self, c: Conn) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(c);
+        }
+    }
+
+    fn transact_persistent(&self, req: &[u8], uid: u32, cmd: Cmd) -> Result<Vec<u8>, Error> {
+        let io = self.cfg.io_timeout;
+        let mut conn = match self.take_idle() {
+            Some(c) => c,
+            None => Conn::connect(&self.target, io)?,
+        };
+        match conn.exchange(req, uid, cmd, io) {
+            Ok((a, clean)) => {
+                if clean {
+                    self.put_back(conn);
+                }
+                Ok(a)
+            }
+            Err(e) if e.retryable() && self.flags & FLAG_PERSISTENT_RETRY != 0 => {
+                drop(conn);
+                let mut conn = Conn::connect(&self.target, io)?;
+                let (a, clean) = conn.exchange(req, uid, cmd, io)?;
+                if clean {
+                    self.put_back(conn);
+                }
+                Ok(a)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn check_id(id: &[u8]) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("empty session id"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::InvalidArgument("session id longer than 64 bytes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_limits() {
+        assert!(check_id(b"").is_err());
+        assert!(check_id(&[7; 1]).is_ok());
+        assert!(check_id(&[7; 64]).is_ok());
+        assert!(check_id(&[7; 65]).is_err());
+    }
+
+    #[test]
+    fn bad_targets_are_refused() {
+        for t in ["", "nonsense", "IP:9001", "UNIX:", "TCP:host:1"] {
+            assert!(
+                matches!(Client::new(t, 0), Err(Error::Address(_))),
+                "{t:?} accepted"
+            );
+        }
+        assert!(Client::new("UNIX:/nonexistent/dcrs", 0).is_ok());
+        assert!(Client::new("IP:127.0.0.1:9", FLAG_PERSISTENT | FLAG_PERSISTENT_LATE).is_ok());
+    }
+
+    #[test]
+    fn retry_classification() {
+        assert!(Error::Closed.retryable());
+        assert!(Error::Send(io::ErrorKind::BrokenPipe.into()).retryable());
+        assert!(!Error::Timeout("receive").retryable());
+        assert!(!Error::Connect(io::ErrorKind::ConnectionRefused.into()).retryable());
+        assert!(!Error::Protocol(DecodeError::BadLevel(0x0010_0000)).retryable());
+        assert!(Error::Protocol(DecodeError::BadLevel(0)).is_peer_violation());
+    }
+}

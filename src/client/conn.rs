@@ -1,0 +1,182 @@
+//! One blocking client connection: connect, send a whole request, read one
+//! whole response.
+//!
+//! Plain socket syscalls on a `socket2::Socket`: no NAL objects, no event
+//! loop. Timeouts are kernel socket timeouts (`SO_SNDTIMEO`/`SO_RCVTIMEO`,
+//! which Linux also applies to a blocking `connect`), set once when the
+//! socket is made, so the common exchange costs one `send` and one `recv`.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::Error;
+use crate::proto::{encoded_len, Cmd, Decoder, Direction, Event, MAX_TOTAL_DATA};
+
+/// Where to connect, resolved once per client.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) sockaddr: SockAddr,
+    pub(crate) domain: Domain,
+    pub(crate) tcp: bool,
+}
+
+/// Receive buffer grows in steps of this size.
+const RECV_CHUNK: usize = 16 * 1024;
+
+/// A connected socket plus its receive buffer.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    sock: Socket,
+    /// Process that made the connection (PERSISTENT_PIDCHECK).
+    pub(crate) pid: u32,
+    /// Bytes received and not yet consumed.
+    rx: Vec<u8>,
+    /// The receive timeout was lowered below the I/O timeout during the
+    /// last exchange and must be restored before the next one.
+    rcv_timeout_dirty: bool,
+}
+
+fn timeout_err(e: io::Error, phase: &'static str) -> Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(phase),
+        _ => match phase {
+            "connect" => Error::Connect(e),
+            "send" => Error::Send(e),
+            _ => Error::Recv(e),
+        },
+    }
+}
+
+/// `recv` into the spare capacity of `v`, growing it as needed.
+fn recv_into(sock: &Socket, v: &mut Vec<u8>) -> io::Result<usize> {
+    if v.capacity() - v.len() < 2048 {
+        v.reserve(RECV_CHUNK);
+    }
+    let spare: &mut [MaybeUninit<u8>] = v.spare_capacity_mut();
+    let n = sock.recv(spare)?;
+    debug_assert!(n <= spare.len());
+    let n = n.min(spare.len());
+    // SAFETY: recv(2) initialised the first `n` bytes of the spare
+    // capacity, and `n` does not exceed that capacity.
+    unsafe { v.set_len(v.len() + n) };
+    Ok(n)
+}
+
+impl Conn {
+    /// Open a connection; every phase is bounded by `io_timeout`.
+    pub(crate) fn connect(t: &Target, io_timeout: Duration) -> Result<Conn, Error> {
+        let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
+        sock.set_read_timeout(Some(io_timeout))
+            .map_err(Error::Connect)?;
+        sock.set_write_timeout(Some(io_timeout))
+            .map_err(Error::Connect)?;
+        sock.connect(&t.sockaddr)
+            .map_err(|e| match e.raw_os_error() {
+                // Linux reports a blocking connect that ran out of SO_SNDTIMEO
+                // as EINPROGRESS.
+                Some(libc::EINPROGRESS) => Error::Timeout("connect"),
+                _ => timeout_err(e, "connect"),
+            })?;
+        if t.tcp {
+            sock.set_nodelay(true).map_err(Error::Connect)?;
+        }
+        Ok(Conn {
+            sock,
+            pid: std::process::id(),
+            rx: Vec::new(),
+            rcv_timeout_dirty: false,
+        })
+    }
+
+    /// Send `req` (one whole encoded request with this `uid` and `cmd`) and
+    /// read its answer. Returns the answer payload and whether the
+    /// connection is still in a clean state (nothing unread after the
+    /// answer) so it may be reused.
+    ///
+    /// The receive phase as a whole is bounded by `io_timeout`.
+    pub(crate) fn exchange(
+        &mut self,
+        req: &[u8],
+        uid: u32,
+        cmd: Cmd,
+        io_timeout: Duration,
+    ) -> Result<(Vec<u8>, bool), Error> {
+        if self.rcv_timeout_dirty {
+            self.sock
+                .set_read_timeout(Some(io_timeout))
+                .map_err(Error::Recv)?;
+            self.rcv_timeout_dirty = false;
+        }
+        self.rx.clear();
+        let mut sent = 0;
+        while sent < req.len() {
+            match self.sock.send_with_flags(&req[sent..], libc::MSG_NOSIGNAL) {
+                Ok(0) => return Err(Error::Send(io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(timeout_err(e, "send")),
+            }
+        }
+        let deadline = Instant::now() + io_timeout;
+        let mut dec = Decoder::new(Direction::Responses);
+        let mut first = true;
+        // Bytes of `rx` already consumed by the decoder.
+        let mut off = 0;
+        loop {
+            loop {
+                match dec.feed(&self.rx[off..]).map_err(Error::Protocol)? {
+                    Event::NeedMore => break,
+                    Event::Fragment { consumed } => off += consumed,
+                    Event::Message { consumed, msg } => {
+                        if msg.uid != uid {
+                            return Err(Error::UidMismatch {
+                                sent: uid,
+                                got: msg.uid,
+                            });
+                        }
+                        if msg.cmd != cmd {
+                            return Err(Error::OpMismatch {
+                                sent: cmd,
+                                got: msg.cmd,
+                            });
+                        }
+                        if msg.payload.is_empty() {
+                            return Err(Error::EmptyAnswer);
+                        }
+                        let clean = off + consumed == self.rx.len();
+                        return Ok((msg.payload.to_vec(), clean));
+                    }
+                }
+            }
+            if off > 0 {
+                self.rx.drain(..off);
+                off = 0;
+            }
+            if !first {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(1) {
+                    return Err(Error::Timeout("receive"));
+                }
+                self.sock
+                    .set_read_timeout(Some(left))
+                    .map_err(Error::Recv)?;
+                self.rcv_timeout_dirty = true;
+            }
+            first = false;
+            match recv_into(&self.sock, &mut self.rx) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(timeout_err(e, "receive")),
+            }
+            // The decoder bounds a message; this only guards against a
+            // decoder bug turning into unbounded memory use.
+            if self.rx.len() > 2 * encoded_len(MAX_TOTAL_DATA) {
+                return Err(Error::Recv(io::Error::other("answer too large")));
+            }
+        }
+    }
+}
