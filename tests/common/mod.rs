@@ -289,7 +289,13 @@ impl Proc {
         let _ = self.child.wait();
     }
     /// SIGTERM, then wait (at most 5 s) and return the stderr text.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
+    pub fn terminate(self) -> (Option<i32>, String) {
+        let (code, _, err) = self.terminate_all();
+        (code, err)
+    }
+
+    /// SIGTERM, then wait (at most 5 s); returns exit code, stdout, stderr.
+    pub fn terminate_all(mut self) -> (Option<i32>, String, String) {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -308,7 +314,11 @@ impl Proc {
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
-        (status, err)
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        (status, out, err)
     }
 }
 
