@@ -173,6 +173,7 @@ struct Snoop {
     pairs: HashMap<u64, Pair>,
     next_conn: u64,
     out: io::BufWriter<io::Stdout>,
+    scratch: Vec<u8>,
 }
 
 fn start_connect(addr: &Address) -> io::Result<(Stream, bool)> {
@@ -238,24 +239,18 @@ enum ReadResult {
     Error(io::Error),
 }
 
-fn read_into(s: &mut Stream, f: &mut Flow) -> ReadResult {
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut got = false;
+fn read_into(s: &mut Stream, f: &mut Flow, buf: &mut [u8]) -> ReadResult {
     loop {
-        match s.read(&mut buf) {
+        match s.read(buf) {
             Ok(0) => return ReadResult::Eof,
             Ok(n) => {
                 f.pending.extend_from_slice(&buf[..n]);
                 f.ana.extend_from_slice(&buf[..n]);
-                got = true;
                 if n < buf.len() || f.unsent() >= MAX_PENDING {
                     return ReadResult::Data;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let _ = got;
-                return ReadResult::Data;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadResult::Data,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return ReadResult::Error(e),
         }
@@ -408,9 +403,9 @@ impl Snoop {
             return;
         }
         let r = if from_server {
-            read_into(&mut p.server, &mut p.s2c)
+            read_into(&mut p.server, &mut p.s2c, &mut self.scratch)
         } else {
-            read_into(&mut p.client, &mut p.c2s)
+            read_into(&mut p.client, &mut p.c2s, &mut self.scratch)
         };
         if let Err(e) = self.analyse(n, !from_server) {
             let who = if from_server { "server" } else { "client" };
@@ -579,6 +574,7 @@ fn main() -> ExitCode {
         pairs: HashMap::new(),
         next_conn: 0,
         out: io::BufWriter::new(io::stdout()),
+        scratch: vec![0u8; READ_CHUNK],
     };
     match s.run(&signals) {
         Ok(()) => ExitCode::SUCCESS,

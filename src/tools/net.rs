@@ -97,12 +97,14 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
                 ));
             }
             match UnixStream::connect(&path) {
-                Ok(_) => return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
                         "cannot listen on {shown}: another process is accepting connections there"
                     ),
-                )),
+                    ))
+                }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     fs::remove_file(&path)
                         .map_err(|e| ctx(e, format!("cannot remove stale socket {shown}")))?;

@@ -136,6 +136,8 @@ struct Proxy {
     /// Clients with output to flush at the end of this round.
     dirty: Vec<u64>,
     next_idle_scan: u64,
+    /// Read buffer shared by all connections.
+    scratch: Vec<u8>,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -190,32 +192,25 @@ fn take_error(s: &Stream) -> io::Result<Option<io::Error>> {
     }
 }
 
-/// Read what is available into `buf`. Returns (bytes read, eof).
-fn read_some(s: &mut Stream, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+/// Read what is available into `buf` (through `scratch`). Returns
+/// (bytes read, eof).
+fn read_some(s: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> io::Result<(usize, bool)> {
     let mut total = 0;
     while total < READ_BUDGET {
-        let old = buf.len();
-        buf.resize(old + READ_CHUNK, 0);
-        match s.read(&mut buf[old..]) {
-            Ok(0) => {
-                buf.truncate(old);
-                return Ok((total, true));
-            }
+        match s.read(scratch) {
+            Ok(0) => return Ok((total, true)),
             Ok(n) => {
-                buf.truncate(old + n);
+                buf.extend_from_slice(&scratch[..n]);
                 total += n;
-                if n < READ_CHUNK {
+                if n < scratch.len() {
                     break;
                 }
             }
-            Err(e) => {
-                buf.truncate(old);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e),
-                }
-            }
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock => break,
+                io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            },
         }
     }
     Ok((total, false))
@@ -373,7 +368,7 @@ impl Proxy {
 
     fn read_upstream(&mut self) {
         let Some(up) = self.up.as_mut() else { return };
-        let (_, eof) = match read_some(&mut up.stream, &mut up.inbuf) {
+        let (_, eof) = match read_some(&mut up.stream, &mut up.inbuf, &mut self.scratch) {
             Ok(x) => x,
             Err(e) => return self.upstream_lost(format_args!("read error: {e}")),
         };
@@ -482,7 +477,7 @@ impl Proxy {
             }
             return;
         }
-        let (n, eof) = match read_some(&mut c.stream, &mut c.inbuf) {
+        let (n, eof) = match read_some(&mut c.stream, &mut c.inbuf, &mut self.scratch) {
             Ok(x) => x,
             Err(_) => return self.close_client(token),
         };
@@ -730,6 +725,7 @@ fn main() -> ExitCode {
         outage_logged: false,
         dirty: Vec::new(),
         next_idle_scan: 0,
+        scratch: vec![0u8; READ_CHUNK],
     };
     if let Some(d) = detached {
         d.ready();
