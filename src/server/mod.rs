@@ -6,6 +6,8 @@
 //! (its own epoll loop) use it, so every front end answers byte for byte
 //! the same way.
 
+pub mod cache;
+
 use crate::proto::{self, status, AddParse, Cmd, MsgRef};
 
 /// A session store. Time is the caller's clock in milliseconds; expiry is

@@ -117,7 +117,15 @@ impl Cli {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut it = args.into_iter().map(Into::into);
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        // As in the original, a help flag anywhere wins over everything else.
+        if args
+            .iter()
+            .any(|a| matches!(a.as_str(), "-h" | "-help" | "-?" | "--h" | "--help" | "--?"))
+        {
+            return Err(ArgError::Help);
+        }
+        let mut it = args.into_iter();
         let mut out = Parsed::default();
         while let Some(arg) = it.next() {
             let body = if let Some(b) = arg.strip_prefix("--") {
@@ -272,6 +280,8 @@ mod tests {
         for h in ["-h", "-help", "-?", "--help"] {
             assert!(matches!(CLI.parse([h]), Err(ArgError::Help)));
         }
+        // Help wins even after an unknown flag.
+        assert!(matches!(CLI.parse(["-bogus", "-?"]), Err(ArgError::Help)));
         match CLI.parse(["-bogus"]) {
             Err(ArgError::Bad(m)) => assert!(m.contains("-bogus"), "{m}"),
             _ => panic!("accepted -bogus"),

@@ -123,10 +123,11 @@ pub fn peer_pid(fd: RawFd) -> Option<i32> {
     (r == 0 && cred.pid > 0).then_some(cred.pid)
 }
 
-/// Returned by [`daemonize`] to the detached child: call [`Detached::ready`]
-/// once start-up is complete (pid file written); the waiting parent then
-/// exits 0. If the child drops it without calling `ready` (start-up failed),
-/// the parent exits 1.
+/// Returned by [`daemonize`] to the detached child: call
+/// [`Detached::ready`] once start-up is complete (pid file written), or
+/// [`Detached::fail`] with the reason it failed. The waiting parent then
+/// exits 0, or prints the reason on its stderr and exits 1 (also when the
+/// child dies without reporting).
 #[derive(Debug)]
 pub struct Detached {
     pipe: Option<OwnedFd>,
@@ -136,18 +137,24 @@ impl Detached {
     /// Tell the foreground parent that start-up succeeded.
     pub fn ready(mut self) {
         if let Some(fd) = self.pipe.take() {
-            let mut f = fs::File::from(fd);
-            let _ = f.write_all(b"1");
+            let _ = fs::File::from(fd).write_all(b"1");
+        }
+    }
+
+    /// Tell the foreground parent that start-up failed, and why.
+    pub fn fail(mut self, why: &str) {
+        if let Some(fd) = self.pipe.take() {
+            let _ = fs::File::from(fd).write_all(format!("0{why}").as_bytes());
         }
     }
 }
 
 /// Detach from the terminal: fork (the parent waits until the child calls
-/// [`Detached::ready`] or dies, then `_exit`s with 0 or 1 without running
-/// destructors, so it never removes the child's socket file), `setsid`,
-/// `chdir("/")`, and point stdin/stdout/stderr at /dev/null. Paths the
-/// caller still needs must already be absolute. Call before creating
-/// threads.
+/// [`Detached::ready`] or [`Detached::fail`] or dies, then `_exit`s with 0
+/// or 1 without running destructors, so it never removes the child's socket
+/// file), `setsid`, `chdir("/")`, and point stdin/stdout/stderr at
+/// /dev/null. Paths the caller still needs must already be absolute. Call
+/// before creating threads.
 pub fn daemonize() -> io::Result<Detached> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds has room for two descriptors.
@@ -165,18 +172,22 @@ pub fn daemonize() -> io::Result<Detached> {
     }
     if pid > 0 {
         drop(wr);
-        let mut b = [0u8; 1];
-        let n = loop {
-            // SAFETY: b is valid for one byte.
-            let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 1) };
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+        let mut msg = Vec::new();
+        let _ = io::Read::read_to_end(&mut fs::File::from(rd), &mut msg);
+        let code = match msg.first() {
+            Some(b'1') => 0,
+            Some(_) => {
+                eprintln!("{}", String::from_utf8_lossy(&msg[1..]));
+                1
             }
-            break n;
+            None => {
+                eprintln!("the daemon process exited during start-up");
+                1
+            }
         };
         // SAFETY: _exit ends the parent without running destructors: the
         // listener and pid file now belong to the child.
-        unsafe { libc::_exit(if n == 1 { 0 } else { 1 }) };
+        unsafe { libc::_exit(code) };
     }
     drop(rd);
     // SAFETY: no arguments; we are a fresh child, not a group leader.
@@ -197,6 +208,16 @@ pub fn daemonize() -> io::Result<Detached> {
     Ok(Detached { pipe: Some(wr) })
 }
 
+/// Make a path absolute against the current directory (before
+/// [`daemonize`] changes it).
+pub fn absolute_path(p: &Path) -> io::Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
 /// A pid file; removed by [`PidFile::remove`] or on drop.
 #[derive(Debug)]
 pub struct PidFile {
@@ -207,11 +228,7 @@ pub struct PidFile {
 impl PidFile {
     /// Write our pid (decimal, newline) to `path` (made absolute).
     pub fn write(path: &Path) -> io::Result<PidFile> {
-        let abs = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir()?.join(path)
-        };
+        let abs = absolute_path(path)?;
         let err = |e: io::Error| {
             let dir = abs
                 .parent()

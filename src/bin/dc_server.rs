@@ -1,0 +1,629 @@
+//! dc_server: the distcache session cache server.
+//!
+//! One epoll event loop, non-blocking sockets, the built-in cache; every
+//! request is answered by `server::handle_request`, exactly as the
+//! DC_SERVER library answers it.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use distcache_rs::evloop::{self, Poller};
+use distcache_rs::nal::Address;
+use distcache_rs::proto::{self, Decoder, Direction};
+use distcache_rs::server::cache::Cache;
+use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
+use distcache_rs::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
+
+const TOOL: &str = "dc_server";
+
+const CLI: Cli = Cli {
+    tool: TOOL,
+    synopsis: "-listen <address> [options]",
+    flags: &[
+        Flag::value(&["listen"], "address", "address to accept clients on (required)"),
+        Flag::switch(&["daemon"], "detach and close the standard descriptors"),
+        Flag::value(&["user"], "user", "switch to this user once listening"),
+        Flag::value(&["sockowner"], "user", "owner of a UNIX listening socket"),
+        Flag::value(&["sockgroup"], "group", "group of a UNIX listening socket"),
+        Flag::value(&["sockperms"], "octal", "mode of a UNIX listening socket"),
+        Flag::value(&["sessions"], "num", "maximum sessions stored (default 512)"),
+        Flag::value(
+            &["progress"],
+            "num",
+            "status line every num operations (default: once a second when busy)",
+        ),
+        Flag::value(&["pidfile"], "path", "write the process id to this file"),
+        Flag::switch(&["killable"], "shut down cleanly on SIGUSR1/SIGUSR2"),
+        Flag::value(
+            &["mintimeout"],
+            "msecs",
+            "store sessions for at least this long (default 0)",
+        ),
+        Flag::value(
+            &["maxconns"],
+            "num",
+            "most client connections at once (default 10000)",
+        ),
+    ],
+};
+
+/// Largest `-sessions`.
+const MAX_SESSIONS: u64 = 10_000_000;
+/// Read chunk (a shared scratch buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop decoding a client's requests while this much output is unsent.
+const OUT_HIGH: usize = 256 * 1024;
+/// Connections accepted per wake-up of the listener.
+const ACCEPT_BATCH: usize = 256;
+
+const TOK_LISTENER: u64 = 0;
+const TOK_SIGNALS: u64 = 1;
+const TOK_BASE: u64 = 2;
+
+struct Config {
+    listen: Address,
+    daemon: bool,
+    user: Option<String>,
+    sock: SockOpts,
+    sessions: usize,
+    progress: u64,
+    pidfile: Option<PathBuf>,
+    killable: bool,
+    mintimeout: u64,
+    maxconns: usize,
+}
+
+fn config(p: &Parsed) -> Result<Config, String> {
+    let listen = p.required("listen")?;
+    let listen = Address::parse(listen).map_err(|e| format!("flag -listen: {e}"))?;
+    for flag in ["user", "sockowner"] {
+        if let Some(u) = p.get(flag) {
+            tools::lookup_user(u).map_err(|e| format!("flag -{flag}: {e}"))?;
+        }
+    }
+    if let Some(g) = p.get("sockgroup") {
+        tools::lookup_group(g).map_err(|e| format!("flag -sockgroup: {e}"))?;
+    }
+    let pidfile = match p.get("pidfile") {
+        Some("") => return Err("flag -pidfile: empty path".into()),
+        Some(f) => Some(
+            tools::absolute_path(f.as_ref()).map_err(|e| format!("flag -pidfile: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Config {
+        listen,
+        daemon: p.has("daemon"),
+        user: p.get("user").map(String::from),
+        sock: SockOpts {
+            owner: p.get("sockowner").map(String::from),
+            group: p.get("sockgroup").map(String::from),
+            perms: p.octal("sockperms")?,
+        },
+        sessions: p.num("sessions", 512, 1, MAX_SESSIONS)? as usize,
+        progress: p.num("progress", 0, 0, u64::MAX)?,
+        pidfile,
+        killable: p.has("killable"),
+        mintimeout: p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?,
+        maxconns: p.num("maxconns", 10_000, 1, 1_000_000)? as usize,
+    })
+}
+
+fn log(msg: &str) {
+    eprintln!("{TOOL}: {msg}");
+}
+
+fn main() {
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
+    let parsed = match CLI.parse_env() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let cfg = match config(&parsed) {
+        Ok(c) => c,
+        Err(msg) => return CLI.fail(&msg),
+    };
+    match tools::raise_nofile_limit() {
+        Ok(n) if (n as usize) < cfg.maxconns + 32 => log(&format!(
+            "warning: descriptor limit {n} is below -maxconns {}",
+            cfg.maxconns
+        )),
+        Ok(_) => {}
+        Err(e) => log(&format!("warning: cannot raise the descriptor limit: {e}")),
+    }
+    let listener = match tools::listen(&cfg.listen, &cfg.sock) {
+        Ok(l) => l,
+        Err(e) => {
+            log(&e.to_string());
+            return 1;
+        }
+    };
+    let detached = if cfg.daemon {
+        match tools::daemonize() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                log(&format!("cannot detach: {e}"));
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    // Start-up after detaching: failures are reported through the parent.
+    let fail = |detached: Option<tools::Detached>, msg: String| {
+        log(&msg);
+        if let Some(d) = detached {
+            d.fail(&format!("{TOOL}: {msg}"));
+        }
+        1
+    };
+    let signals = match tools::Signals::install(cfg.killable) {
+        Ok(s) => s,
+        Err(e) => return fail(detached, format!("cannot set up signal handling: {e}")),
+    };
+    let pidfile = match &cfg.pidfile {
+        Some(p) => match tools::PidFile::write(p) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(detached, e.to_string()),
+        },
+        None => None,
+    };
+    if let Some(u) = &cfg.user {
+        if let Err(e) = tools::drop_privileges(u) {
+            return fail(detached, e.to_string());
+        }
+    }
+    let mut server = match Server::new(listener, &cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(detached, format!("cannot start the event loop: {e}")),
+    };
+    if let Err(e) = server.poller.add(signals.fd(), TOK_SIGNALS, evloop::READ) {
+        return fail(detached, format!("cannot watch signals: {e}"));
+    }
+    if let Some(d) = detached {
+        d.ready();
+    }
+    if !cfg.daemon {
+        log(&format!(
+            "listening on {}, up to {} sessions",
+            cfg.listen, cfg.sessions
+        ));
+    }
+    let code = match server.serve(&signals) {
+        Ok(sig) => {
+            log(&format!("caught {}, shutting down", tools::signal_name(sig)));
+            0
+        }
+        Err(e) => {
+            log(&format!("event loop failed: {e}"));
+            1
+        }
+    };
+    // Dropping the server closes every connection and removes the UNIX
+    // socket file; the pid file goes last.
+    drop(server);
+    drop(pidfile);
+    code
+}
+
+struct Conn {
+    stream: Stream,
+    peer: String,
+    dec: Decoder,
+    /// Received bytes not yet decoded.
+    inbuf: Vec<u8>,
+    /// Encoded responses; `out[out_pos..]` is unsent.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Events currently registered.
+    interest: u32,
+    /// The peer finished sending: flush the output, then close.
+    eof: bool,
+}
+
+impl Conn {
+    fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
+/// What became of a connection after an event.
+enum Outcome {
+    Keep,
+    /// Close; log the reason if there is one.
+    Close(Option<String>),
+}
+
+struct Server {
+    poller: Poller,
+    listener: Listener,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Slots freed during the current batch of events (reused afterwards so
+    /// a stale event never reaches a new connection).
+    freed: Vec<usize>,
+    nconns: usize,
+    maxconns: usize,
+    cache: Cache,
+    policy: Policy,
+    stats: Stats,
+    scratch: Vec<u8>,
+    logs: RateLimit,
+    reserve_fd: Option<File>,
+    progress: u64,
+    quiet: bool,
+    last_status_ms: u64,
+    last_status_ops: u64,
+}
+
+impl Server {
+    fn new(listener: Listener, cfg: &Config) -> io::Result<Server> {
+        let poller = Poller::new()?;
+        poller.add(listener.as_raw_fd(), TOK_LISTENER, evloop::READ)?;
+        Ok(Server {
+            poller,
+            listener,
+            conns: Vec::new(),
+            free: Vec::new(),
+            freed: Vec::new(),
+            nconns: 0,
+            maxconns: cfg.maxconns,
+            cache: Cache::new(cfg.sessions),
+            policy: Policy {
+                min_timeout_ms: cfg.mintimeout,
+            },
+            stats: Stats::default(),
+            scratch: vec![0u8; READ_CHUNK],
+            logs: RateLimit::new(20),
+            reserve_fd: File::open("/dev/null").ok(),
+            progress: cfg.progress,
+            quiet: cfg.daemon,
+            last_status_ms: 0,
+            last_status_ops: 0,
+        })
+    }
+
+    /// A rate-limited log line.
+    fn note(&mut self, msg: &str) {
+        if let Some(skipped) = self.logs.allow(tools::now_ms()) {
+            if skipped > 0 {
+                log(&format!("({skipped} similar lines suppressed)"));
+            }
+            log(msg);
+        }
+    }
+
+    /// Run until a stop signal arrives; returns it.
+    fn serve(&mut self, signals: &tools::Signals) -> io::Result<i32> {
+        let mut events = Vec::new();
+        loop {
+            self.poller
+                .wait(Some(Duration::from_millis(1000)), &mut events)?;
+            for ev in &events {
+                match ev.token {
+                    TOK_LISTENER => self.accept_some(),
+                    TOK_SIGNALS => {
+                        if let Some(sig) = signals.pending() {
+                            return Ok(sig);
+                        }
+                    }
+                    t => self.conn_event((t - TOK_BASE) as usize, ev.events),
+                }
+            }
+            self.free.append(&mut self.freed);
+            self.status();
+        }
+    }
+
+    fn accept_some(&mut self) {
+        for _ in 0..ACCEPT_BATCH {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.nconns >= self.maxconns {
+                        drop(stream);
+                        self.note(&format!(
+                            "refusing connection from {peer}: {} connections open (-maxconns)",
+                            self.nconns
+                        ));
+                        continue;
+                    }
+                    self.register(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                    // Out of descriptors: accept with the reserve one and
+                    // close at once, so the listener does not spin.
+                    self.reserve_fd = None;
+                    if let Ok((s, peer)) = self.listener.accept() {
+                        drop(s);
+                        self.note(&format!(
+                            "refusing connection from {peer}: out of file descriptors ({} open)",
+                            self.nconns
+                        ));
+                    }
+                    self.reserve_fd = File::open("/dev/null").ok();
+                    return;
+                }
+                Err(e) => {
+                    self.note(&format!("accept failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, stream: Stream, peer: String) {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = self
+            .poller
+            .add(stream.as_raw_fd(), idx as u64 + TOK_BASE, evloop::READ)
+        {
+            self.free.push(idx);
+            self.note(&format!("cannot watch connection from {peer}: {e}"));
+            return;
+        }
+        self.conns[idx] = Some(Conn {
+            stream,
+            peer,
+            dec: Decoder::new(Direction::Requests),
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            interest: evloop::READ,
+            eof: false,
+        });
+        self.nconns += 1;
+    }
+
+    fn conn_event(&mut self, idx: usize, events: u32) {
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let outcome = self.drive(&mut conn, events);
+        match outcome {
+            Outcome::Keep => {
+                let want = desired_interest(&conn);
+                if want != conn.interest {
+                    if let Err(e) =
+                        self.poller
+                            .modify(conn.stream.as_raw_fd(), idx as u64 + TOK_BASE, want)
+                    {
+                        let msg = format!("closing connection from {}: epoll: {e}", conn.peer);
+                        self.note(&msg);
+                        self.close(idx, conn);
+                        return;
+                    }
+                    conn.interest = want;
+                }
+                self.conns[idx] = Some(conn);
+            }
+            Outcome::Close(reason) => {
+                if let Some(r) = reason {
+                    let msg = format!("closing connection from {}: {r}", conn.peer);
+                    self.note(&msg);
+                }
+                self.close(idx, conn);
+            }
+        }
+    }
+
+    fn close(&mut self, idx: usize, conn: Conn) {
+        let _ = self.poller.delete(conn.stream.as_raw_fd());
+        drop(conn);
+        self.nconns -= 1;
+        self.freed.push(idx);
+    }
+
+    fn drive(&mut self, conn: &mut Conn, events: u32) -> Outcome {
+        if events & (libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) != 0 {
+            // Both directions are gone: nothing can be delivered.
+            return Outcome::Close(None);
+        }
+        let paused = conn.eof || conn.unsent() >= OUT_HIGH;
+        if !paused && events & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32) != 0 {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    if let Err(r) = self.take_input(conn, n) {
+                        return Outcome::Close(Some(r));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Close(None),
+            }
+        }
+        loop {
+            if conn.unsent() > 0 {
+                if let Err(e) = flush(conn) {
+                    let _ = e;
+                    return Outcome::Close(None);
+                }
+            }
+            // Output drained below the mark: decode what is still buffered.
+            if conn.unsent() < OUT_HIGH && !conn.inbuf.is_empty() && has_frame(&conn.inbuf) {
+                let before = conn.inbuf.len();
+                if let Err(r) = self.process_buffered(conn) {
+                    return Outcome::Close(Some(r));
+                }
+                if conn.inbuf.len() != before {
+                    continue;
+                }
+            }
+            break;
+        }
+        if conn.eof && conn.unsent() == 0 {
+            return Outcome::Close(None);
+        }
+        Outcome::Keep
+    }
+
+    /// Decode `scratch[..n]` (after any buffered bytes).
+    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), String> {
+        if conn.inbuf.is_empty() {
+            let used = process(
+                conn,
+                &self.scratch[..n],
+                &mut self.cache,
+                &self.policy,
+                &mut self.stats,
+            )?;
+            conn.inbuf.extend_from_slice(&self.scratch[used..n]);
+            Ok(())
+        } else {
+            conn.inbuf.extend_from_slice(&self.scratch[..n]);
+            self.process_buffered(conn)
+        }
+    }
+
+    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), String> {
+        let input = std::mem::take(&mut conn.inbuf);
+        let used = process(conn, &input, &mut self.cache, &self.policy, &mut self.stats);
+        let mut input = input;
+        match used {
+            Ok(used) => {
+                input.drain(..used);
+                if input.is_empty() && input.capacity() > READ_CHUNK {
+                    input = Vec::new();
+                }
+                conn.inbuf = input;
+                Ok(())
+            }
+            Err(r) => Err(r),
+        }
+    }
+
+    /// Print a status line when due (never with -daemon).
+    fn status(&mut self) {
+        if self.quiet {
+            return;
+        }
+        let ops = self.stats.ops;
+        if ops == self.last_status_ops {
+            return;
+        }
+        let now = tools::now_ms();
+        let by_count = self.progress > 0 && ops - self.last_status_ops >= self.progress;
+        if !by_count && now.saturating_sub(self.last_status_ms) < 1000 {
+            return;
+        }
+        let s = self.stats;
+        let items = self.cache.num_items(now);
+        println!(
+            "[{}] {TOOL}: ops={} (+{}) adds={} refused={} gets={} hits={} misses={} removes={} haves={} items={}/{} conns={}",
+            tools::timestamp(),
+            s.ops,
+            ops - self.last_status_ops,
+            s.adds,
+            s.adds_refused,
+            s.gets,
+            s.hits,
+            s.misses,
+            s.removes,
+            s.haves,
+            items,
+            self.cache.capacity(),
+            self.nconns
+        );
+        let _ = io::stdout().flush();
+        self.last_status_ms = now;
+        self.last_status_ops = ops;
+    }
+}
+
+/// Whether `buf` may hold something the decoder can act on (a whole frame,
+/// or enough of a header to reject it).
+fn has_frame(buf: &[u8]) -> bool {
+    if buf.len() < proto::HEADER_LEN {
+        return buf.len() >= 5;
+    }
+    let len = u16::from_be_bytes([buf[12], buf[13]]) as usize;
+    buf.len() >= proto::HEADER_LEN + len
+}
+
+/// Decode and answer requests from the front of `input` until it runs out,
+/// or until the connection's unsent output reaches the high-water mark.
+/// Returns the bytes consumed; an error closes the connection.
+fn process(
+    conn: &mut Conn,
+    input: &[u8],
+    cache: &mut dyn SessionCache,
+    policy: &Policy,
+    stats: &mut Stats,
+) -> Result<usize, String> {
+    let mut off = 0;
+    let now = tools::now_ms();
+    while conn.unsent() < OUT_HIGH {
+        match conn.dec.feed(&input[off..]).map_err(|e| e.to_string())? {
+            proto::Event::NeedMore => break,
+            proto::Event::Fragment { consumed } => off += consumed,
+            proto::Event::Message { consumed, msg } => {
+                let (uid, cmd) = (msg.uid, msg.cmd);
+                handle_request(cache, policy, stats, now, msg, &mut conn.out).map_err(|_| {
+                    format!(
+                        "corrupt {} request (uid {uid:#x}): payload too short",
+                        cmd.name()
+                    )
+                })?;
+                off += consumed;
+            }
+        }
+    }
+    Ok(off)
+}
+
+/// Write as much unsent output as the socket takes.
+fn flush(conn: &mut Conn) -> io::Result<()> {
+    while conn.out_pos < conn.out.len() {
+        match conn.stream.write(&conn.out[conn.out_pos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => conn.out_pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if conn.out_pos == conn.out.len() {
+        conn.out.clear();
+        conn.out_pos = 0;
+        if conn.out.capacity() > OUT_HIGH {
+            conn.out = Vec::new();
+        }
+    } else if conn.out_pos > OUT_HIGH {
+        conn.out.drain(..conn.out_pos);
+        conn.out_pos = 0;
+    }
+    Ok(())
+}
+
+/// The events a connection should be watched for. While reading is paused
+/// (output backlog, or the peer finished sending) the connection is watched
+/// edge-triggered for WRITE only, so a lingering hang-up condition cannot
+/// wake the loop again and again.
+fn desired_interest(conn: &Conn) -> u32 {
+    let paused = conn.eof || conn.unsent() >= OUT_HIGH;
+    if paused {
+        evloop::WRITE | libc::EPOLLET as u32
+    } else if conn.unsent() > 0 {
+        evloop::READ | evloop::WRITE
+    } else {
+        evloop::READ
+    }
+}

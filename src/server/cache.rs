@@ -1,0 +1,649 @@
+//! The built-in session cache.
+//!
+//! Layout, chosen for O(1) lookups and a small per-session footprint:
+//! - every session lives in a slot of one `Vec<Slot>`; its id and data are
+//!   ONE boxed byte slice (`id ++ data`), so a session costs exactly one heap
+//!   allocation; freed slots are reused through a free list;
+//! - a hash index: an open-addressing table (linear probing, backward-shift
+//!   deletion, no tombstones) of `u64` buckets holding 32 bits of the hash
+//!   and the slot number; the hash is a keyed multiply-fold hash seeded per
+//!   cache from the OS's random source, so clients cannot aim collisions;
+//! - an intrusive binary min-heap of slot numbers ordered by expiry; each
+//!   slot knows its heap position, so removal anywhere is O(log n).
+//!
+//! Expired sessions are never returned: every lookup checks the expiry, and
+//! every operation first reclaims a bounded number of expired sessions from
+//! the top of the heap, so memory is reclaimed without scans. When the
+//! cache is full an add evicts from the top of the heap: first sessions that
+//! already expired, then those closest to expiry.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use super::SessionCache;
+use crate::proto::{MAX_ID_LEN, MAX_TOTAL_DATA};
+
+/// Largest session data stored (the protocol's message limit).
+pub const MAX_DATA_LEN: usize = MAX_TOTAL_DATA;
+
+/// Expired sessions reclaimed per operation at most (the rest are skipped
+/// by lookups and reclaimed by later operations).
+const PURGE_BATCH: usize = 64;
+
+const EMPTY: u64 = u64::MAX;
+const NO_POS: u32 = u32::MAX;
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// id bytes followed by data bytes; empty for a free slot.
+    buf: Box<[u8]>,
+    /// Absolute expiry time (ms, caller's clock).
+    expiry: u64,
+    /// Position in `heap`.
+    heap_pos: u32,
+    id_len: u8,
+}
+
+impl Slot {
+    fn id(&self) -> &[u8] {
+        &self.buf[..self.id_len as usize]
+    }
+    fn data(&self) -> &[u8] {
+        &self.buf[self.id_len as usize..]
+    }
+}
+
+/// A keyed hash for session ids (at most 64 bytes): 16 bytes per round
+/// through a 64x64->128 multiply folded to 64 bits, keyed on both inputs.
+#[derive(Clone, Copy, Debug)]
+struct IdHasher {
+    k0: u64,
+    k1: u64,
+    k2: u64,
+}
+
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+#[inline]
+fn read_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(a)
+}
+
+impl IdHasher {
+    fn random() -> IdHasher {
+        // RandomState draws its keys from the OS's random source.
+        let s = RandomState::new();
+        IdHasher {
+            k0: s.hash_one(0x6463_7273u64),
+            k1: s.hash_one(0x7365_7373u64) | 1,
+            k2: s.hash_one(0x6b65_7973u64) | 1,
+        }
+    }
+
+    fn hash(&self, id: &[u8]) -> u64 {
+        let mut h = self.k0 ^ (id.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut chunks = id.chunks(16);
+        for c in &mut chunks {
+            let (a, b) = if c.len() > 8 {
+                (read_u64(&c[..8]), read_u64(&c[8..]))
+            } else {
+                (read_u64(c), 0)
+            };
+            h = fold_mul(a ^ self.k1 ^ h, b ^ self.k2);
+        }
+        fold_mul(h ^ self.k2, self.k1.rotate_left(17))
+    }
+}
+
+/// The built-in cache: at most `capacity` sessions.
+#[derive(Debug)]
+pub struct Cache {
+    capacity: usize,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Hash index: `EMPTY` or `(tag << 32) | slot`.
+    table: Vec<u64>,
+    mask: usize,
+    heap: Vec<u32>,
+    hasher: IdHasher,
+}
+
+/// What a lookup found.
+enum Found {
+    Live(u32),
+    Missing,
+}
+
+impl Cache {
+    /// An empty cache holding at most `capacity` sessions (at least 1).
+    pub fn new(capacity: usize) -> Cache {
+        let capacity = capacity.clamp(1, u32::MAX as usize - 1);
+        let buckets = 16usize;
+        Cache {
+            capacity,
+            slots: Vec::new(),
+            free: Vec::new(),
+            table: vec![EMPTY; buckets],
+            mask: buckets - 1,
+            heap: Vec::new(),
+            hasher: IdHasher::random(),
+        }
+    }
+
+    /// The maximum number of sessions.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sessions held, including expired ones not yet reclaimed.
+    pub fn len_raw(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Bytes of the index structures (slots, hash table, heap, free list),
+    /// excluding the sessions' own id+data allocations.
+    pub fn structure_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.table.capacity() * 8
+            + self.heap.capacity() * 4
+            + self.free.capacity() * 4
+    }
+
+    #[inline]
+    fn home(&self, tag: u32) -> usize {
+        tag as usize & self.mask
+    }
+
+    /// Find the bucket holding `id`, if any.
+    fn find_bucket(&self, id: &[u8]) -> Option<usize> {
+        let tag = (self.hasher.hash(id) >> 32) as u32;
+        let mut i = self.home(tag);
+        loop {
+            let b = self.table[i];
+            if b == EMPTY {
+                return None;
+            }
+            if (b >> 32) as u32 == tag && self.slots[(b as u32) as usize].id() == id {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn insert_bucket(&mut self, tag: u32, slot: u32) {
+        let mut i = self.home(tag);
+        while self.table[i] != EMPTY {
+            i = (i + 1) & self.mask;
+        }
+        self.table[i] = ((tag as u64) << 32) | slot as u64;
+    }
+
+    /// Remove bucket `i`, shifting later members of its cluster back.
+    fn remove_bucket(&mut self, mut i: usize) {
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let b = self.table[j];
+            if b == EMPTY {
+                break;
+            }
+            let k = self.home((b >> 32) as u32);
+            // Move b into the hole at i unless its home lies in (i, j].
+            let stays = if i <= j {
+                i < k && k <= j
+            } else {
+                i < k || k <= j
+            };
+            if !stays {
+                self.table[i] = b;
+                i = j;
+            }
+        }
+        self.table[i] = EMPTY;
+    }
+
+    fn grow_table_if_needed(&mut self) {
+        // Keep the load at most 3/4.
+        if (self.heap.len() + 1) * 4 <= self.table.len() * 3 {
+            return;
+        }
+        let n = self.table.len() * 2;
+        let old = std::mem::replace(&mut self.table, vec![EMPTY; n]);
+        self.mask = n - 1;
+        for b in old {
+            if b != EMPTY {
+                self.insert_bucket((b >> 32) as u32, b as u32);
+            }
+        }
+    }
+
+    fn lookup(&mut self, now: u64, id: &[u8]) -> Found {
+        match self.find_bucket(id) {
+            None => Found::Missing,
+            Some(b) => {
+                let slot = self.table[b] as u32;
+                if self.slots[slot as usize].expiry <= now {
+                    self.remove_slot(slot);
+                    Found::Missing
+                } else {
+                    Found::Live(slot)
+                }
+            }
+        }
+    }
+
+    // ---- heap ----
+
+    #[inline]
+    fn key(&self, heap_idx: usize) -> u64 {
+        self.slots[self.heap[heap_idx] as usize].expiry
+    }
+
+    fn heap_set(&mut self, pos: usize, slot: u32) {
+        self.heap[pos] = slot;
+        self.slots[slot as usize].heap_pos = pos as u32;
+    }
+
+    fn sift_up(&mut self, mut pos: usize) {
+        let slot = self.heap[pos];
+        let key = self.slots[slot as usize].expiry;
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if self.key(parent) <= key {
+                break;
+            }
+            let p = self.heap[parent];
+            self.heap_set(pos, p);
+            pos = parent;
+        }
+        self.heap_set(pos, slot);
+    }
+
+    fn sift_down(&mut self, mut pos: usize) {
+        let n = self.heap.len();
+        let slot = self.heap[pos];
+        let key = self.slots[slot as usize].expiry;
+        loop {
+            let l = 2 * pos + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && self.key(r) < self.key(l) {
+                r
+            } else {
+                l
+            };
+            if self.key(c) >= key {
+                break;
+            }
+            let cs = self.heap[c];
+            self.heap_set(pos, cs);
+            pos = c;
+        }
+        self.heap_set(pos, slot);
+    }
+
+    fn heap_remove(&mut self, pos: usize) {
+        let last = self.heap.pop().expect("heap not empty");
+        if pos < self.heap.len() {
+            self.heap_set(pos, last);
+            self.sift_down(pos);
+            self.sift_up(self.slots[last as usize].heap_pos as usize);
+        }
+    }
+
+    /// Remove a stored session entirely.
+    fn remove_slot(&mut self, slot: u32) {
+        let id_bucket = {
+            let s = &self.slots[slot as usize];
+            self.find_bucket(s.id()).expect("indexed session")
+        };
+        self.remove_bucket(id_bucket);
+        let pos = self.slots[slot as usize].heap_pos as usize;
+        self.heap_remove(pos);
+        let s = &mut self.slots[slot as usize];
+        s.buf = Box::default();
+        s.heap_pos = NO_POS;
+        s.id_len = 0;
+        self.free.push(slot);
+    }
+
+    /// Reclaim up to `limit` expired sessions.
+    fn purge(&mut self, now: u64, limit: usize) {
+        for _ in 0..limit {
+            match self.heap.first() {
+                Some(&top) if self.slots[top as usize].expiry <= now => self.remove_slot(top),
+                _ => break,
+            }
+        }
+    }
+
+    /// Store a new session (the id must not be indexed yet).
+    fn insert(&mut self, expiry: u64, id: &[u8], data: &[u8]) {
+        self.grow_table_if_needed();
+        let mut buf = Vec::with_capacity(id.len() + data.len());
+        buf.extend_from_slice(id);
+        buf.extend_from_slice(data);
+        let new = Slot {
+            buf: buf.into_boxed_slice(),
+            expiry,
+            heap_pos: NO_POS,
+            id_len: id.len() as u8,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = new;
+                s
+            }
+            None => {
+                self.slots.push(new);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let tag = (self.hasher.hash(id) >> 32) as u32;
+        self.insert_bucket(tag, slot);
+        self.heap.push(slot);
+        self.sift_up(self.heap.len() - 1);
+    }
+
+    fn valid_id(id: &[u8]) -> bool {
+        !id.is_empty() && id.len() <= MAX_ID_LEN
+    }
+}
+
+impl SessionCache for Cache {
+    fn add(&mut self, now_ms: u64, timeout_ms: u64, id: &[u8], data: &[u8]) -> bool {
+        if !Self::valid_id(id) || data.is_empty() || data.len() > MAX_DATA_LEN {
+            return false;
+        }
+        self.purge(now_ms, PURGE_BATCH);
+        if let Found::Live(_) = self.lookup(now_ms, id) {
+            return false;
+        }
+        if timeout_ms == 0 {
+            // Expires at once: accepted, never visible, nothing evicted.
+            return true;
+        }
+        while self.heap.len() >= self.capacity {
+            let top = self.heap[0];
+            self.remove_slot(top);
+        }
+        self.insert(now_ms.saturating_add(timeout_ms), id, data);
+        true
+    }
+
+    fn get_with(&mut self, now_ms: u64, id: &[u8], f: &mut dyn FnMut(&[u8])) -> bool {
+        self.purge(now_ms, PURGE_BATCH);
+        if !Self::valid_id(id) {
+            return false;
+        }
+        match self.lookup(now_ms, id) {
+            Found::Live(s) => {
+                f(self.slots[s as usize].data());
+                true
+            }
+            Found::Missing => false,
+        }
+    }
+
+    fn remove(&mut self, now_ms: u64, id: &[u8]) -> bool {
+        self.purge(now_ms, PURGE_BATCH);
+        if !Self::valid_id(id) {
+            return false;
+        }
+        match self.lookup(now_ms, id) {
+            Found::Live(s) => {
+                self.remove_slot(s);
+                true
+            }
+            Found::Missing => false,
+        }
+    }
+
+    fn have(&mut self, now_ms: u64, id: &[u8]) -> bool {
+        self.purge(now_ms, PURGE_BATCH);
+        Self::valid_id(id) && matches!(self.lookup(now_ms, id), Found::Live(_))
+    }
+
+    fn num_items(&mut self, now_ms: u64) -> usize {
+        self.purge(now_ms, usize::MAX);
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(c: &mut Cache, now: u64, id: &[u8]) -> Option<Vec<u8>> {
+        let mut out = None;
+        c.get_with(now, id, &mut |d| out = Some(d.to_vec()));
+        out
+    }
+
+    /// Check every structural invariant.
+    fn check(c: &Cache) {
+        let live: Vec<u32> = (0..c.slots.len() as u32)
+            .filter(|&s| !c.slots[s as usize].buf.is_empty())
+            .collect();
+        assert_eq!(live.len(), c.heap.len());
+        assert_eq!(live.len() + c.free.len(), c.slots.len());
+        assert_eq!(c.table.iter().filter(|&&b| b != EMPTY).count(), live.len());
+        for (pos, &s) in c.heap.iter().enumerate() {
+            assert_eq!(c.slots[s as usize].heap_pos as usize, pos);
+            if pos > 0 {
+                assert!(c.key((pos - 1) / 2) <= c.key(pos));
+            }
+        }
+        for &s in &live {
+            let b = c.find_bucket(c.slots[s as usize].id()).unwrap();
+            assert_eq!(c.table[b] as u32, s);
+        }
+    }
+
+    #[test]
+    fn add_get_remove_have() {
+        let mut c = Cache::new(10);
+        assert!(c.add(0, 1000, b"id1", b"data1"));
+        assert!(c.add(0, 1000, b"id2", b"data2"));
+        assert_eq!(get(&mut c, 1, b"id1").as_deref(), Some(&b"data1"[..]));
+        assert!(c.have(1, b"id2"));
+        assert!(!c.have(1, b"id3"));
+        assert!(c.remove(1, b"id1"));
+        assert!(!c.remove(1, b"id1"));
+        assert_eq!(get(&mut c, 1, b"id1"), None);
+        assert_eq!(c.num_items(1), 1);
+        check(&c);
+    }
+
+    #[test]
+    fn expiry_with_driven_clock() {
+        let mut c = Cache::new(10);
+        assert!(c.add(100, 50, b"a", b"x"));
+        assert!(c.add(100, 200, b"b", b"y"));
+        assert!(c.have(149, b"a"));
+        assert!(!c.have(150, b"a"), "expired exactly at now + timeout");
+        assert_eq!(get(&mut c, 150, b"a"), None);
+        assert!(!c.remove(150, b"a"));
+        assert_eq!(c.num_items(150), 1);
+        assert_eq!(c.num_items(300), 0);
+        assert_eq!(c.len_raw(), 0, "expired sessions reclaimed");
+        check(&c);
+    }
+
+    #[test]
+    fn timeout_zero_expires_at_once() {
+        let mut c = Cache::new(2);
+        assert!(c.add(5, 1000, b"keep1", b"x"));
+        assert!(c.add(5, 1000, b"keep2", b"x"));
+        assert!(c.add(5, 0, b"zero", b"x"));
+        assert!(!c.have(5, b"zero"));
+        assert_eq!(get(&mut c, 5, b"zero"), None);
+        // Nothing was evicted for it.
+        assert!(c.have(5, b"keep1") && c.have(5, b"keep2"));
+        assert!(c.add(5, 0, b"zero", b"x"), "a dead id may be added again");
+    }
+
+    #[test]
+    fn eviction_closest_to_expiry_first() {
+        let mut c = Cache::new(3);
+        assert!(c.add(0, 300, b"s300", b"x"));
+        assert!(c.add(0, 100, b"s100", b"x"));
+        assert!(c.add(0, 200, b"s200", b"x"));
+        assert!(c.add(0, 1000, b"n1", b"x"));
+        assert!(!c.have(0, b"s100"));
+        assert!(c.have(0, b"s200") && c.have(0, b"s300") && c.have(0, b"n1"));
+        assert!(c.add(0, 50, b"n2", b"x"));
+        assert!(!c.have(0, b"s200"));
+        // The new short-lived one is the next victim.
+        assert!(c.add(0, 5000, b"n3", b"x"));
+        assert!(!c.have(0, b"n2"));
+        assert!(c.have(0, b"s300") && c.have(0, b"n1") && c.have(0, b"n3"));
+        assert_eq!(c.num_items(0), 3);
+        check(&c);
+    }
+
+    #[test]
+    fn eviction_drops_expired_first() {
+        let mut c = Cache::new(3);
+        assert!(c.add(0, 10, b"old", b"x"));
+        assert!(c.add(0, 500, b"b", b"x"));
+        assert!(c.add(0, 400, b"c", b"x"));
+        assert!(c.add(20, 1000, b"new", b"x"));
+        assert!(c.have(20, b"b") && c.have(20, b"c") && c.have(20, b"new"));
+        assert_eq!(c.num_items(20), 3);
+    }
+
+    #[test]
+    fn capacity_is_respected() {
+        let mut c = Cache::new(100);
+        for i in 0..1000u32 {
+            assert!(c.add(0, 1000 + i as u64, &i.to_be_bytes(), b"data"));
+            assert!(c.len_raw() <= 100);
+        }
+        assert_eq!(c.num_items(0), 100);
+        // The 100 longest-lived remain.
+        for i in 900..1000u32 {
+            assert!(c.have(0, &i.to_be_bytes()), "{i}");
+        }
+        assert!(!c.have(0, &899u32.to_be_bytes()));
+        check(&c);
+        assert_eq!(Cache::new(0).capacity(), 1);
+    }
+
+    #[test]
+    fn duplicate_add_live_vs_expired() {
+        let mut c = Cache::new(10);
+        assert!(c.add(0, 100, b"dup", b"first"));
+        assert!(!c.add(50, 100, b"dup", b"second"), "live id refused");
+        assert_eq!(get(&mut c, 50, b"dup").as_deref(), Some(&b"first"[..]));
+        assert!(c.add(100, 100, b"dup", b"third"), "expired id replaced");
+        assert_eq!(get(&mut c, 150, b"dup").as_deref(), Some(&b"third"[..]));
+        assert_eq!(c.num_items(150), 1);
+        check(&c);
+    }
+
+    #[test]
+    fn id_and_data_bounds() {
+        let mut c = Cache::new(10);
+        let id64 = [7u8; 64];
+        let data_max = vec![9u8; MAX_DATA_LEN];
+        assert!(c.add(0, 100, &id64, &data_max));
+        assert_eq!(get(&mut c, 0, &id64).unwrap().len(), MAX_DATA_LEN);
+        assert!(!c.add(0, 100, &[1u8; 65], b"x"), "65-byte id");
+        assert!(!c.add(0, 100, b"", b"x"), "empty id");
+        assert!(!c.add(0, 100, b"ok", b""), "empty data");
+        assert!(!c.add(0, 100, b"ok", &vec![0u8; MAX_DATA_LEN + 1]));
+        assert!(c.add(0, 100, &[0u8], &[1u8]));
+        assert!(!c.have(0, b""));
+        assert!(!c.have(0, &[1u8; 65]));
+        assert_eq!(get(&mut c, 0, &[7u8; 65]), None);
+        assert_eq!(c.num_items(0), 2);
+    }
+
+    #[test]
+    fn ids_with_common_prefixes_and_growth() {
+        let mut c = Cache::new(5000);
+        let ids: Vec<Vec<u8>> = (0..4000u32)
+            .map(|i| {
+                let mut v = vec![0u8; 1 + (i as usize % 64)];
+                let n = v.len();
+                v[n - 1] = (i % 251) as u8;
+                v[0] = (i / 251) as u8;
+                v
+            })
+            .collect();
+        let mut uniq = ids.clone();
+        uniq.sort();
+        uniq.dedup();
+        for (n, id) in uniq.iter().enumerate() {
+            assert!(c.add(0, 10 + n as u64, id, id));
+        }
+        check(&c);
+        for id in &uniq {
+            assert_eq!(get(&mut c, 0, id).as_deref(), Some(&id[..]));
+        }
+        // Remove every other one, then check the rest are still found.
+        for id in uniq.iter().step_by(2) {
+            assert!(c.remove(0, id));
+        }
+        check(&c);
+        for (n, id) in uniq.iter().enumerate() {
+            assert_eq!(c.have(0, id), n % 2 == 1);
+        }
+    }
+
+    #[test]
+    fn randomized_against_model() {
+        use std::collections::HashMap;
+        let mut c = Cache::new(64);
+        let mut model: HashMap<Vec<u8>, (u64, Vec<u8>)> = HashMap::new();
+        let mut x: u64 = 0x1234_5678;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut now = 0u64;
+        for _ in 0..20_000 {
+            now += rnd() % 3;
+            let id = vec![(rnd() % 100) as u8; 1 + (rnd() % 3) as usize];
+            model.retain(|_, v| v.0 > now);
+            match rnd() % 4 {
+                0 => {
+                    let t = 1 + rnd() % 200;
+                    let data = vec![(rnd() & 0xff) as u8; 1 + (rnd() % 20) as usize];
+                    let ok = c.add(now, t, &id, &data);
+                    assert_eq!(ok, !model.contains_key(&id));
+                    if ok {
+                        if model.len() >= 64 {
+                            // Evict the earliest expiry (ties: any).
+                            let min = model.values().map(|v| v.0).min().unwrap();
+                            let victims: Vec<_> = model
+                                .iter()
+                                .filter(|(_, v)| v.0 == min)
+                                .map(|(k, _)| k.clone())
+                                .collect();
+                            let gone = victims.iter().find(|k| !c.have(now, k)).unwrap().clone();
+                            model.remove(&gone);
+                        }
+                        model.insert(id, (now + t, data));
+                    }
+                }
+                1 => assert_eq!(get(&mut c, now, &id), model.get(&id).map(|v| v.1.clone())),
+                2 => assert_eq!(c.remove(now, &id), model.remove(&id).is_some()),
+                _ => assert_eq!(c.have(now, &id), model.contains_key(&id)),
+            }
+        }
+        assert_eq!(c.num_items(now), model.len());
+        check(&c);
+    }
+}
