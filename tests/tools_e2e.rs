@@ -287,3 +287,39 @@ fn dc_client_daemon_with_pidfile() {
     assert!(!pidfile.exists(), "pid file left behind");
     assert!(!dir.path("client").exists(), "socket left behind");
 }
+
+/// One application pipelining thousands of requests (more than dc_client
+/// keeps in flight per client) gets every answer, in order, with its uids.
+#[test]
+fn deep_pipelining_through_dc_client() {
+    use std::io::Write;
+    let dir = TempDir::new("e2e-pipe");
+    let _srv = dc_server(&dir, "srv");
+    let _client = dc_client(&dir, &dir.addr("srv"), &[]);
+    let mut app = connect(&dir.path("client"));
+    const N: u32 = 5000;
+    let mut reqs = Vec::new();
+    for i in 0..N {
+        distcache_rs::proto::encode_message(
+            &mut reqs,
+            false,
+            i.wrapping_mul(2654435761),
+            distcache_rs::proto::Cmd::Have,
+            format!("pipelined-{i}").as_bytes(),
+        )
+        .unwrap();
+    }
+    let mut w = app.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&reqs).unwrap());
+    let want_len = 15 * N as usize;
+    let got = read_n(&mut app, want_len);
+    writer.join().unwrap();
+    let (msgs, used) =
+        distcache_rs::proto::decode_all(distcache_rs::proto::Direction::Responses, &got).unwrap();
+    assert_eq!(used, want_len);
+    assert_eq!(msgs.len(), N as usize);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m.uid, (i as u32).wrapping_mul(2654435761));
+        assert_eq!(m.payload, [1]);
+    }
+}

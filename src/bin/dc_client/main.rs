@@ -471,8 +471,13 @@ impl Proxy {
         {
             return self.close_client(token);
         }
-        if !ev.readable() || c.interest & evloop::READ == 0 {
-            if ev.hangup() && !ev.readable() {
+        if !ev.readable() {
+            return;
+        }
+        if c.interest & evloop::READ == 0 {
+            // Paused by back-pressure: a hang-up still ends it (the event
+            // is level-triggered and would fire again and again).
+            if ev.hangup() {
                 self.close_client(token);
             }
             return;
