@@ -323,3 +323,47 @@ fn deep_pipelining_through_dc_client() {
         assert_eq!(m.payload, [1]);
     }
 }
+
+/// The usual deployment: dc_client on a TCP (or UNIX) front, dc_server over
+/// TCP (non-blocking connects, reconnection after the server appears).
+#[test]
+fn over_tcp_with_the_server_appearing_late() {
+    let (sp, cp) = (free_port(), free_port());
+    let server = format!("IP:127.0.0.1:{sp}");
+    let front = format!("IP:127.0.0.1:{cp}");
+    let mut client = Proc::spawn(
+        env!("CARGO_BIN_EXE_dc_client"),
+        &["-server", &server, "-listen", &front, "-retry", "100"],
+    );
+    wait_for_tcp(cp);
+    // No server yet: immediate failures (empty answers).
+    let (code, _, err) = run(
+        env!("CARGO_BIN_EXE_dc_test"),
+        &["-connect", &front, "-ops", "10"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("empty answer"), "{err}");
+    let _srv = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_server"),
+        &["-listen", &format!("IP:{sp}")],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_for_tcp(sp);
+    // Within a few retry periods the proxy is connected.
+    std::thread::sleep(Duration::from_millis(300));
+    dc_test(&[
+        "-connect",
+        &front,
+        "-persistent",
+        "-clients",
+        "4",
+        "-sessions",
+        "20",
+        "-ops",
+        "4000",
+    ]);
+    dc_test(&["-connect", &front, "-ops", "500"]);
+    assert!(client.alive());
+}

@@ -23,13 +23,21 @@ const CLI: Cli = Cli {
     tool: TOOL,
     synopsis: "-listen <address> [options]",
     flags: &[
-        Flag::value(&["listen"], "address", "address to accept clients on (required)"),
+        Flag::value(
+            &["listen"],
+            "address",
+            "address to accept clients on (required)",
+        ),
         Flag::switch(&["daemon"], "detach and close the standard descriptors"),
         Flag::value(&["user"], "user", "switch to this user once listening"),
         Flag::value(&["sockowner"], "user", "owner of a UNIX listening socket"),
         Flag::value(&["sockgroup"], "group", "group of a UNIX listening socket"),
         Flag::value(&["sockperms"], "octal", "mode of a UNIX listening socket"),
-        Flag::value(&["sessions"], "num", "maximum sessions stored (default 512)"),
+        Flag::value(
+            &["sessions"],
+            "num",
+            "maximum sessions stored (default 512)",
+        ),
         Flag::value(
             &["progress"],
             "num",
@@ -89,9 +97,9 @@ fn config(p: &Parsed) -> Result<Config, String> {
     }
     let pidfile = match p.get("pidfile") {
         Some("") => return Err("flag -pidfile: empty path".into()),
-        Some(f) => Some(
-            tools::absolute_path(f.as_ref()).map_err(|e| format!("flag -pidfile: {e}"))?,
-        ),
+        Some(f) => {
+            Some(tools::absolute_path(f.as_ref()).map_err(|e| format!("flag -pidfile: {e}"))?)
+        }
         None => None,
     };
     Ok(Config {
@@ -197,7 +205,10 @@ fn run() -> i32 {
     }
     let code = match server.serve(&signals) {
         Ok(sig) => {
-            log(&format!("caught {}, shutting down", tools::signal_name(sig)));
+            log(&format!(
+                "caught {}, shutting down",
+                tools::signal_name(sig)
+            ));
             0
         }
         Err(e) => {

@@ -408,3 +408,21 @@ pub fn run(exe: &str, args: &[&str], limit: Duration) -> (Option<i32>, String, S
     };
     (code, to.join().unwrap(), te.join().unwrap())
 }
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Wait until 127.0.0.1:port accepts connections.
+pub fn wait_for_tcp(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on port {port}");
+}

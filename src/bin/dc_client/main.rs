@@ -138,6 +138,7 @@ struct Proxy {
     next_idle_scan: u64,
     /// Read buffer shared by all connections.
     scratch: Vec<u8>,
+    garbage_log: tools::RateLimit,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -514,7 +515,16 @@ impl Proxy {
                 inbuf.drain(..used);
             }
             Err(e) => {
-                log(format_args!("dropping a client that sent garbage: {e}"));
+                if let Some(skipped) = self.garbage_log.allow(Self::now()) {
+                    let more = if skipped > 0 {
+                        format!(" ({skipped} similar lines suppressed)")
+                    } else {
+                        String::new()
+                    };
+                    log(format_args!(
+                        "dropping a client that sent garbage: {e}{more}"
+                    ));
+                }
                 return self.close_client(token);
             }
         }
@@ -731,6 +741,7 @@ fn main() -> ExitCode {
         dirty: Vec::new(),
         next_idle_scan: 0,
         scratch: vec![0u8; READ_CHUNK],
+        garbage_log: tools::RateLimit::new(10),
     };
     if let Some(d) = detached {
         d.ready();
