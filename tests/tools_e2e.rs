@@ -243,6 +243,7 @@ fn dc_server_killed_and_restarted_under_load() {
     assert!(client.alive());
     let (_, err) = client.terminate();
     assert!(err.contains("lost server connection"), "{err}");
+    assert!(err.contains("connected to server"), "{err}");
 }
 
 #[test]
@@ -366,4 +367,21 @@ fn over_tcp_with_the_server_appearing_late() {
     ]);
     dc_test(&["-connect", &front, "-ops", "500"]);
     assert!(client.alive());
+}
+
+#[test]
+fn dc_server_bad_flags_give_an_error_line_and_nonzero_exit() {
+    let exe = env!("CARGO_BIN_EXE_dc_server");
+    for args in [
+        &["-bogus"][..],
+        &[][..],
+        &["-listen"][..],
+        &["-listen", "NOPE:1"][..],
+        &["-listen", "UNIX:/tmp/dcrs-never", "-sessions", "x"][..],
+    ] {
+        let (code, _, err) = run(exe, args, Duration::from_secs(5));
+        assert_ne!(code, Some(0), "{args:?} accepted");
+        assert!(code.is_some(), "{args:?}: killed by a signal");
+        assert!(err.starts_with("dc_server: "), "{args:?}: {err}");
+    }
 }

@@ -335,6 +335,8 @@ impl Proxy {
             "lost server connection {}: {why}; failing {n} request(s) in flight, retrying in {} ms",
             self.cfg.server, self.cfg.retry_ms
         ));
+        // The next successful connection is logged; failures until then are not.
+        self.outage_logged = true;
         let was_up = matches!(self.up.as_ref().map(|u| u.state), Some(UpState::Up));
         // Requests that never reached a connected server get the same
         // answer as when no server is there at all.
