@@ -11,6 +11,19 @@ use std::ptr;
 
 use super::{bytes, bytes_mut, c_str, from_c, guard, into_c, obj};
 use crate::client::{AddOutcome, Client, Error};
+use crate::proto::{MAX_ID_LEN, MAX_TOTAL_DATA};
+
+/// Length of the id view: a caller's over-long length is cut to one byte
+/// past the limit, which the client refuses, so no slice ever claims more
+/// memory than a valid request needs (a garbage length is never trusted).
+fn clamp_id(len: c_uint) -> usize {
+    (len as usize).min(MAX_ID_LEN + 1)
+}
+
+/// Same for session data.
+fn clamp_data(len: c_uint) -> usize {
+    (len as usize).min(MAX_TOTAL_DATA + 1)
+}
 
 /// `DC_CTX`: a [`Client`].
 pub type DC_CTX = Client;
@@ -27,7 +40,9 @@ pub unsafe extern "C" fn DC_CTX_new(target: *const c_char, flags: c_uint) -> *mu
         match Client::new(t, flags) {
             Ok(c) => into_c(c),
             Err(e) => {
-                eprintln!("distcache-rs: DC_CTX_new({t:?}, {flags:#x}): {e}");
+                crate::client::log_line(&format!(
+                    "distcache-rs: DC_CTX_new({t:?}, {flags:#x}): {e}"
+                ));
                 ptr::null_mut()
             }
         }
@@ -59,12 +74,14 @@ pub unsafe extern "C" fn DC_CTX_add_session(
         let Some(c) = (unsafe { obj(ctx) }) else {
             return 0;
         };
-        // SAFETY: the caller passes NULL or id_len readable bytes.
-        let Some(id) = (unsafe { bytes(id_data, id_len as usize) }) else {
+        // SAFETY: the caller passes NULL or id_len readable bytes; we view
+        // at most one byte more than a valid id has.
+        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
             return 0;
         };
-        // SAFETY: the caller passes NULL or sess_len readable bytes.
-        let Some(data) = (unsafe { bytes(sess_data, sess_len as usize) }) else {
+        // SAFETY: the caller passes NULL or sess_len readable bytes; we view
+        // at most one byte more than a valid session has.
+        let Some(data) = (unsafe { bytes(sess_data, clamp_data(sess_len)) }) else {
             return 0;
         };
         // c_ulong is 32 bits wide on some targets.
@@ -89,8 +106,9 @@ pub unsafe extern "C" fn DC_CTX_remove_session(
         let Some(c) = (unsafe { obj(ctx) }) else {
             return 0;
         };
-        // SAFETY: the caller passes NULL or id_len readable bytes.
-        let Some(id) = (unsafe { bytes(id_data, id_len as usize) }) else {
+        // SAFETY: the caller passes NULL or id_len readable bytes; we view
+        // at most one byte more than a valid id has.
+        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
             return 0;
         };
         match c.remove(id) {
@@ -116,14 +134,16 @@ unsafe fn deliver(
         unsafe { *result_used = 0 };
         return 0;
     };
-    // SAFETY: per the function contract.
-    let Some(store) = (unsafe { bytes_mut(result_storage, result_size as usize) }) else {
+    // Only the bytes we write are viewed.
+    let n = data.len().min(result_size as usize);
+    // SAFETY: per the function contract result_storage holds result_size
+    // >= n writable bytes (or is NULL, refused unless n is 0).
+    let Some(store) = (unsafe { bytes_mut(result_storage, n) }) else {
         // SAFETY: as above.
         unsafe { *result_used = 0 };
         return 0;
     };
-    let n = data.len().min(store.len());
-    store[..n].copy_from_slice(&data[..n]);
+    store.copy_from_slice(&data[..n]);
     // SAFETY: as above. A session is at most 32768 bytes, so it fits.
     unsafe { *result_used = data.len() as c_uint };
     1
@@ -149,8 +169,9 @@ pub unsafe extern "C" fn DC_CTX_get_session(
         let Some(c) = (unsafe { obj(ctx) }) else {
             return 0;
         };
-        // SAFETY: the caller passes NULL or id_len readable bytes.
-        let Some(id) = (unsafe { bytes(id_data, id_len as usize) }) else {
+        // SAFETY: the caller passes NULL or id_len readable bytes; we view
+        // at most one byte more than a valid id has.
+        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
             return 0;
         };
         let got = c.get(id).ok().flatten();
@@ -180,8 +201,9 @@ pub unsafe extern "C" fn DC_CTX_reget_session(
         let Some(c) = (unsafe { obj(ctx) }) else {
             return 0;
         };
-        // SAFETY: the caller passes NULL or id_len readable bytes.
-        let Some(id) = (unsafe { bytes(id_data, id_len as usize) }) else {
+        // SAFETY: the caller passes NULL or id_len readable bytes; we view
+        // at most one byte more than a valid id has.
+        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
             return 0;
         };
         let got = if id.is_empty() { None } else { c.reget(id) };
@@ -205,8 +227,9 @@ pub unsafe extern "C" fn DC_CTX_has_session(
         let Some(c) = (unsafe { obj(ctx) }) else {
             return -1;
         };
-        // SAFETY: the caller passes NULL or id_len readable bytes.
-        let Some(id) = (unsafe { bytes(id_data, id_len as usize) }) else {
+        // SAFETY: the caller passes NULL or id_len readable bytes; we view
+        // at most one byte more than a valid id has.
+        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
             return -1;
         };
         match c.has(id) {

@@ -66,8 +66,9 @@ fn recv_into(sock: &Socket, v: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 impl Conn {
-    /// Open a connection; every phase is bounded by `io_timeout`.
-    pub(crate) fn connect(t: &Target, io_timeout: Duration) -> Result<Conn, Error> {
+    /// Open a connection; every phase is bounded by `io_timeout`. `pid` is
+    /// recorded for PERSISTENT_PIDCHECK (0 when nobody checks it).
+    pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
         let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
         sock.set_read_timeout(Some(io_timeout))
             .map_err(Error::Connect)?;
@@ -85,7 +86,7 @@ impl Conn {
         }
         Ok(Conn {
             sock,
-            pid: std::process::id(),
+            pid,
             rx: Vec::new(),
             rcv_timeout_dirty: false,
         })

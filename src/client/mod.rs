@@ -17,8 +17,9 @@
 //!   each operation takes an idle connection from a small pool (or opens a
 //!   new one when all are busy) and puts it back afterwards. At most
 //!   [`MAX_IDLE`] idle connections are kept; surplus ones are closed.
-//!   A connection that failed, or whose peer sent anything unexpected, is
-//!   closed, never reused.
+//!   A connection that failed, timed out, or whose peer broke the protocol
+//!   (corrupt frame, wrong uid or operation, empty answer, bytes beyond the
+//!   answer) is closed, never reused.
 //! * [`FLAG_PERSISTENT_PIDCHECK`]: before each operation the process id is
 //!   compared with the one that made each pooled connection; connections
 //!   inherited across `fork()` are closed (only our copy of the file
@@ -30,10 +31,19 @@
 //!   the same request. A failure to connect, a timeout and a protocol
 //!   violation are not retried.
 //!
+//! A pooled connection is owned by one operation at a time; the pool's lock
+//! is held only to push or pop a connection, never during I/O. (Calling
+//! `fork()` exactly while another thread holds that lock would leave the
+//! child's copy of the client locked; Apache and similar servers fork from
+//! a parent that is not using the client from other threads.)
+//!
 //! # Request ids
 //!
 //! Every operation takes the next value of a per-process counter starting
 //! at 1 (shared by all clients of the process, as in the original library).
+//! A call refused locally for its arguments takes one too, so the uid
+//! sequence stays the original's (which sent ids over 64 bytes to the
+//! server and let it refuse them).
 //! An answer is accepted only when it echoes the uid and the operation and
 //! carries a non-empty payload; anything else fails the operation and closes
 //! that connection.
@@ -244,11 +254,11 @@ fn env_ms(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(n) if range.contains(&n) => n,
             _ => {
-                eprintln!(
+                log_line(&format!(
                     "distcache-rs: ignoring {name}={v:?} (expected {}..{} ms); using {default}",
                     range.start(),
                     range.end()
-                );
+                ));
                 default
             }
         },
@@ -270,6 +280,16 @@ impl Config {
             uids: UidSource::Process,
         }
     }
+}
+
+/// Write one line to stderr with a single write(2), so lines from several
+/// threads or processes do not interleave.
+pub(crate) fn log_line(msg: &str) {
+    use std::io::Write;
+    let mut line = String::with_capacity(msg.len() + 1);
+    line.push_str(msg);
+    line.push('\n');
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The per-process request uid counter.
@@ -348,8 +368,11 @@ impl Client {
         Client::with_config(target, flags, Config::from_env())
     }
 
-    /// Like [`Client::new`] with an explicit configuration.
-    pub fn with_config(target: &str, flags: u32, cfg: Config) -> Result<Client, Error> {
+    /// Like [`Client::new`] with an explicit configuration. An I/O timeout
+    /// under 1 ms is raised to 1 ms, a floor over 7 days lowered to 7 days.
+    pub fn with_config(target: &str, flags: u32, mut cfg: Config) -> Result<Client, Error> {
+        cfg.io_timeout = cfg.io_timeout.max(Duration::from_millis(1));
+        cfg.min_timeout_ms = cfg.min_timeout_ms.min(MAX_EXPIRY_MS);
         let t = resolve(target)?;
         let uids = match cfg.uids {
             UidSource::Process => Uids::Process,
@@ -366,7 +389,7 @@ impl Client {
             last_get_len: AtomicUsize::new(0),
         };
         if c.persistent() && flags & FLAG_PERSISTENT_LATE == 0 {
-            let conn = Conn::connect(&c.target, c.cfg.io_timeout)?;
+            let conn = Conn::connect(&c.target, c.cfg.io_timeout, c.pid_if_checked())?;
             c.idle.lock().push(conn);
         }
         Ok(c)
@@ -391,9 +414,19 @@ impl Client {
         self.flags & FLAG_PERSISTENT != 0
     }
 
+    /// The process id when PIDCHECK needs it, else 0 (saves a getpid()).
+    fn pid_if_checked(&self) -> u32 {
+        if self.flags & FLAG_PERSISTENT_PIDCHECK != 0 {
+            std::process::id()
+        } else {
+            0
+        }
+    }
+
     /// Add a session that expires after `timeout_ms` (raised to the floor
     /// if lower; saturated to `u32::MAX` if larger, which a server refuses).
     pub fn add(&self, id: &[u8], data: &[u8], timeout_ms: u64) -> Result<AddOutcome, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         if data.is_empty() {
             return Err(Error::InvalidArgument("empty session data"));
@@ -408,7 +441,7 @@ impl Client {
         let mut payload = Vec::with_capacity(8 + id.len() + data.len());
         encode_add(&mut payload, t, id, data);
         self.forget_get();
-        let a = self.transact(Cmd::Add, &payload)?;
+        let a = self.transact(uid, Cmd::Add, &payload)?;
         Ok(match a.as_slice() {
             [status::OK] => AddOutcome::Stored,
             [s] => AddOutcome::Refused(*s),
@@ -426,9 +459,10 @@ impl Client {
     /// As in the original, only an answer of 5 bytes or more is a hit (a
     /// 1-byte session `01` is indistinguishable from a miss on the wire).
     pub fn get(&self, id: &[u8]) -> Result<Option<Session>, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         self.forget_get();
-        let a = self.transact(Cmd::Get, id)?;
+        let a = self.transact(uid, Cmd::Get, id)?;
         match answer::get_hit(&a) {
             None => Ok(None),
             Some(d) => {
@@ -457,9 +491,10 @@ impl Client {
     /// Remove a session: `Ok(true)` when removed, `Ok(false)` when it was
     /// not found.
     pub fn remove(&self, id: &[u8]) -> Result<bool, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         self.forget_get();
-        let a = self.transact(Cmd::Remove, id)?;
+        let a = self.transact(uid, Cmd::Remove, id)?;
         match a.as_slice() {
             [status::OK] => Ok(true),
             [status::NOTOK] => Ok(false),
@@ -472,9 +507,10 @@ impl Client {
 
     /// Whether a session is stored.
     pub fn has(&self, id: &[u8]) -> Result<bool, Error> {
+        let uid = self.uids.next();
         check_id(id)?;
         self.forget_get();
-        let a = self.transact(Cmd::Have, id)?;
+        let a = self.transact(uid, Cmd::Have, id)?;
         match answer::have(&a) {
             Some(p) => Ok(p),
             None => Err(Error::Unexpected {
@@ -511,35 +547,34 @@ impl Client {
     }
 
     /// One request/response; reports peer violations on stderr.
-    fn transact(&self, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
-        let uid = self.uids.next();
+    fn transact(&self, uid: u32, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
         let mut req = Vec::new();
         encode_message(&mut req, false, uid, cmd, payload)
             .map_err(|_| Error::InvalidArgument("request exceeds 32768 bytes"))?;
         let r = if self.persistent() {
             self.transact_persistent(&req, uid, cmd)
         } else {
-            Conn::connect(&self.target, self.cfg.io_timeout)
+            Conn::connect(&self.target, self.cfg.io_timeout, 0)
                 .and_then(|mut c| c.exchange(&req, uid, cmd, self.cfg.io_timeout))
                 .map(|(a, _)| a)
         };
         if let Err(e) = &r {
             if e.is_peer_violation() {
-                eprintln!(
-                    "libdistcache(pid={}) distcache-rs: {} from {}: {e}; connection dropped",
+                log_line(&format!(
+                    "libdistcache(pid={}) {e} [distcache-rs: {} answer from {}; connection dropped, the call fails]",
                     std::process::id(),
                     cmd.name(),
                     self.name
-                );
+                ));
             }
         }
         r
     }
 
-    /// An idle pooled connection usable by this process, if any.
-    fn take_idle(&self) -> Option<Conn> {
+    /// An idle pooled connection usable by process `me` (see
+    /// [`Client::pid_if_checked`]), if any.
+    fn take_idle(&self, me: u32) -> Option<Conn> {
         if self.flags & FLAG_PERSISTENT_PIDCHECK != 0 {
-            let me = std::process::id();
             let mut idle = self.idle.lock();
             if idle.iter().any(|c| c.pid != me) {
                 // Inherited from the parent: close our copies of the file
@@ -562,9 +597,10 @@ impl Client {
 
     fn transact_persistent(&self, req: &[u8], uid: u32, cmd: Cmd) -> Result<Vec<u8>, Error> {
         let io = self.cfg.io_timeout;
-        let mut conn = match self.take_idle() {
+        let me = self.pid_if_checked();
+        let mut conn = match self.take_idle(me) {
             Some(c) => c,
-            None => Conn::connect(&self.target, io)?,
+            None => Conn::connect(&self.target, io, me)?,
         };
         match conn.exchange(req, uid, cmd, io) {
             Ok((a, clean)) => {
@@ -575,7 +611,7 @@ impl Client {
             }
             Err(e) if e.retryable() && self.flags & FLAG_PERSISTENT_RETRY != 0 => {
                 drop(conn);
-                let mut conn = Conn::connect(&self.target, io)?;
+                let mut conn = Conn::connect(&self.target, io, me)?;
                 let (a, clean) = conn.exchange(req, uid, cmd, io)?;
                 if clean {
                     self.put_back(conn);
@@ -618,6 +654,18 @@ mod tests {
             );
         }
         assert!(Client::new("UNIX:/nonexistent/dcrs", 0).is_ok());
+        let odd = Config {
+            io_timeout: Duration::ZERO,
+            min_timeout_ms: u64::MAX,
+            uids: UidSource::Private(0),
+        };
+        let c = Client::with_config("UNIX:/nonexistent/dcrs", 0, odd).unwrap();
+        assert_eq!(c.config().io_timeout, Duration::from_millis(1));
+        assert_eq!(c.config().min_timeout_ms, MAX_EXPIRY_MS);
+        // The zero timeout did not turn into a setsockopt error.
+        assert!(
+            matches!(c.has(b"x"), Err(Error::Connect(e)) if e.kind() == io::ErrorKind::NotFound)
+        );
         assert!(Client::new("IP:127.0.0.1:9", FLAG_PERSISTENT | FLAG_PERSISTENT_LATE).is_ok());
     }
 

@@ -1,0 +1,303 @@
+//! DC_CTX tests that touch process-wide state: fork() (PERSISTENT_PIDCHECK),
+//! file descriptor 2 (the protocol-error line) and the environment
+//! (DISTCACHE_MIN_TIMEOUT_MS, DISTCACHE_IO_TIMEOUT_MS), plus random peer
+//! answers (their stderr lines are captured and counted). They take a lock so
+//! they never run at the same time as each other.
+
+mod client_support;
+
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client_support::{map_peer, read_n, replay_peer, unhex, MapOpts, Peer, Stats};
+use distcache_rs::capi::client::*;
+use distcache_rs::client::*;
+use distcache_rs::proto::encode_message;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run `f` in a forked child; returns its exit status (0 = f returned true).
+fn in_child(f: impl FnOnce() -> bool) -> (i32, i32) {
+    // SAFETY: fork() has no memory-safety preconditions. The child only
+    // runs `f` (our client and plain syscalls; the other threads of this
+    // process do not hold the locks it uses) and then _exit()s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+        // SAFETY: _exit() ends the child without running the parent's
+        // atexit handlers or test harness code.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
+    (pid, libc::WEXITSTATUS(status))
+}
+
+#[test]
+fn pidcheck_reconnects_in_the_child_and_leaves_the_parent_alone() {
+    let _g = serial();
+    let peer = map_peer(Default::default(), MapOpts::default());
+    let flags = FLAG_PERSISTENT | FLAG_PERSISTENT_PIDCHECK;
+    let cl = Client::new(&peer.addr(), flags).unwrap();
+    assert_eq!(
+        cl.add(b"fork-key", b"session made by the parent", 60_000)
+            .unwrap(),
+        AddOutcome::Stored
+    );
+    let me = std::process::id() as i32;
+    let (child, status) = in_child(|| {
+        let got = cl.get(b"fork-key");
+        matches!(got, Ok(Some(d)) if &d[..] == b"session made by the parent")
+            && cl.idle_connections() == 1
+            && cl.has(b"fork-key").unwrap_or(false)
+    });
+    assert_eq!(status, 0, "child's operations");
+    let log = peer.stats.log();
+    assert_eq!(log.len(), 2, "the child made its own connection");
+    assert_eq!(log[0].peer_pid, me);
+    assert_eq!(log[1].peer_pid, child);
+    assert_eq!(log[1].answered, 2);
+    // The parent's connection was neither used nor shut down by the child:
+    // it still works (without RETRY, a dead connection would fail here).
+    assert_eq!(
+        &cl.get(b"fork-key").unwrap().unwrap()[..],
+        b"session made by the parent"
+    );
+    let log = peer.stats.log();
+    assert_eq!(log.len(), 2, "the parent kept its connection");
+    assert_eq!(log[0].answered, 2);
+}
+
+#[test]
+fn without_pidcheck_the_child_uses_the_inherited_connection() {
+    // The original's behaviour, kept for compatibility: this is what
+    // PIDCHECK exists to avoid.
+    let _g = serial();
+    let peer = map_peer(Default::default(), MapOpts::default());
+    let cl = Client::new(&peer.addr(), FLAG_PERSISTENT).unwrap();
+    let (_, status) = in_child(|| matches!(cl.has(b"k"), Ok(false)));
+    assert_eq!(status, 0);
+    let log = peer.stats.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].answered, 1);
+}
+
+#[test]
+fn pidcheck_with_flags_zero_is_harmless_across_fork() {
+    let _g = serial();
+    let peer = map_peer(Default::default(), MapOpts::default());
+    let cl = Client::new(&peer.addr(), FLAG_PERSISTENT_PIDCHECK).unwrap();
+    let (_, status) = in_child(|| matches!(cl.has(b"k"), Ok(false)));
+    assert_eq!(status, 0);
+    assert!(!cl.has(b"k").unwrap());
+    assert_eq!(peer.stats.conn_count(), 2);
+}
+
+/// Run `f` with file descriptor 2 redirected to a temporary file; returns
+/// what was written there.
+fn capture_stderr(f: impl FnOnce()) -> String {
+    let path = client_support::temp_sock().with_extension("stderr");
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: dup/dup2 on valid descriptors; fd 2 is restored below.
+    let saved = unsafe { libc::dup(2) };
+    assert!(saved >= 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 2) }, 2);
+    f();
+    // SAFETY: as above.
+    unsafe {
+        libc::dup2(saved, 2);
+        libc::close(saved);
+    }
+    let mut s = String::new();
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    s
+}
+
+#[test]
+fn bad_proto_level_fails_the_call_with_a_line_on_stderr() {
+    let _g = serial();
+    let c = client_support::cases("library-vs-fake-server")
+        .into_iter()
+        .find(|c| c.str("name") == Some("lib_fake_badproto_add"))
+        .unwrap();
+    let req = unhex(c.str("request_hex").unwrap());
+    let peer = replay_peer(vec![(req.len(), unhex(c.str("response_hex").unwrap()))]);
+    let cfg = Config {
+        uids: UidSource::Private(1),
+        ..Config::default()
+    };
+    let cl = Client::with_config(&peer.addr(), FLAG_PERSISTENT, cfg).unwrap();
+    let result = Arc::new(Mutex::new(None));
+    let r2 = result.clone();
+    let err = capture_stderr(|| {
+        *r2.lock().unwrap() = Some(cl.add(b"proxy-session-id", b"proxy session payload", 300_000));
+    });
+    let r = result.lock().unwrap().take().unwrap();
+    assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+    let want = format!(
+        "libdistcache(pid={}) protocol incompatibility; my level is 00110000, the peer's is 00100000",
+        std::process::id()
+    );
+    assert!(err.contains(&want), "stderr was {err:?}");
+    assert_eq!(err.lines().count(), 1);
+    // The corrupt connection was dropped, not pooled.
+    assert_eq!(cl.idle_connections(), 0);
+    assert_eq!(peer.stats.log()[0].received, req);
+}
+
+#[test]
+fn environment_sets_the_floor_and_the_io_bound() {
+    let _g = serial();
+    let peer = map_peer(
+        Default::default(),
+        MapOpts {
+            stall: true,
+            ..Default::default()
+        },
+    );
+    std::env::set_var(ENV_MIN_TIMEOUT, "300000");
+    std::env::set_var(ENV_IO_TIMEOUT, "150");
+    let cl = Client::new(&peer.addr(), 0).unwrap();
+    assert_eq!(cl.config().min_timeout_ms, 300_000);
+    assert_eq!(cl.config().io_timeout, Duration::from_millis(150));
+    // DC_CTX_new reads the same variables: a stalled server fails within
+    // the (short) bound.
+    let t = std::ffi::CString::new(peer.addr()).unwrap();
+    // SAFETY: valid C string; ctx freed below.
+    unsafe {
+        let ctx = DC_CTX_new(t.as_ptr(), 0);
+        assert!(!ctx.is_null());
+        let start = Instant::now();
+        assert_eq!(DC_CTX_has_session(ctx, b"x".as_ptr(), 1), -1);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        DC_CTX_free(ctx);
+    }
+    // Invalid values are reported and ignored.
+    std::env::set_var(ENV_MIN_TIMEOUT, "604800001");
+    std::env::set_var(ENV_IO_TIMEOUT, "soon");
+    let err = capture_stderr(|| {
+        let cl = Client::new(&peer.addr(), 0).unwrap();
+        assert_eq!(cl.config().min_timeout_ms, 500);
+        assert_eq!(
+            cl.config().io_timeout,
+            Duration::from_millis(DEFAULT_IO_TIMEOUT_MS)
+        );
+    });
+    assert!(
+        err.contains(ENV_MIN_TIMEOUT) && err.contains(ENV_IO_TIMEOUT),
+        "{err:?}"
+    );
+    std::env::remove_var(ENV_MIN_TIMEOUT);
+    std::env::remove_var(ENV_IO_TIMEOUT);
+    let cl = Client::new(&peer.addr(), 0).unwrap();
+    assert_eq!(cl.config().min_timeout_ms, 500);
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+#[test]
+fn random_and_mutated_answers_never_panic() {
+    // Each connection: read the HAVE request for "abc", answer with a
+    // mutated (or random) byte string, close.
+    let seed = Arc::new(AtomicU64::new(0x5eed_1234_abcd_0001));
+    let outcomes = Arc::new(Mutex::new([0usize; 4]));
+    let s2 = seed.clone();
+    let peer = Peer::spawn(Arc::new(move |i, mut s: UnixStream, _: &Arc<Stats>| {
+        let req = read_n(&mut s, 17);
+        if req.len() != 17 {
+            return;
+        }
+        let uid = u32::from_be_bytes(req[5..9].try_into().unwrap());
+        let mut rng = s2.load(Ordering::Relaxed) ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9);
+        let mut out = Vec::new();
+        let payload_len = (xorshift(&mut rng) % 4100) as usize;
+        let payload: Vec<u8> = (0..payload_len).map(|_| xorshift(&mut rng) as u8).collect();
+        encode_message(
+            &mut out,
+            true,
+            uid,
+            distcache_rs::proto::Cmd::Have,
+            &payload,
+        )
+        .unwrap();
+        match xorshift(&mut rng) % 4 {
+            // Pure noise.
+            0 => {
+                out = (0..(xorshift(&mut rng) % 64))
+                    .map(|_| xorshift(&mut rng) as u8)
+                    .collect()
+            }
+            // Flip a few bytes (often in the header).
+            1 | 2 => {
+                for _ in 0..1 + xorshift(&mut rng) % 3 {
+                    let lim = if xorshift(&mut rng) % 2 == 0 {
+                        14.min(out.len())
+                    } else {
+                        out.len()
+                    };
+                    let at = (xorshift(&mut rng) as usize) % lim;
+                    out[at] ^= 1 << (xorshift(&mut rng) % 8);
+                }
+            }
+            // Truncate.
+            _ => {
+                let keep = (xorshift(&mut rng) as usize) % out.len();
+                out.truncate(keep);
+            }
+        }
+        let _ = s.write_all(&out);
+    }));
+    let c = Config {
+        uids: UidSource::Private(1),
+        io_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let cl = Client::with_config(&peer.addr(), 0, c).unwrap();
+    let _g = serial();
+    let err = capture_stderr(|| {
+        for _ in 0..300 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cl.has(b"abc")));
+            let r = r.expect("client panicked on peer input");
+            let k = match r {
+                Ok(_) => 0,
+                Err(Error::Protocol(_)) => 1,
+                Err(Error::Closed) | Err(Error::Timeout(_)) | Err(Error::Recv(_)) => 2,
+                Err(_) => 3,
+            };
+            outcomes.lock().unwrap()[k] += 1;
+        }
+    });
+    let o = *outcomes.lock().unwrap();
+    // One stderr line per peer protocol violation, none otherwise.
+    let violations = err
+        .lines()
+        .filter(|l| l.starts_with("libdistcache(pid="))
+        .count();
+    assert_eq!(err.lines().count(), violations);
+    assert!(violations >= o[1], "{violations} lines for {o:?}");
+    assert_eq!(o.iter().sum::<usize>(), 300);
+    // The mix exercised both rejection and cut-short paths.
+    assert!(o[1] > 0 && o[2] > 0, "{o:?}");
+}
