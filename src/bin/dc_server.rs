@@ -244,6 +244,16 @@ impl Conn {
     }
 }
 
+/// Why request processing stopped a connection.
+enum Stop {
+    /// A corrupt byte stream: close at once, discarding queued answers
+    /// (as the original does).
+    Corrupt(String),
+    /// A request that cannot be answered: answers queued before it are
+    /// still delivered, then the connection closes.
+    Fatal(String),
+}
+
 /// What became of a connection after an event.
 enum Outcome {
     Keep,
@@ -337,11 +347,11 @@ impl Server {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     if self.nconns >= self.maxconns {
-                        drop(stream);
                         self.note(&format!(
                             "refusing connection from {peer}: {} connections open (-maxconns)",
                             self.nconns
                         ));
+                        drop(stream);
                         continue;
                     }
                     self.register(stream, peer);
@@ -443,17 +453,21 @@ impl Server {
     }
 
     fn drive(&mut self, conn: &mut Conn, events: u32) -> Outcome {
-        if events & (libc::EPOLLERR as u32 | libc::EPOLLHUP as u32) != 0 {
-            // Both directions are gone: nothing can be delivered.
+        if events & libc::EPOLLERR as u32 != 0 {
             return Outcome::Close(None);
         }
+        // On a hang-up, requests already received are still carried out
+        // (a fire-and-forget ADD counts); the answers then fail to send and
+        // the connection closes.
         let paused = conn.eof || conn.unsent() >= OUT_HIGH;
-        if !paused && events & (libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32) != 0 {
+        let input = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP;
+        if !paused && events & input as u32 != 0 {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
-                    if let Err(r) = self.take_input(conn, n) {
-                        return Outcome::Close(Some(r));
+                    let r = self.take_input(conn, n);
+                    if let Some(o) = self.stopped(conn, r) {
+                        return o;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -471,8 +485,9 @@ impl Server {
             // Output drained below the mark: decode what is still buffered.
             if conn.unsent() < OUT_HIGH && !conn.inbuf.is_empty() && has_frame(&conn.inbuf) {
                 let before = conn.inbuf.len();
-                if let Err(r) = self.process_buffered(conn) {
-                    return Outcome::Close(Some(r));
+                let r = self.process_buffered(conn);
+                if let Some(o) = self.stopped(conn, r) {
+                    return o;
                 }
                 if conn.inbuf.len() != before {
                     continue;
@@ -486,8 +501,23 @@ impl Server {
         Outcome::Keep
     }
 
+    /// Act on the end of request processing: `Some` to close at once.
+    fn stopped(&mut self, conn: &mut Conn, r: Result<(), Stop>) -> Option<Outcome> {
+        match r {
+            Ok(()) => None,
+            Err(Stop::Corrupt(why)) => Some(Outcome::Close(Some(why))),
+            Err(Stop::Fatal(why)) => {
+                let msg = format!("closing connection from {}: {why}", conn.peer);
+                self.note(&msg);
+                conn.eof = true;
+                conn.inbuf = Vec::new();
+                None
+            }
+        }
+    }
+
     /// Decode `scratch[..n]` (after any buffered bytes).
-    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), String> {
+    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), Stop> {
         if conn.inbuf.is_empty() {
             let used = process(
                 conn,
@@ -504,7 +534,7 @@ impl Server {
         }
     }
 
-    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), String> {
+    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), Stop> {
         let input = std::mem::take(&mut conn.inbuf);
         let used = process(conn, &input, &mut self.cache, &self.policy, &mut self.stats);
         let mut input = input;
@@ -578,20 +608,24 @@ fn process(
     cache: &mut dyn SessionCache,
     policy: &Policy,
     stats: &mut Stats,
-) -> Result<usize, String> {
+) -> Result<usize, Stop> {
     let mut off = 0;
     let now = tools::now_ms();
     while conn.unsent() < OUT_HIGH {
-        match conn.dec.feed(&input[off..]).map_err(|e| e.to_string())? {
+        match conn
+            .dec
+            .feed(&input[off..])
+            .map_err(|e| Stop::Corrupt(e.to_string()))?
+        {
             proto::Event::NeedMore => break,
             proto::Event::Fragment { consumed } => off += consumed,
             proto::Event::Message { consumed, msg } => {
                 let (uid, cmd) = (msg.uid, msg.cmd);
                 handle_request(cache, policy, stats, now, msg, &mut conn.out).map_err(|_| {
-                    format!(
+                    Stop::Fatal(format!(
                         "corrupt {} request (uid {uid:#x}): payload too short",
                         cmd.name()
-                    )
+                    ))
                 })?;
                 off += consumed;
             }

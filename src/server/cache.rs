@@ -343,6 +343,17 @@ impl Cache {
                 s
             }
             None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Grow geometrically, but never beyond the capacity.
+                    let extra = self
+                        .slots
+                        .len()
+                        .max(16)
+                        .min(self.capacity - self.slots.len());
+                    self.slots.reserve_exact(extra.max(1));
+                    self.heap
+                        .reserve_exact(self.slots.capacity() - self.heap.len());
+                }
                 self.slots.push(new);
                 (self.slots.len() - 1) as u32
             }
