@@ -379,3 +379,55 @@ fn bad_flags_give_an_error_line_and_nonzero_exit() {
     assert_eq!(code, Some(0));
     assert!(out.contains("-retry"));
 }
+
+/// CPU time (user + system, in clock ticks) used so far by a process.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors: dc_client keeps serving the connections it
+/// has, does not spin on the listener, and accepts again once some close.
+#[test]
+fn out_of_descriptors_pauses_accepting() {
+    let dir = TempDir::new("emfile");
+    let listen = dir.addr("client");
+    let server = dir.addr("nobody");
+    let mut p = Proc::spawn(
+        "prlimit",
+        &[
+            "--nofile=16:16",
+            env!("CARGO_BIN_EXE_dc_client"),
+            "-server",
+            &server,
+            "-listen",
+            &listen,
+            "-retry",
+            "100000",
+        ],
+    );
+    wait_for_socket(&dir.path("client"));
+    let req = unhex("001100000000000005000301000178");
+    let ans = "0011000001000000050003010000";
+    let mut conns: Vec<UnixStream> = (0..40).map(|_| connect(&dir.path("client"))).collect();
+    // The first connections were accepted and are served.
+    send(&mut conns[0], &req);
+    assert_eq!(hex(&read_n(&mut conns[0], 14)), ans);
+    let t0 = cpu_ticks(p.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    let used = cpu_ticks(p.pid()) - t0;
+    assert!(
+        used < 20,
+        "dc_client burnt {used} ticks while out of descriptors"
+    );
+    assert!(p.alive());
+    let mut last = conns.pop().unwrap();
+    drop(conns);
+    // The connection that waited in the backlog is accepted now.
+    send(&mut last, &req);
+    assert_eq!(hex(&read_n(&mut last, 14)), ans);
+    let (_, err) = p.terminate();
+    assert!(err.contains("accept failed"), "{err}");
+}

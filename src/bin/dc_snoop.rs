@@ -174,6 +174,7 @@ struct Snoop {
     next_conn: u64,
     out: io::BufWriter<io::Stdout>,
     scratch: Vec<u8>,
+    accept_paused_until: Option<u64>,
 }
 
 fn start_connect(addr: &Address) -> io::Result<(Stream, bool)> {
@@ -269,7 +270,10 @@ impl Snoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("dc_snoop: accept failed: {e}");
+                    // Out of descriptors or similar: pause instead of spinning.
+                    eprintln!("dc_snoop: accept failed: {e}; pausing new connections");
+                    let _ = self.poller.modify(self.listener.as_raw_fd(), TOK_LISTEN, 0);
+                    self.accept_paused_until = Some(tools::now_ms() + 100);
                     return;
                 }
             };
@@ -500,10 +504,19 @@ impl Snoop {
         let mut events = Vec::new();
         loop {
             self.housekeeping();
-            let busy = self
-                .pairs
-                .values()
-                .any(|p| p.closing.is_some() || p.connecting.is_some());
+            if self
+                .accept_paused_until
+                .is_some_and(|t| tools::now_ms() >= t)
+            {
+                self.accept_paused_until = None;
+                self.poller
+                    .modify(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
+            }
+            let busy = self.accept_paused_until.is_some()
+                || self
+                    .pairs
+                    .values()
+                    .any(|p| p.closing.is_some() || p.connecting.is_some());
             let timeout = busy.then(|| Duration::from_millis(50));
             self.poller.wait(timeout, &mut events)?;
             for ev in &events {
@@ -559,6 +572,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let _ = tools::raise_nofile_limit();
     let poller = match Poller::new() {
         Ok(p) => p,
         Err(e) => {
@@ -575,6 +589,7 @@ fn main() -> ExitCode {
         next_conn: 0,
         out: io::BufWriter::new(io::stdout()),
         scratch: vec![0u8; READ_CHUNK],
+        accept_paused_until: None,
     };
     match s.run(&signals) {
         Ok(()) => ExitCode::SUCCESS,

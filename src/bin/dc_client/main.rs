@@ -83,6 +83,8 @@ const MAX_CLIENT_INFLIGHT: usize = 1024;
 const MAX_CLIENT_OUT: usize = 4 << 20;
 /// How long a non-blocking connect to the server may take.
 const CONNECT_TIMEOUT_MS: u64 = 2000;
+/// How long accepting stops after accept() failed (e.g. out of descriptors).
+const ACCEPT_PAUSE_MS: u64 = 100;
 
 struct Config {
     server: Address,
@@ -139,6 +141,8 @@ struct Proxy {
     /// Read buffer shared by all connections.
     scratch: Vec<u8>,
     garbage_log: tools::RateLimit,
+    /// Accepting is paused until then after an accept failure.
+    accept_paused_until: Option<u64>,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -450,8 +454,13 @@ impl Proxy {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: report, keep serving the others.
-                    log(format_args!("accept failed: {e}"));
+                    // EMFILE and friends: report, keep serving the others,
+                    // and stop accepting for a moment instead of spinning.
+                    if self.garbage_log.allow(Self::now()).is_some() {
+                        log(format_args!("accept failed: {e}; pausing new connections"));
+                    }
+                    let _ = self.poller.modify(self.listener.as_raw_fd(), TOK_LISTEN, 0);
+                    self.accept_paused_until = Some(Self::now() + ACCEPT_PAUSE_MS);
                     break;
                 }
             }
@@ -621,6 +630,11 @@ impl Proxy {
                     )),
                 _ => {}
             }
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.poller
+                    .modify(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
+            }
             if self.cfg.idle_ms > 0 && now >= self.next_idle_scan {
                 self.next_idle_scan = self.idle_scan(now).max(now + 1);
             }
@@ -634,6 +648,9 @@ impl Proxy {
             }
             if self.cfg.idle_ms > 0 {
                 wake = wake.min(self.next_idle_scan);
+            }
+            if let Some(t) = self.accept_paused_until {
+                wake = wake.min(t);
             }
             let timeout =
                 (wake != u64::MAX).then(|| Duration::from_millis(wake.saturating_sub(now)));
@@ -744,6 +761,7 @@ fn main() -> ExitCode {
         next_idle_scan: 0,
         scratch: vec![0u8; READ_CHUNK],
         garbage_log: tools::RateLimit::new(10),
+        accept_paused_until: None,
     };
     if let Some(d) = detached {
         d.ready();
