@@ -468,9 +468,9 @@ impl Proxy {
     }
 
     fn close_client(&mut self, token: u64) {
-        if let Some(c) = self.clients.remove(&token) {
-            let _ = self.poller.delete(c.stream.as_raw_fd());
-        }
+        // Closing the socket also removes it from the epoll set (it is
+        // never duplicated); stale events for the token find no client.
+        self.clients.remove(&token);
     }
 
     fn on_client(&mut self, token: u64, ev: &Event) {
