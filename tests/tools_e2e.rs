@@ -385,3 +385,44 @@ fn dc_server_bad_flags_give_an_error_line_and_nonzero_exit() {
         assert!(err.starts_with("dc_server: "), "{args:?}: {err}");
     }
 }
+
+/// `-user`: the listener is made first (as root), then privileges drop
+/// before the server is contacted. Needs root; skipped otherwise.
+#[test]
+fn dc_client_drops_privileges() {
+    let uid_line = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    if uid_line.split_whitespace().nth(1) != Some("0") {
+        eprintln!("not root: skipped");
+        return;
+    }
+    let dir = TempDir::new("e2e-user");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _srv = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_server"),
+        &["-listen", &dir.addr("srv"), "-sockperms", "666"],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    wait_for_socket(&dir.path("srv"));
+    let client = dc_client(
+        &dir,
+        &dir.addr("srv"),
+        &["-user", "nobody", "-sockperms", "666"],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", client.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid.split_whitespace().nth(1), Some("65534"), "{uid}");
+    dc_test(&[
+        "-connect",
+        &dir.addr("client"),
+        "-ops",
+        "300",
+        "-persistent",
+    ]);
+}
