@@ -431,3 +431,50 @@ fn out_of_descriptors_pauses_accepting() {
     let (_, err) = p.terminate();
     assert!(err.contains("accept failed"), "{err}");
 }
+
+/// A server whose connects hang (its accept queue is full: SYNs are
+/// dropped): requests waiting for the connection fail after a short grace
+/// instead of hanging, and later ones fail at once.
+#[test]
+fn slow_connect_fails_requests_promptly() {
+    use socket2::{Domain, Socket, Type};
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    l.listen(0).unwrap();
+    let port = l.local_addr().unwrap().as_socket().unwrap().port();
+    // Fill the accept queue; never accept.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&l.local_addr().unwrap());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let dir = TempDir::new("slowconnect");
+    let _client = dc_client(&dir, &format!("IP:127.0.0.1:{port}"), &["-retry", "100"]);
+    let mut app = connect(&dir.path("client"));
+    let req = unhex("001100000000000005000301000178");
+    let t0 = Instant::now();
+    send(&mut app, &req);
+    assert_eq!(hex(&read_n(&mut app, 14)), "0011000001000000050003010000");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let t1 = Instant::now();
+    send(&mut app, &req);
+    assert_eq!(hex(&read_n(&mut app, 14)), "0011000001000000050003010000");
+    assert!(
+        t1.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t1.elapsed()
+    );
+}

@@ -82,7 +82,11 @@ const MAX_CLIENT_INFLIGHT: usize = 1024;
 /// A client whose unread answers exceed this is not read from meanwhile.
 const MAX_CLIENT_OUT: usize = 4 << 20;
 /// How long a non-blocking connect to the server may take.
-const CONNECT_TIMEOUT_MS: u64 = 2000;
+const CONNECT_TIMEOUT_MS: u64 = 5000;
+/// Requests arriving while a connection is being made wait for it this
+/// long at most; after that they are failed at once (the server is slow to
+/// answer a connect: as good as unreachable) while the connect goes on.
+const CONNECT_GRACE_MS: u64 = 200;
 /// How long accepting stops after accept() failed (e.g. out of descriptors).
 const ACCEPT_PAUSE_MS: u64 = 100;
 
@@ -333,6 +337,20 @@ impl Proxy {
         self.next_retry = Self::now() + self.cfg.retry_ms;
     }
 
+    /// The connect is taking long: fail the requests queued for it (they
+    /// never left) and keep connecting.
+    fn fail_queued(&mut self) {
+        self.up_out.clear();
+        self.up_off = 0;
+        for p in self.mux.fail_all() {
+            if let Some(c) = self.clients.get_mut(&p.client) {
+                mux::answer(&mut c.out, p.uid, p.cmd, &[]);
+                c.inflight -= 1;
+                self.dirty.push(p.client);
+            }
+        }
+    }
+
     fn upstream_lost(&mut self, why: std::fmt::Arguments<'_>) {
         let n = self.mux.in_flight();
         log(format_args!(
@@ -501,7 +519,11 @@ impl Proxy {
         if n > 0 {
             c.last_active = Self::now();
         }
-        let connected = self.up.is_some();
+        let connected = match self.up.as_ref().map(|u| u.state) {
+            Some(UpState::Up) => true,
+            Some(UpState::Connecting { since }) => Self::now() < since + CONNECT_GRACE_MS,
+            None => false,
+        };
         let Client {
             dec,
             inbuf,
@@ -628,6 +650,11 @@ impl Proxy {
                         io::ErrorKind::TimedOut,
                         "connection timed out",
                     )),
+                Some(UpState::Connecting { since })
+                    if now >= since + CONNECT_GRACE_MS && self.mux.in_flight() > 0 =>
+                {
+                    self.fail_queued()
+                }
                 _ => {}
             }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
@@ -643,7 +670,12 @@ impl Proxy {
             let mut wake = u64::MAX;
             match self.up.as_ref().map(|u| u.state) {
                 None => wake = wake.min(self.next_retry),
-                Some(UpState::Connecting { since }) => wake = wake.min(since + CONNECT_TIMEOUT_MS),
+                Some(UpState::Connecting { since }) => {
+                    wake = wake.min(since + CONNECT_TIMEOUT_MS);
+                    if self.mux.in_flight() > 0 {
+                        wake = wake.min(since + CONNECT_GRACE_MS);
+                    }
+                }
                 Some(UpState::Up) => {}
             }
             if self.cfg.idle_ms > 0 {
