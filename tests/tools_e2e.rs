@@ -415,9 +415,21 @@ fn dc_client_drops_privileges() {
         &dir.addr("srv"),
         &["-user", "nobody", "-sockperms", "666"],
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", client.pid())).unwrap();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert_eq!(uid.split_whitespace().nth(1), Some("65534"), "{uid}");
+    // The listener exists before the switch: wait for it.
+    let uid_of = |pid: i32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while uid_of(client.pid()) != "65534" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(uid_of(client.pid()), "65534");
     dc_test(&[
         "-connect",
         &dir.addr("client"),
