@@ -332,12 +332,12 @@ fn garbage_from_one_application_drops_only_it() {
 fn idle_applications_are_dropped() {
     let dir = TempDir::new("idle");
     let fake = Fake::new(&dir.path("srv"));
-    let _client = dc_client(&dir, &dir.addr("srv"), &["-retry", "100", "-idle", "200"]);
+    let _client = dc_client(&dir, &dir.addr("srv"), &["-retry", "100", "-idle", "500"]);
     let mut up = fake.accept();
     let mut app = connect(&dir.path("client"));
     // Activity keeps it open.
     for i in 0..3u8 {
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(100));
         send(&mut app, &unhex("001100000000000007000301000178"));
         let mut req = unhex("001100000000000001000301000178");
         req[8] = i + 1;
