@@ -600,12 +600,12 @@ fn replay_wire_json_tcp() {
     let groups = server_groups();
     let mut total = 0;
     for (g, cases) in &groups {
-        if g == "lib-sequence" || g.starts_with("abort_http") {
+        if g == "lib-sequence" || g == "raw-main" || g.starts_with("abort_http") {
             let refs: Vec<&Json> = cases.iter().collect();
             total += replay_group(&refs, true);
         }
     }
-    assert!(total >= 20, "only {total} cases replayed over TCP");
+    assert!(total >= 85, "only {total} cases replayed over TCP");
 }
 
 // ------------------------------------------------------------- clients ----
@@ -881,6 +881,13 @@ fn killable_and_sigint() {
     let mut srv = Server::start(true, &[]);
     let st = srv.stop(libc::SIGINT);
     assert_eq!(st.code(), Some(0), "{st:?}");
+    let mut srv = Server::start(false, &[]);
+    let Target::Unix(sock) = srv.target.clone() else {
+        unreachable!()
+    };
+    let st = srv.stop(libc::SIGHUP);
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    assert!(!sock.exists());
 }
 
 #[test]
@@ -998,4 +1005,48 @@ fn fire_and_forget_add_is_stored() {
         assert!(t0.elapsed() < Duration::from_secs(3), "ADD lost");
         sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn user_and_socket_ownership() {
+    // SAFETY: getuid() takes no arguments and cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("SKIPPED: needs root to switch users");
+        return;
+    }
+    let nobody = distcache_rs::tools::lookup_user("nobody").unwrap();
+    let group = distcache_rs::tools::lookup_group("daemon").unwrap();
+    let mut srv = Server::start(
+        false,
+        &[
+            "-user",
+            "nobody",
+            "-sockowner",
+            "nobody",
+            "-sockgroup",
+            "daemon",
+            "-sockperms",
+            "660",
+        ],
+    );
+    let Target::Unix(sock) = srv.target.clone() else {
+        unreachable!()
+    };
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = fs::metadata(&sock).unwrap();
+    assert_eq!((md.uid(), md.gid()), (nobody.uid, group));
+    assert_eq!(md.permissions().mode() & 0o777, 0o660);
+    let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(uids.iter().all(|&u| u == nobody.uid), "{uid_line}");
+    let mut c = srv.connect();
+    assert_eq!(transact(&mut c, &add_req(1, 60_000, b"u", b"d")), vec![0]);
+    // The socket belongs to the user now, so it can still remove it.
+    assert_eq!(srv.stop(libc::SIGTERM).code(), Some(0));
+    assert!(!sock.exists());
 }

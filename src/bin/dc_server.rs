@@ -64,6 +64,9 @@ const MAX_SESSIONS: u64 = 10_000_000;
 const READ_CHUNK: usize = 64 * 1024;
 /// Stop decoding a client's requests while this much output is unsent.
 const OUT_HIGH: usize = 256 * 1024;
+/// Buffers larger than this are released once empty, so that thousands of
+/// idle connections hold little memory.
+const IDLE_BUF: usize = 16 * 1024;
 /// Connections accepted per wake-up of the listener.
 const ACCEPT_BATCH: usize = 256;
 
@@ -541,8 +544,8 @@ impl Server {
         match used {
             Ok(used) => {
                 input.drain(..used);
-                if input.is_empty() && input.capacity() > READ_CHUNK {
-                    input = Vec::new();
+                if input.capacity() > IDLE_BUF && input.len() < IDLE_BUF / 4 {
+                    input.shrink_to_fit();
                 }
                 conn.inbuf = input;
                 Ok(())
@@ -610,6 +613,7 @@ fn process(
     stats: &mut Stats,
 ) -> Result<usize, Stop> {
     let mut off = 0;
+    let mut big = false;
     let now = tools::now_ms();
     while conn.unsent() < OUT_HIGH {
         match conn
@@ -621,6 +625,7 @@ fn process(
             proto::Event::Fragment { consumed } => off += consumed,
             proto::Event::Message { consumed, msg } => {
                 let (uid, cmd) = (msg.uid, msg.cmd);
+                big |= msg.payload.len() >= proto::MSG_MAX_DATA;
                 handle_request(cache, policy, stats, now, msg, &mut conn.out).map_err(|_| {
                     Stop::Fatal(format!(
                         "corrupt {} request (uid {uid:#x}): payload too short",
@@ -630,6 +635,11 @@ fn process(
                 off += consumed;
             }
         }
+    }
+    if big && !conn.dec.in_message() {
+        // Release the reassembly buffer of a multi-frame message: idle
+        // connections should hold no large buffers.
+        conn.dec = Decoder::new(Direction::Requests);
     }
     Ok(off)
 }
@@ -648,7 +658,7 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
     if conn.out_pos == conn.out.len() {
         conn.out.clear();
         conn.out_pos = 0;
-        if conn.out.capacity() > OUT_HIGH {
+        if conn.out.capacity() > IDLE_BUF {
             conn.out = Vec::new();
         }
     } else if conn.out_pos > OUT_HIGH {

@@ -8,8 +8,9 @@
 //!   deletion, no tombstones) of `u64` buckets holding 32 bits of the hash
 //!   and the slot number; the hash is a keyed multiply-fold hash seeded per
 //!   cache from the OS's random source, so clients cannot aim collisions;
-//! - an intrusive binary min-heap of slot numbers ordered by expiry; each
-//!   slot knows its heap position, so removal anywhere is O(log n).
+//! - an intrusive 4-ary min-heap of (expiry, slot) entries (12 bytes, the
+//!   key inline so sifting reads no slots); each slot knows its heap
+//!   position, so removal anywhere is O(log n).
 //!
 //! Expired sessions are never returned: every lookup checks the expiry, and
 //! every operation first reclaims a bounded number of expired sessions from
@@ -32,6 +33,17 @@ const PURGE_BATCH: usize = 64;
 
 const EMPTY: u64 = u64::MAX;
 const NO_POS: u32 = u32::MAX;
+
+/// Children per heap node.
+const ARITY: usize = 4;
+
+/// A heap entry: the expiry inline (12 bytes, packed).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
+struct HeapEntry {
+    expiry: u64,
+    slot: u32,
+}
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -110,7 +122,7 @@ pub struct Cache {
     /// Hash index: `EMPTY` or `(tag << 32) | slot`.
     table: Vec<u64>,
     mask: usize,
-    heap: Vec<u32>,
+    heap: Vec<HeapEntry>,
     hasher: IdHasher,
 }
 
@@ -151,7 +163,7 @@ impl Cache {
     pub fn structure_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
             + self.table.capacity() * 8
-            + self.heap.capacity() * 4
+            + self.heap.capacity() * std::mem::size_of::<HeapEntry>()
             + self.free.capacity() * 4
     }
 
@@ -238,64 +250,62 @@ impl Cache {
         }
     }
 
-    // ---- heap ----
+    // ---- heap (4-ary, keys inline so sifting touches no slots) ----
 
-    #[inline]
-    fn key(&self, heap_idx: usize) -> u64 {
-        self.slots[self.heap[heap_idx] as usize].expiry
-    }
-
-    fn heap_set(&mut self, pos: usize, slot: u32) {
-        self.heap[pos] = slot;
-        self.slots[slot as usize].heap_pos = pos as u32;
+    fn heap_place(&mut self, pos: usize, e: HeapEntry) {
+        self.heap[pos] = e;
+        self.slots[e.slot as usize].heap_pos = pos as u32;
     }
 
     fn sift_up(&mut self, mut pos: usize) {
-        let slot = self.heap[pos];
-        let key = self.slots[slot as usize].expiry;
+        let e = self.heap[pos];
+        let key = e.expiry;
         while pos > 0 {
-            let parent = (pos - 1) / 2;
-            if self.key(parent) <= key {
+            let parent = (pos - 1) / ARITY;
+            let p = self.heap[parent];
+            if p.expiry <= key {
                 break;
             }
-            let p = self.heap[parent];
-            self.heap_set(pos, p);
+            self.heap_place(pos, p);
             pos = parent;
         }
-        self.heap_set(pos, slot);
+        self.heap_place(pos, e);
     }
 
     fn sift_down(&mut self, mut pos: usize) {
         let n = self.heap.len();
-        let slot = self.heap[pos];
-        let key = self.slots[slot as usize].expiry;
+        let e = self.heap[pos];
+        let key = e.expiry;
         loop {
-            let l = 2 * pos + 1;
-            if l >= n {
+            let first = pos * ARITY + 1;
+            if first >= n {
                 break;
             }
-            let r = l + 1;
-            let c = if r < n && self.key(r) < self.key(l) {
-                r
-            } else {
-                l
-            };
-            if self.key(c) >= key {
+            let mut c = first;
+            let mut ck = self.heap[first].expiry;
+            for j in first + 1..(first + ARITY).min(n) {
+                let k = self.heap[j].expiry;
+                if k < ck {
+                    c = j;
+                    ck = k;
+                }
+            }
+            if ck >= key {
                 break;
             }
-            let cs = self.heap[c];
-            self.heap_set(pos, cs);
+            let child = self.heap[c];
+            self.heap_place(pos, child);
             pos = c;
         }
-        self.heap_set(pos, slot);
+        self.heap_place(pos, e);
     }
 
     fn heap_remove(&mut self, pos: usize) {
         let last = self.heap.pop().expect("heap not empty");
         if pos < self.heap.len() {
-            self.heap_set(pos, last);
+            self.heap_place(pos, last);
             self.sift_down(pos);
-            self.sift_up(self.slots[last as usize].heap_pos as usize);
+            self.sift_up(self.slots[last.slot as usize].heap_pos as usize);
         }
     }
 
@@ -319,7 +329,7 @@ impl Cache {
     fn purge(&mut self, now: u64, limit: usize) {
         for _ in 0..limit {
             match self.heap.first() {
-                Some(&top) if self.slots[top as usize].expiry <= now => self.remove_slot(top),
+                Some(&top) if { top.expiry } <= now => self.remove_slot(top.slot),
                 _ => break,
             }
         }
@@ -360,7 +370,7 @@ impl Cache {
         };
         let tag = (self.hasher.hash(id) >> 32) as u32;
         self.insert_bucket(tag, slot);
-        self.heap.push(slot);
+        self.heap.push(HeapEntry { expiry, slot });
         self.sift_up(self.heap.len() - 1);
     }
 
@@ -383,7 +393,7 @@ impl SessionCache for Cache {
             return true;
         }
         while self.heap.len() >= self.capacity {
-            let top = self.heap[0];
+            let top = self.heap[0].slot;
             self.remove_slot(top);
         }
         self.insert(now_ms.saturating_add(timeout_ms), id, data);
@@ -447,10 +457,12 @@ mod tests {
         assert_eq!(live.len(), c.heap.len());
         assert_eq!(live.len() + c.free.len(), c.slots.len());
         assert_eq!(c.table.iter().filter(|&&b| b != EMPTY).count(), live.len());
-        for (pos, &s) in c.heap.iter().enumerate() {
-            assert_eq!(c.slots[s as usize].heap_pos as usize, pos);
+        for (pos, e) in c.heap.iter().enumerate() {
+            let (slot, expiry) = (e.slot, e.expiry);
+            assert_eq!(c.slots[slot as usize].heap_pos as usize, pos);
+            assert_eq!(c.slots[slot as usize].expiry, expiry);
             if pos > 0 {
-                assert!(c.key((pos - 1) / 2) <= c.key(pos));
+                assert!({ c.heap[(pos - 1) / ARITY].expiry } <= expiry);
             }
         }
         for &s in &live {

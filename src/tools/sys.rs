@@ -272,8 +272,8 @@ impl Drop for PidFile {
     }
 }
 
-/// Signal handling through a signalfd: SIGTERM and SIGINT (and SIGUSR1/2
-/// with `killable`) become readable events on [`Signals::fd`]; otherwise
+/// Signal handling through a signalfd: SIGTERM, SIGINT and SIGHUP (and
+/// SIGUSR1/2 with `killable`) become readable events on [`Signals::fd`]; otherwise
 /// SIGUSR1/2 are ignored. SIGPIPE is ignored. Poll the fd for READ and call
 /// [`Signals::pending`].
 #[derive(Debug)]
@@ -285,7 +285,9 @@ impl Signals {
     pub fn install(killable: bool) -> io::Result<Signals> {
         // SAFETY: a zeroed sigset_t is then initialised by sigemptyset.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let mut stop = vec![libc::SIGTERM, libc::SIGINT];
+        // SIGHUP (terminal gone) would kill us without clean-up by
+        // default: treat it as a stop request too.
+        let mut stop = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
         let ignore: &[i32] = if killable {
             stop.extend([libc::SIGUSR1, libc::SIGUSR2]);
             &[libc::SIGPIPE]
