@@ -478,3 +478,49 @@ fn slow_connect_fails_requests_promptly() {
         t1.elapsed()
     );
 }
+
+/// Random bytes from applications and from the server never take
+/// dc_client down; a well-behaved application keeps being served.
+#[test]
+fn random_garbage_from_both_sides() {
+    let dir = TempDir::new("garbage-both");
+    let fake = Fake::new(&dir.path("srv"));
+    let mut client = dc_client(&dir, &dir.addr("srv"), &["-retry", "20"]);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..30u32 {
+        let mut up = fake.accept();
+        // Garbage from a few applications (some starting like a frame).
+        for _ in 0..5 {
+            let mut junk: Vec<u8> = (0..(rand() % 200)).map(|_| rand() as u8).collect();
+            if rand() % 2 == 0 && junk.len() > 5 {
+                junk[..5].copy_from_slice(&[0, 0x11, 0, 0, 0]);
+            }
+            let mut a = connect(&dir.path("client"));
+            let _ = std::io::Write::write_all(&mut a, &junk);
+        }
+        // A good request, then random bytes from the server.
+        let mut app = connect(&dir.path("client"));
+        send(&mut app, &unhex("001100000000000063000301000178"));
+        let mut req = unhex("001100000000000000000301000178");
+        let got = read_n(&mut up, req.len());
+        req[5..9].copy_from_slice(&got[5..9]);
+        assert_eq!(got, req, "round {round}");
+        let junk: Vec<u8> = (0..(1 + rand() % 100)).map(|_| rand() as u8).collect();
+        let _ = std::io::Write::write_all(&mut up, &junk);
+        drop(up);
+        // The server connection is dropped (corrupt, or closed by us with
+        // a partial frame): the application gets 0x02 under its own uid.
+        assert_eq!(
+            hex(&read_n(&mut app, 15)),
+            "001100000100000063000301000102",
+            "round {round}"
+        );
+        assert!(client.alive(), "round {round}");
+    }
+}
