@@ -1,6 +1,655 @@
-//! dc_snoop: placeholder until its issue lands. It does not pretend to work.
+//! dc_snoop: a transparent distcache proxy that logs the traffic decoded.
+//!
+//! Every accepted connection gets its own connection to the server; bytes
+//! are relayed unchanged both ways, and a copy of each direction is decoded
+//! (requests from the client, responses from the server) and printed one
+//! message per line. A stream that is not valid distcache is reported and
+//! that connection pair closed; closing either side closes the other.
 
-fn main() {
-    eprintln!("dc_snoop: not implemented yet in this build of distcache-rs");
-    std::process::exit(2);
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use distcache_rs::evloop::{self, Event, Poller};
+use distcache_rs::nal::Address;
+use distcache_rs::proto::{self, status, Cmd, Decoder, Direction, MsgRef};
+use distcache_rs::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
+
+const CLI: Cli = Cli {
+    tool: "dc_snoop",
+    synopsis: "-listen <address> -server <address> [options]",
+    flags: &[
+        Flag::value(&["listen"], "address", "where clients connect (required)"),
+        Flag::value(
+            &["server", "connect"],
+            "address",
+            "where to relay to (required)",
+        ),
+        Flag::switch(&["hex"], "also dump every message's payload in hex"),
+    ],
+};
+
+const TOK_LISTEN: u64 = 0;
+const TOK_SIGNAL: u64 = 1;
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop reading a side while the other side has this much unsent.
+const MAX_PENDING: usize = 1 << 20;
+const CONNECT_TIMEOUT_MS: u64 = 5000;
+
+/// Wall-clock time of day (UTC) with microseconds.
+fn now_str() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Describe a decoded message (without time and connection).
+pub fn describe(msg: &MsgRef<'_>, frames: usize) -> String {
+    let dir = if msg.is_response { "s->c" } else { "c->s" };
+    let kind = if msg.is_response { "RESP" } else { "REQ " };
+    let mut s = format!(
+        "{dir} {kind} uid={} {} len={}",
+        msg.uid,
+        msg.cmd.name(),
+        msg.payload.len()
+    );
+    if frames > 1 {
+        let _ = write!(s, " frames={frames}");
+    }
+    let p = msg.payload;
+    if !msg.is_response {
+        if msg.cmd == Cmd::Add {
+            if p.len() >= 8 {
+                let timeout = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                let id_len = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+                let data = (p.len() - 8).saturating_sub(id_len as usize);
+                let _ = write!(s, " timeout_ms={timeout} id_len={id_len} data_len={data}");
+            } else {
+                s.push_str(" (short ADD payload)");
+            }
+        } else {
+            let _ = write!(s, " id_len={}", p.len());
+        }
+        return s;
+    }
+    let result = match (msg.cmd, p.len()) {
+        (_, 0) => "result=EMPTY (failure from a proxy)".to_string(),
+        (Cmd::Get, 1) => format!("result={}", status::name(p[0])),
+        (Cmd::Get, n) if n >= 5 => format!("result=HIT data_len={n}"),
+        (Cmd::Get, n) => format!("result=SHORT ({n} bytes: not a hit)"),
+        (_, 1) => format!("result={}", status::name(p[0])),
+        (_, n) => format!("result=UNEXPECTED ({n} bytes)"),
+    };
+    s.push(' ');
+    s.push_str(&result);
+    s
+}
+
+/// Classic hex dump lines, indented.
+pub fn hexdump(data: &[u8]) -> String {
+    let mut s = String::new();
+    for (i, chunk) in data.chunks(16).enumerate() {
+        let _ = write!(s, "    {:06x} ", i * 16);
+        for j in 0..16 {
+            match chunk.get(j) {
+                Some(b) => {
+                    let _ = write!(s, " {b:02x}");
+                }
+                None => s.push_str("   "),
+            }
+        }
+        s.push_str("  |");
+        for b in chunk {
+            s.push(if b.is_ascii_graphic() || *b == b' ' {
+                *b as char
+            } else {
+                '.'
+            });
+        }
+        s.push_str("|\n");
+    }
+    s
+}
+
+/// One direction of a relayed connection.
+struct Flow {
+    /// Bytes read from the source, not yet written to the sink.
+    pending: Vec<u8>,
+    off: usize,
+    /// A copy of the stream for decoding.
+    dec: Decoder,
+    ana: Vec<u8>,
+    frames: usize,
+}
+
+impl Flow {
+    fn new(dir: Direction) -> Flow {
+        Flow {
+            pending: Vec::new(),
+            off: 0,
+            dec: Decoder::new(dir),
+            ana: Vec::new(),
+            frames: 0,
+        }
+    }
+    fn unsent(&self) -> usize {
+        self.pending.len() - self.off
+    }
+}
+
+struct Pair {
+    n: u64,
+    client: Stream,
+    server: Stream,
+    connecting: Option<u64>,
+    /// client -> server and server -> client.
+    c2s: Flow,
+    s2c: Flow,
+    /// Set once either side has closed: flush, then close.
+    closing: Option<u64>,
+    ci: u32,
+    si: u32,
+}
+
+struct Snoop {
+    poller: Poller,
+    listener: Listener,
+    server: Address,
+    hex: bool,
+    pairs: HashMap<u64, Pair>,
+    next_conn: u64,
+    out: io::BufWriter<io::Stdout>,
+    scratch: Vec<u8>,
+    accept_paused_until: Option<u64>,
+}
+
+fn start_connect(addr: &Address) -> io::Result<(Stream, bool)> {
+    let (sock, sa, tcp) = match addr {
+        Address::Unix(p) => (
+            Socket::new(Domain::UNIX, Type::STREAM, None)?,
+            SockAddr::unix(p)?,
+            false,
+        ),
+        Address::Ip { addr: sa, .. } => (
+            Socket::new(Domain::for_address(*sa), Type::STREAM, None)?,
+            SockAddr::from(*sa),
+            true,
+        ),
+    };
+    sock.set_nonblocking(true)?;
+    sock.set_cloexec(true)?;
+    if tcp {
+        let _ = sock.set_nodelay(true);
+    }
+    let done = match sock.connect(&sa) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    let stream = if tcp {
+        Stream::Tcp(sock.into())
+    } else {
+        Stream::Unix(UnixStream::from(OwnedFd::from(sock)))
+    };
+    Ok((stream, done))
+}
+
+fn take_error(s: &Stream) -> io::Result<Option<io::Error>> {
+    match s {
+        Stream::Tcp(t) => t.take_error(),
+        Stream::Unix(u) => u.take_error(),
+    }
+}
+
+/// Write what the socket takes.
+fn flush(s: &mut Stream, f: &mut Flow) -> io::Result<()> {
+    while f.off < f.pending.len() {
+        match s.write(&f.pending[f.off..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => f.off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if f.off == f.pending.len() {
+        f.pending.clear();
+        f.off = 0;
+    }
+    Ok(())
+}
+
+/// What happened on a read.
+enum ReadResult {
+    Data,
+    Eof,
+    Error(io::Error),
+}
+
+fn read_into(s: &mut Stream, f: &mut Flow, buf: &mut [u8]) -> ReadResult {
+    loop {
+        match s.read(buf) {
+            Ok(0) => return ReadResult::Eof,
+            Ok(n) => {
+                f.pending.extend_from_slice(&buf[..n]);
+                f.ana.extend_from_slice(&buf[..n]);
+                if n < buf.len() || f.unsent() >= MAX_PENDING {
+                    return ReadResult::Data;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadResult::Data,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return ReadResult::Error(e),
+        }
+    }
+}
+
+impl Snoop {
+    fn line(&mut self, n: u64, text: &str) {
+        let _ = writeln!(self.out, "{} conn#{n} {text}", now_str());
+    }
+
+    fn accept(&mut self) {
+        for _ in 0..256 {
+            let (client, peer) = match self.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors or similar: pause instead of spinning.
+                    eprintln!("dc_snoop: accept failed: {e}; pausing new connections");
+                    let _ = self.poller.modify(self.listener.as_raw_fd(), TOK_LISTEN, 0);
+                    self.accept_paused_until = Some(tools::now_ms() + 100);
+                    return;
+                }
+            };
+            self.next_conn += 1;
+            let n = self.next_conn;
+            let (server, done) = match start_connect(&self.server) {
+                Ok(x) => x,
+                Err(e) => {
+                    let msg = format!(
+                        "open from {peer}: cannot connect to {}: {e}; closed",
+                        self.server
+                    );
+                    self.line(n, &msg);
+                    continue;
+                }
+            };
+            let ci = evloop::READ;
+            let si = evloop::READ | evloop::WRITE;
+            if self.poller.add(client.as_raw_fd(), n * 2, ci).is_err()
+                || self.poller.add(server.as_raw_fd(), n * 2 + 1, si).is_err()
+            {
+                eprintln!("dc_snoop: cannot watch connection {n}");
+                continue;
+            }
+            let msg = format!("open from {peer} -> {}", self.server);
+            self.line(n, &msg);
+            self.pairs.insert(
+                n,
+                Pair {
+                    n,
+                    client,
+                    server,
+                    connecting: (!done).then(tools::now_ms),
+                    c2s: Flow::new(Direction::Requests),
+                    s2c: Flow::new(Direction::Responses),
+                    closing: None,
+                    ci,
+                    si,
+                },
+            );
+        }
+    }
+
+    fn close(&mut self, n: u64, why: &str) {
+        if let Some(p) = self.pairs.remove(&n) {
+            let _ = self.poller.delete(p.client.as_raw_fd());
+            let _ = self.poller.delete(p.server.as_raw_fd());
+            let msg = format!("closed: {why}");
+            self.line(n, &msg);
+        }
+    }
+
+    /// Decode what arrived on one flow and print it. Err = corrupt stream.
+    fn analyse(&mut self, n: u64, to_server: bool) -> Result<(), String> {
+        let hex = self.hex;
+        let Some(p) = self.pairs.get_mut(&n) else {
+            return Ok(());
+        };
+        let f = if to_server { &mut p.c2s } else { &mut p.s2c };
+        let mut lines = Vec::new();
+        let mut off = 0;
+        let res = loop {
+            match f.dec.feed(&f.ana[off..]) {
+                Err(e) => break Err(e.to_string()),
+                Ok(proto::Event::NeedMore) => break Ok(()),
+                Ok(proto::Event::Fragment { consumed }) => {
+                    off += consumed;
+                    f.frames += 1;
+                }
+                Ok(proto::Event::Message { consumed, msg }) => {
+                    off += consumed;
+                    let frames = f.frames + 1;
+                    f.frames = 0;
+                    let mut s = describe(&msg, frames);
+                    if hex && !msg.payload.is_empty() {
+                        s.push('\n');
+                        s.push_str(hexdump(msg.payload).trim_end());
+                    }
+                    lines.push(s);
+                }
+            }
+        };
+        f.ana.drain(..off);
+        for l in lines {
+            self.line(n, &l);
+        }
+        res
+    }
+
+    fn on_event(&mut self, ev: &Event) {
+        let n = ev.token / 2;
+        let from_server = ev.token % 2 == 1;
+        let Some(p) = self.pairs.get_mut(&n) else {
+            return;
+        };
+        if from_server {
+            if let Some(since) = p.connecting {
+                let _ = since;
+                if !ev.writable() && !ev.hangup() {
+                    return;
+                }
+                match take_error(&p.server) {
+                    Ok(None) if !ev.hangup() => p.connecting = None,
+                    Ok(Some(e)) | Err(e) => {
+                        let why = format!("cannot connect to {}: {e}", self.server);
+                        return self.close(n, &why);
+                    }
+                    Ok(None) => return self.close(n, "server closed while connecting"),
+                }
+            }
+        }
+        // Writes first.
+        if ev.writable() && p.connecting.is_none() {
+            let (s, f) = if from_server {
+                (&mut p.server, &mut p.c2s)
+            } else {
+                (&mut p.client, &mut p.s2c)
+            };
+            if let Err(e) = flush(s, f) {
+                let why = format!(
+                    "write to {} failed: {e}",
+                    if from_server { "server" } else { "client" }
+                );
+                return self.close(n, &why);
+            }
+        }
+        if !ev.readable() || p.closing.is_some() {
+            return;
+        }
+        if from_server && p.connecting.is_some() {
+            return;
+        }
+        let r = if from_server {
+            read_into(&mut p.server, &mut p.s2c, &mut self.scratch)
+        } else {
+            read_into(&mut p.client, &mut p.c2s, &mut self.scratch)
+        };
+        if let Err(e) = self.analyse(n, !from_server) {
+            let who = if from_server { "server" } else { "client" };
+            return self.close(n, &format!("corrupt stream from {who}: {e}"));
+        }
+        let who = if from_server { "server" } else { "client" };
+        match r {
+            ReadResult::Data => {}
+            ReadResult::Eof => {
+                let Some(p) = self.pairs.get_mut(&n) else {
+                    return;
+                };
+                let line = format!("{who} closed its side");
+                p.closing = Some(tools::now_ms());
+                // Nothing more is read from either side; the other side
+                // gets what is still buffered for it, then is closed.
+                let (src, sink, sink_tok) = if from_server {
+                    (&p.server, &p.client, n * 2)
+                } else {
+                    (&p.client, &p.server, n * 2 + 1)
+                };
+                let _ = self.poller.delete(src.as_raw_fd());
+                let _ = self
+                    .poller
+                    .modify(sink.as_raw_fd(), sink_tok, evloop::WRITE);
+                self.line(n, &line);
+            }
+            ReadResult::Error(e) => {
+                self.close(n, &format!("read from {who} failed: {e}"));
+            }
+        }
+    }
+
+    /// Flush, adjust interests, finish closing pairs.
+    fn housekeeping(&mut self) {
+        let now = tools::now_ms();
+        let mut done = Vec::new();
+        for (n, p) in self.pairs.iter_mut() {
+            if let Some(since) = p.connecting {
+                if now >= since + CONNECT_TIMEOUT_MS {
+                    done.push((*n, "connect to server timed out"));
+                }
+                continue;
+            }
+            if p.c2s.unsent() > 0 && flush(&mut p.server, &mut p.c2s).is_err() {
+                done.push((*n, "write to server failed"));
+                continue;
+            }
+            if p.s2c.unsent() > 0 && flush(&mut p.client, &mut p.s2c).is_err() {
+                done.push((*n, "write to client failed"));
+                continue;
+            }
+            if let Some(since) = p.closing {
+                if (p.c2s.unsent() == 0 && p.s2c.unsent() == 0) || now >= since + 2000 {
+                    done.push((*n, "relay finished"));
+                }
+                continue;
+            }
+            let mut ci = 0;
+            let mut si = 0;
+            if p.s2c.unsent() < MAX_PENDING {
+                si |= evloop::READ;
+            }
+            if p.c2s.unsent() < MAX_PENDING {
+                ci |= evloop::READ;
+            }
+            if p.c2s.unsent() > 0 {
+                si |= evloop::WRITE;
+            }
+            if p.s2c.unsent() > 0 {
+                ci |= evloop::WRITE;
+            }
+            if ci != p.ci {
+                p.ci = ci;
+                let _ = self.poller.modify(p.client.as_raw_fd(), p.n * 2, ci);
+            }
+            if si != p.si {
+                p.si = si;
+                let _ = self.poller.modify(p.server.as_raw_fd(), p.n * 2 + 1, si);
+            }
+        }
+        for (n, why) in done {
+            self.close(n, why);
+        }
+        let _ = self.out.flush();
+    }
+
+    fn run(&mut self, signals: &tools::Signals) -> io::Result<()> {
+        self.poller
+            .add(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
+        self.poller.add(signals.fd(), TOK_SIGNAL, evloop::READ)?;
+        let mut events = Vec::new();
+        loop {
+            self.housekeeping();
+            if self
+                .accept_paused_until
+                .is_some_and(|t| tools::now_ms() >= t)
+            {
+                self.accept_paused_until = None;
+                self.poller
+                    .modify(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
+            }
+            let busy = self.accept_paused_until.is_some()
+                || self
+                    .pairs
+                    .values()
+                    .any(|p| p.closing.is_some() || p.connecting.is_some());
+            let timeout = busy.then(|| Duration::from_millis(50));
+            self.poller.wait(timeout, &mut events)?;
+            for ev in &events {
+                match ev.token {
+                    TOK_LISTEN => self.accept(),
+                    TOK_SIGNAL => {
+                        if signals.pending().is_some() {
+                            let _ = self.out.flush();
+                            return Ok(());
+                        }
+                    }
+                    _ => self.on_event(ev),
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let p = match CLI.parse_env() {
+        Ok(p) => p,
+        Err(code) => return ExitCode::from(code as u8),
+    };
+    let fail = |m: String| ExitCode::from(CLI.fail(&m) as u8);
+    let listen = match p.required("listen") {
+        Ok(v) => v,
+        Err(m) => return fail(m),
+    };
+    let listen = match Address::parse(listen) {
+        Ok(a) => a,
+        Err(e) => return fail(format!("flag -listen: {e}")),
+    };
+    let server = match p.required("server") {
+        Ok(v) => v,
+        Err(m) => return fail(m),
+    };
+    let server = match Address::parse(server) {
+        Ok(a) if a.can_connect() => a,
+        Ok(a) => return fail(format!("flag -server: {a} names no host to connect to")),
+        Err(e) => return fail(format!("flag -server: {e}")),
+    };
+    let listener = match tools::listen(&listen, &SockOpts::default()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dc_snoop: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let signals = match tools::Signals::install(false) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dc_snoop: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = tools::raise_nofile_limit();
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dc_snoop: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut s = Snoop {
+        poller,
+        listener,
+        server,
+        hex: p.has("hex"),
+        pairs: HashMap::new(),
+        next_conn: 0,
+        out: io::BufWriter::new(io::stdout()),
+        scratch: vec![0u8; READ_CHUNK],
+        accept_paused_until: None,
+    };
+    match s.run(&signals) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dc_snoop: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(is_response: bool, cmd: Cmd, payload: &[u8]) -> MsgRef<'_> {
+        MsgRef {
+            is_response,
+            uid: 42,
+            cmd,
+            level: proto::PROTO_LEVEL,
+            payload,
+        }
+    }
+
+    #[test]
+    fn describes_requests_and_results() {
+        let mut add = Vec::new();
+        proto::encode_add(&mut add, 300000, b"0123456789", b"data!");
+        let s = describe(&msg(false, Cmd::Add, &add), 1);
+        assert_eq!(
+            s,
+            "c->s REQ  uid=42 ADD len=23 timeout_ms=300000 id_len=10 data_len=5"
+        );
+        assert_eq!(
+            describe(&msg(true, Cmd::Add, &[101]), 1),
+            "s->c RESP uid=42 ADD len=1 result=ADD_MATCHING_SESSION"
+        );
+        assert_eq!(
+            describe(&msg(true, Cmd::Get, &[1]), 1),
+            "s->c RESP uid=42 GET len=1 result=NOTOK"
+        );
+        assert_eq!(
+            describe(&msg(true, Cmd::Get, &[7u8; 3000]), 2),
+            "s->c RESP uid=42 GET len=3000 frames=2 result=HIT data_len=3000"
+        );
+        assert!(describe(&msg(true, Cmd::Have, &[]), 1).contains("EMPTY"));
+        assert!(describe(&msg(true, Cmd::Remove, &[2]), 1).contains("DISCONNECTED"));
+        assert_eq!(
+            describe(&msg(false, Cmd::Get, b"abc"), 1),
+            "c->s REQ  uid=42 GET len=3 id_len=3"
+        );
+    }
+
+    #[test]
+    fn hexdump_format() {
+        let d = hexdump(b"hello, world!\x00\x01\x02xyz");
+        let lines: Vec<&str> = d.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("    000000  68 65 6c 6c 6f"));
+        assert!(lines[0].ends_with("|hello, world!...|"));
+        assert!(lines[1].starts_with("    000010  78 79 7a"));
+    }
 }

@@ -1,6 +1,502 @@
-//! dc_test: placeholder until its issue lands. It does not pretend to work.
+//! dc_test: correctness and load tester.
+//!
+//! Generates random sessions (ids of 10..63 bytes, data of -datamin..
+//! -datamax bytes, timeouts of -timeout ± -timevar seconds), then runs
+//! random ADD/GET/REMOVE operations, predicting each answer from what it
+//! has added and removed, and stops with an error on the first wrong one.
+//!
+//! Beyond the original: -clients N runs N workers in parallel, each with
+//! its own sessions (so predictions stay exact), and a final report gives
+//! throughput and latency percentiles, ending with one machine-readable
+//! line: `dc_test ops=... ops_per_s=... p50_us=... p99_us=... p999_us=... errors=N`.
 
-fn main() {
-    eprintln!("dc_test: not implemented yet in this build of distcache-rs");
-    std::process::exit(2);
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
+use distcache_rs::nal::Address;
+use distcache_rs::proto::{status, DC_MIN_TIMEOUT_MS};
+use distcache_rs::tools::{Cli, Flag};
+
+const CLI: Cli = Cli {
+    tool: "dc_test",
+    synopsis: "-connect <address> [options]",
+    flags: &[
+        Flag::value(
+            &["connect"],
+            "address",
+            "the dc_server or dc_client to test (required)",
+        ),
+        Flag::value(
+            &["progress"],
+            "num",
+            "print a line every num operations (default 0: silent)",
+        ),
+        Flag::value(
+            &["sessions"],
+            "num",
+            "sample sessions per client (default 10)",
+        ),
+        Flag::value(&["datamin"], "num", "smallest session data (default 50)"),
+        Flag::value(&["datamax"], "num", "largest session data (default 2100)"),
+        Flag::value(&["timeout"], "secs", "mean session timeout (default 60)"),
+        Flag::value(
+            &["timevar"],
+            "secs",
+            "spread of session timeouts (default 5)",
+        ),
+        Flag::value(
+            &["ops"],
+            "num",
+            "operations in all (default 10*sessions^2 per client, at most 1000000)",
+        ),
+        Flag::switch(
+            &["persistent"],
+            "one connection per client instead of one per operation",
+        ),
+        Flag::value(
+            &["clients"],
+            "num",
+            "parallel workers, each with its own sessions (default 1)",
+        ),
+        Flag::value(
+            &["seed"],
+            "num",
+            "seed of the random generator (default: from the clock)",
+        ),
+    ],
+};
+
+/// Cap of the default operation count (10 * sessions^2 grows fast).
+const DEFAULT_OPS_CAP: u64 = 1_000_000;
+/// A session added this close to its expiry may or may not still be there.
+const EXPIRY_SLACK_MS: u64 = 250;
+
+/// xorshift64*: small, fast, good enough for test data.
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // Never zero; mix the seed so nearby seeds diverge.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in lo..=hi.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Params {
+    target: String,
+    progress: u64,
+    sessions: usize,
+    datamin: usize,
+    datamax: usize,
+    timeout_s: u64,
+    timevar_s: u64,
+    ops: u64,
+    persistent: bool,
+    clients: usize,
+    seed: u64,
+}
+
+/// One sample session. The data is regenerated from `data_seed` when
+/// needed, so 100 000 sessions take little memory.
+struct Session {
+    id: Vec<u8>,
+    data_len: usize,
+    data_seed: u64,
+    timeout_ms: u64,
+    /// When the last successful ADD was sent, if the session should be stored.
+    added_at: Option<Instant>,
+}
+
+impl Session {
+    fn data(&self) -> Vec<u8> {
+        let mut d = vec![0u8; self.data_len];
+        Rng::new(self.data_seed).fill(&mut d);
+        d
+    }
+}
+
+fn make_sessions(p: &Params, worker: usize, salt: u64, rng: &mut Rng) -> Vec<Session> {
+    let floor = DC_MIN_TIMEOUT_MS;
+    (0..p.sessions)
+        .map(|_| {
+            let len = rng.range(10, 63) as usize;
+            let mut id = vec![0u8; len];
+            rng.fill(&mut id);
+            // A per-run salt and the worker number keep key spaces apart,
+            // across workers and across runs against the same server.
+            id[..6].copy_from_slice(&salt.to_le_bytes()[..6]);
+            id[6..8].copy_from_slice(&(worker as u16).to_le_bytes());
+            let lo = (p.timeout_s.saturating_sub(p.timevar_s) * 1000).max(1000);
+            let hi = ((p.timeout_s + p.timevar_s) * 1000).max(lo);
+            Session {
+                id,
+                data_len: rng.range(p.datamin as u64, p.datamax as u64) as usize,
+                data_seed: rng.next(),
+                timeout_ms: rng.range(lo, hi).max(floor),
+                added_at: None,
+            }
+        })
+        .collect()
+}
+
+/// What a worker found.
+struct Outcome {
+    latencies_us: Vec<u32>,
+    error: Option<String>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    done: AtomicU64,
+    start: Instant,
+}
+
+fn describe_id(id: &[u8]) -> String {
+    let hex: String = id.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("id {hex}... ({} bytes)", id.len())
+}
+
+fn worker(p: Arc<Params>, w: usize, ops: u64, salt: u64, shared: Arc<Shared>) -> Outcome {
+    let mut rng = Rng::new(p.seed ^ ((w as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93)));
+    let mut sessions = make_sessions(&p, w, salt, &mut rng);
+    let mut lat = Vec::with_capacity(ops.min(50_000_000) as usize);
+    let flags = if p.persistent { FLAG_PERSISTENT } else { 0 };
+    let client = match Client::with_config(&p.target, flags, Config::from_env()) {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                latencies_us: lat,
+                error: Some(format!("client {w}: cannot use {}: {e}", p.target)),
+            }
+        }
+    };
+    for n in 0..ops {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let i = rng.range(0, sessions.len() as u64 - 1) as usize;
+        let op = rng.range(0, 2);
+        let s = &mut sessions[i];
+        let t0 = Instant::now();
+        // A stored session close to (or past) its expiry may be gone.
+        let uncertain = s.added_at.is_some_and(|at| {
+            t0.duration_since(at) + Duration::from_millis(EXPIRY_SLACK_MS)
+                >= Duration::from_millis(s.timeout_ms)
+        });
+        let present = s.added_at.is_some();
+        let what = |op: &str| {
+            format!(
+                "client {w}, operation {}: {op} of {}",
+                n + 1,
+                describe_id(&s.id)
+            )
+        };
+        let err: Option<String> = match op {
+            0 => {
+                let data = s.data();
+                match client.add(&s.id, &data, s.timeout_ms) {
+                    Ok(AddOutcome::Stored) if !present || uncertain => {
+                        s.added_at = Some(t0);
+                        None
+                    }
+                    Ok(AddOutcome::Refused(status::ADD_MATCHING_SESSION)) if present => None,
+                    Ok(got) => Some(format!(
+                        "{}: expected {}, got {got:?}",
+                        what("ADD"),
+                        if present {
+                            "refusal (session already stored)"
+                        } else {
+                            "success"
+                        }
+                    )),
+                    Err(e) => Some(format!("{}: failed: {e}", what("ADD"))),
+                }
+            }
+            1 => match client.get(&s.id) {
+                Ok(Some(got)) if present => {
+                    let data = s.data();
+                    if *got == data[..] {
+                        None
+                    } else {
+                        Some(format!(
+                            "{}: expected the {} bytes added, got {} different bytes",
+                            what("GET"),
+                            data.len(),
+                            got.len()
+                        ))
+                    }
+                }
+                Ok(None) if !present || s.data_len < 5 => None,
+                Ok(None) if uncertain => {
+                    s.added_at = None;
+                    None
+                }
+                Ok(got) => Some(format!(
+                    "{}: expected {}, got {}",
+                    what("GET"),
+                    if present { "a hit" } else { "a miss" },
+                    if got.is_some() { "a hit" } else { "a miss" }
+                )),
+                Err(e) => Some(format!("{}: failed: {e}", what("GET"))),
+            },
+            _ => match client.remove(&s.id) {
+                Ok(r) if r == present || (uncertain && !r) => {
+                    s.added_at = None;
+                    None
+                }
+                Ok(r) => Some(format!(
+                    "{}: expected {}, got {}",
+                    what("REMOVE"),
+                    if present { "removed" } else { "not found" },
+                    if r { "removed" } else { "not found" }
+                )),
+                Err(e) => Some(format!("{}: failed: {e}", what("REMOVE"))),
+            },
+        };
+        lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if let Some(e) = err {
+            shared.stop.store(true, Ordering::Relaxed);
+            return Outcome {
+                latencies_us: lat,
+                error: Some(e),
+            };
+        }
+        let total = shared.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if p.progress > 0 && total % p.progress == 0 {
+            let secs = shared.start.elapsed().as_secs_f64();
+            println!(
+                "dc_test: {total} operations done ({:.0} ops/s)",
+                total as f64 / secs.max(1e-9)
+            );
+        }
+    }
+    Outcome {
+        latencies_us: lat,
+        error: None,
+    }
+}
+
+fn percentile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn parse() -> Result<Params, i32> {
+    let a = CLI.parse_env()?;
+    let fail = |m: String| CLI.fail(&m);
+    let target = a.required("connect").map_err(fail)?.to_string();
+    match Address::parse(&target) {
+        Ok(addr) if addr.can_connect() => {}
+        Ok(addr) => return Err(fail(format!("flag -connect: {addr} names no host"))),
+        Err(e) => return Err(fail(format!("flag -connect: {e}"))),
+    }
+    let progress = a.num("progress", 0, 0, u64::MAX).map_err(fail)?;
+    let sessions = a.num("sessions", 10, 1, 10_000_000).map_err(fail)? as usize;
+    // ADD payload: 8 + id (up to 63) + data must fit in 32768 bytes.
+    let datamin = a.num("datamin", 50, 1, 32_697).map_err(fail)? as usize;
+    let datamax = a.num("datamax", 2100, 1, 32_697).map_err(fail)? as usize;
+    if datamin > datamax {
+        return Err(fail(format!(
+            "flag -datamin: {datamin} is above -datamax {datamax}"
+        )));
+    }
+    let timeout_s = a.num("timeout", 60, 1, 604_800).map_err(fail)?;
+    let timevar_s = a.num("timevar", 5, 0, 604_800).map_err(fail)?;
+    if timeout_s + timevar_s > 604_800 {
+        return Err(fail(
+            "flag -timevar: timeout + timevar exceeds 7 days".into(),
+        ));
+    }
+    let clients = a.num("clients", 1, 1, 4096).map_err(fail)? as usize;
+    let default_ops = (10 * (sessions as u64).pow(2))
+        .min(DEFAULT_OPS_CAP)
+        .saturating_mul(clients as u64);
+    let ops = a.num("ops", default_ops, 0, u64::MAX).map_err(fail)?;
+    let seed = match a.get("seed") {
+        Some(v) => distcache_rs::tools::parse_num("seed", v, 0, u64::MAX).map_err(fail)?,
+        None => {
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+        }
+    };
+    Ok(Params {
+        target,
+        progress,
+        sessions,
+        datamin,
+        datamax,
+        timeout_s,
+        timevar_s,
+        ops,
+        persistent: a.has("persistent"),
+        clients,
+        seed,
+    })
+}
+
+fn main() -> ExitCode {
+    let p = match parse() {
+        Ok(p) => Arc::new(p),
+        Err(code) => return ExitCode::from(code as u8),
+    };
+    // The salt separates this run's ids from any earlier run's, even with
+    // the same -seed.
+    let salt = {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Rng::new(t.as_nanos() as u64 ^ u64::from(std::process::id())).next()
+    };
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        start: Instant::now(),
+    });
+    let per = p.ops / p.clients as u64;
+    let extra = p.ops % p.clients as u64;
+    let handles: Vec<_> = (0..p.clients)
+        .map(|w| {
+            let (p2, sh) = (p.clone(), shared.clone());
+            let ops = per + u64::from((w as u64) < extra);
+            std::thread::Builder::new()
+                .name(format!("dc_test-{w}"))
+                .spawn(move || worker(p2, w, ops, salt, sh))
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut errors = Vec::new();
+    for h in handles {
+        match h {
+            Ok(h) => match h.join() {
+                Ok(o) => {
+                    lat.extend_from_slice(&o.latencies_us);
+                    errors.extend(o.error);
+                }
+                Err(_) => errors.push("a worker thread panicked".into()),
+            },
+            Err(e) => errors.push(format!("cannot start a worker thread: {e}")),
+        }
+    }
+    let secs = shared.start.elapsed().as_secs_f64();
+    for e in &errors {
+        eprintln!("dc_test: ERROR: {e}");
+    }
+    let done = shared.done.load(Ordering::Relaxed);
+    lat.sort_unstable();
+    let ops_per_s = done as f64 / secs.max(1e-9);
+    let (p50, p99, p999) = (
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
+    );
+    println!(
+        "dc_test: {done} operations in {secs:.3} s by {} client(s), {}, seed {}",
+        p.clients,
+        if p.persistent {
+            "persistent connections"
+        } else {
+            "one connection per operation"
+        },
+        p.seed
+    );
+    println!(
+        "dc_test: {ops_per_s:.0} ops/s; latency p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {} us",
+        lat.last().copied().unwrap_or(0)
+    );
+    println!(
+        "dc_test ops={done} ops_per_s={ops_per_s:.0} p50_us={p50} p99_us={p99} p999_us={p999} errors={}",
+        errors.len()
+    );
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_ranges_and_determinism() {
+        let mut a = Rng::new(5);
+        let mut b = Rng::new(5);
+        for _ in 0..1000 {
+            let x = a.range(10, 63);
+            assert!((10..=63).contains(&x));
+            assert_eq!(x, b.range(10, 63));
+        }
+        assert_ne!(Rng::new(1).next(), Rng::new(2).next());
+        let mut z = Rng::new(0);
+        assert_ne!(z.next(), 0);
+    }
+
+    #[test]
+    fn sessions_respect_limits_and_key_spaces() {
+        let p = Params {
+            target: String::new(),
+            progress: 0,
+            sessions: 500,
+            datamin: 50,
+            datamax: 60,
+            timeout_s: 2,
+            timevar_s: 5,
+            ops: 0,
+            persistent: false,
+            clients: 2,
+            seed: 1,
+        };
+        let mut r = Rng::new(1);
+        let s0 = make_sessions(&p, 0, 77, &mut r);
+        let s1 = make_sessions(&p, 1, 77, &mut r);
+        for s in s0.iter().chain(&s1) {
+            assert!((10..=63).contains(&s.id.len()));
+            assert!((50..=60).contains(&s.data_len));
+            assert!(s.timeout_ms >= 1000 && s.timeout_ms <= 7000);
+            assert_eq!(s.data(), s.data());
+            assert_eq!(s.data().len(), s.data_len);
+        }
+        assert!(s0.iter().all(|s| s.id[6..8] == [0, 0]));
+        assert!(s1.iter().all(|s| s.id[6..8] == [1, 0]));
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 0.5), 501);
+        assert_eq!(percentile(&v, 0.99), 990);
+        assert_eq!(percentile(&v, 0.999), 999);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
 }

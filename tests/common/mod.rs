@@ -1,0 +1,428 @@
+//! Helpers shared by the tools' integration tests: a tiny JSON reader for
+//! `wire.json`, hex, temp directories and child processes that are killed
+//! when the test ends.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------- JSON
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(BTreeMap<String, Json>),
+}
+
+impl Json {
+    pub fn get(&self, k: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.get(k),
+            _ => None,
+        }
+    }
+    pub fn str(&self, k: &str) -> Option<&str> {
+        match self.get(k) {
+            Some(Json::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn arr(&self) -> &[Json] {
+        match self {
+            Json::Arr(v) => v,
+            _ => &[],
+        }
+    }
+}
+
+struct P<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl P<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+    fn eat(&mut self, c: u8) {
+        self.ws();
+        assert_eq!(
+            self.s[self.i], c,
+            "JSON: expected {} at {}",
+            c as char, self.i
+        );
+        self.i += 1;
+    }
+    fn value(&mut self) -> Json {
+        self.ws();
+        match self.s[self.i] {
+            b'{' => {
+                self.i += 1;
+                let mut m = BTreeMap::new();
+                self.ws();
+                if self.s[self.i] == b'}' {
+                    self.i += 1;
+                    return Json::Obj(m);
+                }
+                loop {
+                    self.ws();
+                    let Json::Str(k) = self.value() else {
+                        panic!("JSON: key")
+                    };
+                    self.eat(b':');
+                    let v = self.value();
+                    m.insert(k, v);
+                    self.ws();
+                    let c = self.s[self.i];
+                    self.i += 1;
+                    if c == b'}' {
+                        return Json::Obj(m);
+                    }
+                    assert_eq!(c, b',');
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut v = Vec::new();
+                self.ws();
+                if self.s[self.i] == b']' {
+                    self.i += 1;
+                    return Json::Arr(v);
+                }
+                loop {
+                    v.push(self.value());
+                    self.ws();
+                    let c = self.s[self.i];
+                    self.i += 1;
+                    if c == b']' {
+                        return Json::Arr(v);
+                    }
+                    assert_eq!(c, b',');
+                }
+            }
+            b'"' => {
+                self.i += 1;
+                let mut out = String::new();
+                loop {
+                    let c = self.s[self.i];
+                    self.i += 1;
+                    match c {
+                        b'"' => return Json::Str(out),
+                        b'\\' => {
+                            let e = self.s[self.i];
+                            self.i += 1;
+                            match e {
+                                b'n' => out.push('\n'),
+                                b't' => out.push('\t'),
+                                b'r' => out.push('\r'),
+                                b'b' => out.push('\u{8}'),
+                                b'f' => out.push('\u{c}'),
+                                b'u' => {
+                                    let h =
+                                        std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+                                    self.i += 4;
+                                    let cp = u32::from_str_radix(h, 16).unwrap();
+                                    out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+                                }
+                                other => out.push(other as char),
+                            }
+                        }
+                        _ => {
+                            // Copy a UTF-8 sequence as is.
+                            let start = self.i - 1;
+                            let mut end = self.i;
+                            while end < self.s.len() && (self.s[end] & 0xC0) == 0x80 {
+                                end += 1;
+                            }
+                            out.push_str(std::str::from_utf8(&self.s[start..end]).unwrap());
+                            self.i = end;
+                        }
+                    }
+                }
+            }
+            b't' => {
+                self.i += 4;
+                Json::Bool(true)
+            }
+            b'f' => {
+                self.i += 5;
+                Json::Bool(false)
+            }
+            b'n' => {
+                self.i += 4;
+                Json::Null
+            }
+            _ => {
+                let start = self.i;
+                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
+                    self.i += 1;
+                }
+                let t = std::str::from_utf8(&self.s[start..self.i]).unwrap();
+                Json::Num(t.parse().unwrap())
+            }
+        }
+    }
+}
+
+pub fn parse_json(text: &str) -> Json {
+    let mut p = P {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    p.value()
+}
+
+/// All cases of `wire.json` in file order.
+pub fn wire_cases() -> Vec<Json> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json");
+    let path = if path.exists() {
+        path
+    } else {
+        PathBuf::from("/work/shared/vectors/wire.json")
+    };
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    parse_json(&text).arr().to_vec()
+}
+
+pub fn group(cases: &[Json], g: &str) -> Vec<Json> {
+    cases
+        .iter()
+        .filter(|c| c.str("group") == Some(g))
+        .cloned()
+        .collect()
+}
+
+pub fn case<'a>(cases: &'a [Json], name: &str) -> &'a Json {
+    cases
+        .iter()
+        .find(|c| c.str("name") == Some(name))
+        .unwrap_or_else(|| panic!("no case {name}"))
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0);
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ------------------------------------------------------------ processes
+
+/// A temp directory removed at the end of the test.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "dcrs-tools-{tag}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn addr(&self, name: &str) -> String {
+        format!("UNIX:{}", self.path(name).display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(exe: &str, args: &[&str]) -> Proc {
+        Self::spawn_with(exe, args, Stdio::null(), Stdio::piped())
+    }
+    pub fn spawn_with(exe: &str, args: &[&str], out: Stdio, err: Stdio) -> Proc {
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+        Proc {
+            child,
+            name: exe.to_string(),
+        }
+    }
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    /// SIGTERM, then wait (at most 5 s) and return the stderr text.
+    pub fn terminate(self) -> (Option<i32>, String) {
+        let (code, _, err) = self.terminate_all();
+        (code, err)
+    }
+
+    /// SIGTERM, then wait (at most 5 s); returns exit code, stdout, stderr.
+    pub fn terminate_all(mut self) -> (Option<i32>, String, String) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        (status, out, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until a UNIX socket accepts connections.
+pub fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if UnixStream::connect(path).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on {}", path.display());
+}
+
+/// Start dc_client with `-server srv -listen UNIX:<dir>/client` and extra args.
+pub fn dc_client(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
+    let listen = dir.addr("client");
+    let mut args = vec!["-server", server, "-listen", &listen];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(env!("CARGO_BIN_EXE_dc_client"), &args);
+    wait_for_socket(&dir.path("client"));
+    p
+}
+
+pub fn connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+/// Read exactly n bytes (panics on timeout or EOF).
+pub fn read_n(s: &mut UnixStream, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    s.read_exact(&mut b)
+        .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+    b
+}
+
+/// Expect EOF (no data) within the read timeout.
+pub fn expect_eof(s: &mut UnixStream) {
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected EOF, got {}", hex(&b[..n])),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected EOF, got error {e}"),
+    }
+}
+
+pub fn send(s: &mut UnixStream, bytes: &[u8]) {
+    s.write_all(bytes).unwrap();
+}
+
+/// Run a tool to completion with a time limit; returns (exit code, stdout, stderr).
+pub fn run(exe: &str, args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
+    let mut p = Proc::spawn_with(exe, args, Stdio::piped(), Stdio::piped());
+    let mut out = p.child.stdout.take().unwrap();
+    let mut err = p.child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let te = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            p.kill9();
+            panic!("{exe} {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (code, to.join().unwrap(), te.join().unwrap())
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Wait until 127.0.0.1:port accepts connections.
+pub fn wait_for_tcp(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on port {port}");
+}
