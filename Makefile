@@ -30,7 +30,7 @@ TOOLS      := dc_server dc_client dc_test dc_snoop
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 .PHONY: all build install uninstall check check-rust check-headers \
-        check-exports check-c check-tools demo headers clean bench fuzz
+        check-exports check-c check-tools check-fuzz demo headers clean bench fuzz
 
 all: build
 
@@ -102,7 +102,7 @@ headers:
 
 # ---------------------------------------------------------------- tests
 
-check: check-rust check-exports check-c
+check: check-rust check-exports check-c check-fuzz
 	@echo "make check: all test suites passed"
 
 check-rust:
@@ -126,6 +126,11 @@ check-exports: $(B)/stamp-testinstall
 
 check-c: $(B)/stamp-testinstall
 	sh capi-tests/run.sh $(TESTPREFIX)
+
+# A bounded fuzzing run (60 s over all targets; installs cargo-fuzz itself).
+# Longer: `sh fuzz/run.sh SECONDS [TARGET...]`, see fuzz/README.md.
+check-fuzz:
+	sh fuzz/run.sh 60
 
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)

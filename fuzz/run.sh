@@ -27,13 +27,17 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
-VECTORS=${DCRS_VECTORS:-$ROOT/../shared/vectors}
-[ -f "$VECTORS/wire.json" ] || VECTORS=/work/shared/vectors
-if [ ! -f "$VECTORS/wire.json" ]; then
-    echo "fuzz/run.sh: wire.json not found (set DCRS_VECTORS to its directory)" >&2
+# DCRS_VECTORS may name wire.json or its directory.
+WIRE=
+for w in "${DCRS_VECTORS:-}" "${DCRS_VECTORS:-}/wire.json" \
+         "$ROOT/../shared/vectors/wire.json" /work/shared/vectors/wire.json; do
+    if [ -f "$w" ]; then WIRE=$w; break; fi
+done
+if [ -z "$WIRE" ]; then
+    echo "fuzz/run.sh: wire.json not found (set DCRS_VECTORS)" >&2
     exit 1
 fi
-python3 "$HERE/seeds.py" "$VECTORS/wire.json" "$HERE/seeds"
+python3 "$HERE/seeds.py" "$WIRE" "$HERE/seeds"
 
 cd "$ROOT"
 # -a: debug assertions and overflow checks on; ASan (cargo-fuzz's default)
