@@ -22,7 +22,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
-use distcache_rs::proto::{status, Decoder, Direction};
+use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
 use distcache_rs::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
 
 use mux::Mux;
@@ -559,7 +559,20 @@ impl Proxy {
         let mux = &mut self.mux;
         let up_out = &mut self.up_out;
         let mut answered_locally = false;
+        // An ADD too short to parse makes dc_server drop the connection it
+        // came on: forwarded, it would cut the shared server connection and
+        // fail every other application's requests. Drop only this client.
+        let mut poisoned = false;
         let res = dec.drain(inbuf, |msg| {
+            if poisoned {
+                return;
+            }
+            if msg.cmd == Cmd::Add
+                && matches!(distcache_rs::proto::parse_add(msg.payload), AddParse::Fatal)
+            {
+                poisoned = true;
+                return;
+            }
             if connected {
                 mux.forward(token, &msg, up_out);
                 *inflight += 1;
@@ -568,6 +581,11 @@ impl Proxy {
                 answered_locally = true;
             }
         });
+        let res = match res {
+            Ok(_) if poisoned => Err("corrupt ADD request (payload under 8 bytes)".to_string()),
+            Ok(used) => Ok(used),
+            Err(e) => Err(e.to_string()),
+        };
         match res {
             Ok(used) => {
                 inbuf.drain(..used);
