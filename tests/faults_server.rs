@@ -659,3 +659,24 @@ fn user_switch_drops_supplementary_groups() {
     }
     assert!(p.alive());
 }
+
+#[test]
+fn limit_flags_are_documented_and_checked() {
+    let (code, out, _) = run(BIN, &["-h"], Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    for f in ["-idle", "-stall", "-maxconns"] {
+        assert!(out.contains(f), "usage lacks {f}: {out}");
+    }
+    for (flag, bad) in [("-idle", "-1"), ("-stall", "abc"), ("-idle", "99999999999")] {
+        let (code, err) = run_srv(&["-listen", "UNIX:/tmp/dcrs-never", flag, bad]);
+        assert_ne!(code, Some(0));
+        assert!(err.lines().next().unwrap_or("").contains(flag), "{err}");
+    }
+    let (code, out, _) = run(
+        env!("CARGO_BIN_EXE_dc_client"),
+        &["-h"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("-maxconns"), "{out}");
+}
