@@ -95,7 +95,7 @@ const ACCEPT_BATCH: usize = 256;
 /// more wake the loop again, after the connections had their turn).
 const SESSIOND_BATCH: usize = 1024;
 /// Connection events served between two looks at the sessiond socket.
-const SESSIOND_EVERY: usize = 16;
+const SESSIOND_EVERY: usize = 4;
 /// SO_RCVBUF asked for the sessiond socket, to absorb bursts.
 const SESSIOND_RCVBUF: usize = 1 << 20;
 
