@@ -208,9 +208,11 @@ tmo=$(cnt 'cache_transfer: recv timeout')
 [ "$tmo" -gt 0 ] && say "note: $tmo GET answer(s) reached stunnel too late (host load?); $RETRIED round(s) retried"
 
 # ------------------------------------------------ 4. dc_server gone
-kill -KILL "$DC_PID" 2>/dev/null
-wait "$DC_PID" 2>/dev/null
-say "dc_server killed"
+exec 3>&2 2>/dev/null   # no "Killed" job notice from the shell
+kill -KILL "$DC_PID"
+wait "$DC_PID"
+exec 2>&3 3>&-
+say "dc_server killed (SIGKILL)"
 for v in -tls1_2 -tls1_3; do
     f="$W/k${v}.pem"
     check "$v without dc_server: S1 still serves (full handshake)" "New banner-S1" "$(client S1 $v -sess_out "$f")"
