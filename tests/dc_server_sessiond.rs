@@ -304,11 +304,39 @@ fn address_forms() {
     let dir = TempDir::new("sessiond-addr");
     let listen = dir.addr("dc");
     let sd = format!("IP:127.0.0.1:{port}");
-    let _p = Proc::spawn(BIN, &["-listen", &listen, "-sessiond", &sd]);
+    let p1 = Proc::spawn(BIN, &["-listen", &listen, "-sessiond", &sd]);
     wait_for_socket(&dir.path("dc"));
     let s = sock();
     let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     expect_miss(&s, to, &key(30));
+    // All interfaces (`IP:port`) works, with a warning: no authentication.
+    let port2 = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen2 = dir.addr("dc2");
+    let wild = format!("IP:{port2}");
+    let p2 = Proc::spawn(BIN, &["-listen", &listen2, "-sessiond", &wild]);
+    wait_for_socket(&dir.path("dc2"));
+    let to2: SocketAddr = format!("127.0.0.1:{port2}").parse().unwrap();
+    expect_miss(&s, to2, &key(31));
+    let (code, err) = p2.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: sessiond address 0.0.0.0:{port2} is not loopback or private"
+        )),
+        "{err}"
+    );
+    // No warning for loopback.
+    let (code, err) = p1.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("serving stunnel sessiond on UDP 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
     // Refused: IPv6 (stunnel's client is IPv4 only), UNIX, junk, no port.
     for bad in [
         "IPv6:[::1]:9002",

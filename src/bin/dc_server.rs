@@ -217,6 +217,11 @@ fn run() -> i32 {
             return 1;
         }
     };
+    if let Some(a) = cfg.sessiond.filter(|a| !is_private(*a)) {
+        log(&format!(
+            "warning: sessiond address {a} is not loopback or private; anyone who reaches it can read and plant TLS sessions"
+        ));
+    }
     let listener = match tools::listen(&cfg.listen, &cfg.sock) {
         Ok(l) => l,
         Err(e) => {
@@ -279,11 +284,6 @@ fn run() -> i32 {
                 "serving stunnel sessiond on UDP {a}, up to {} sessions (no authentication: keep this address private)",
                 cfg.sessiond_sessions
             ));
-            if !is_private(a) {
-                log(&format!(
-                    "warning: sessiond address {a} is not loopback or private; anyone who reaches it can read and plant TLS sessions"
-                ));
-            }
         }
     }
     let code = match server.serve(&signals) {

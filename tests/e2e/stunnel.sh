@@ -178,7 +178,7 @@ for v in -tls1_2 -tls1_3; do
             second=$(client $b $v -sess_in "$f")
             if [ "$try" = 1 ] && [ "$second" != "Reused banner-$b" ] && [ "$(late $b)" != "$late0" ]; then
                 RETRIED=$((RETRIED + 1))
-                say "note: $v round $r: $b's GET answer came too late (stunnel recv timeout); trying again"
+                say "note: $v round $r: $b's GET got no answer in time (stunnel recv timeout); trying again"
                 continue
             fi
             break
