@@ -13,6 +13,12 @@
 //! slower than stunnel's ~8 ms wait, and the distcache load in requests/s
 //! (from dc_server's status lines).
 //!
+//! As a baseline, every GET to dc_server is followed by one to a trivial
+//! UDP echo process (this program with `--echo <port>`: blocking
+//! `recv_from`, answer ERR), so both see the same host conditions: what
+//! the echo process shows is the floor set by the host (scheduling, other
+//! load), and the difference is dc_server's own.
+//!
 //! On a small shared machine the load generator competes with dc_server
 //! for the CPU; `DCRS_BENCH_LOAD_NICE=N` runs dc_test under `nice -n N`
 //! (dc_server still answers all its requests, as if the distcache clients
@@ -67,45 +73,78 @@ impl Drop for Kill {
     }
 }
 
-/// Latencies in microseconds of `n` GETs; also counts answers that were
-/// wrong or missing (a 100 ms wait, far beyond stunnel's).
-fn measure(to: SocketAddr, n: usize) -> (Vec<u32>, usize) {
-    let mut lat = Vec::with_capacity(n);
-    let mut lost = 0;
+/// The baseline: answer every datagram with a 36-byte ERR, blocking.
+fn echo(port: u16) {
+    let s = UdpSocket::bind(("127.0.0.1", port)).expect("echo bind");
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, from)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        if n >= 36 {
+            buf[1] = 0x80;
+            let _ = s.send_to(&buf[..36], from);
+        }
+    }
+}
+
+/// One GET round trip in microseconds, or None when the answer was wrong
+/// or missing (a 100 ms wait, far beyond stunnel's). `expect` is the
+/// answer type, or None for any.
+fn round_trip(to: SocketAddr, k: &[u8; 32], expect: Option<u8>) -> Option<u32> {
     let mut buf = [0u8; 1024];
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let req = dgram(1, 0, k, &[]);
+    let t0 = Instant::now();
+    s.send_to(&req, to).unwrap();
+    let len = s.recv(&mut buf).ok()?;
+    let dt = t0.elapsed();
+    let ok = len >= 36 && buf[4..36] == *k && expect.map_or(true, |t| buf[1] == t);
+    ok.then(|| dt.as_micros().min(u128::from(u32::MAX)) as u32)
+}
+
+struct Sample {
+    lat: Vec<u32>,
+    lost: usize,
+}
+
+/// `n` GETs to dc_server (90% hits), each followed by one to the echo
+/// baseline.
+fn measure(to: SocketAddr, baseline: SocketAddr, n: usize) -> (Sample, Sample) {
+    let mut dc = Sample {
+        lat: Vec::with_capacity(n),
+        lost: 0,
+    };
+    let mut base = Sample {
+        lat: Vec::with_capacity(n),
+        lost: 0,
+    };
     for i in 0..n {
         let idx = i as u32 % (SESSIONS * 10 / 9);
         let hit = idx < SESSIONS;
         let k = if hit { key(idx) } else { key(1_000_000 + idx) };
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let req = dgram(1, 0, &k, &[]);
-        let t0 = Instant::now();
-        s.send_to(&req, to).unwrap();
-        match s.recv(&mut buf) {
-            Ok(len) => {
-                let dt = t0.elapsed();
-                let ok = len >= 36 && buf[4..36] == k && buf[1] == if hit { 0x81 } else { 0x80 };
-                if ok {
-                    lat.push(dt.as_micros().min(u128::from(u32::MAX)) as u32);
-                } else {
-                    lost += 1;
-                }
-            }
-            Err(_) => lost += 1,
+        match round_trip(to, &k, Some(if hit { 0x81 } else { 0x80 })) {
+            Some(us) => dc.lat.push(us),
+            None => dc.lost += 1,
+        }
+        match round_trip(baseline, &k, None) {
+            Some(us) => base.lat.push(us),
+            None => base.lost += 1,
         }
     }
-    (lat, lost)
+    (dc, base)
 }
 
-fn report(label: &str, mut lat: Vec<u32>, lost: usize, load: Option<f64>) {
+fn report(label: &str, sample: Sample, load: Option<f64>) {
+    let Sample { mut lat, lost } = sample;
     lat.sort_unstable();
     let p = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
     let slow = lat.iter().filter(|&&us| us >= 8000).count();
     let over1ms = lat.iter().filter(|&&us| us >= 1000).count();
     println!(
-        "{label:<28} n={} p50={}us p99={}us p99.9={}us max={}us >=1ms={} >=8ms={} lost={}{}",
+        "{label:<40} n={} p50={}us p99={}us p99.9={}us max={}us >=1ms={} >=8ms={} lost={}{}",
         lat.len(),
         p(0.50),
         p(0.99),
@@ -121,6 +160,10 @@ fn report(label: &str, mut lat: Vec<u32>, lost: usize, load: Option<f64>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--echo") {
+        echo(args[1].parse().expect("port"));
+        return;
+    }
     let gets: usize = args.first().map_or(20_000, |a| a.parse().expect("gets"));
     let clients: usize = args.get(1).map_or(8, |a| a.parse().expect("clients"));
 
@@ -165,6 +208,20 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
+    let echo_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let baseline: SocketAddr = format!("127.0.0.1:{echo_port}").parse().unwrap();
+    let _echo = Kill(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--echo", &echo_port.to_string()])
+            .spawn()
+            .expect("echo baseline"),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let value: Vec<u8> = (0..150u32).map(|i| i as u8).collect();
     for i in 0..SESSIONS {
@@ -175,10 +232,11 @@ fn main() {
         }
     }
     // Warm up.
-    let _ = measure(udp, 1000);
+    let _ = measure(udp, baseline, 1000);
 
-    let (lat, lost) = measure(udp, gets);
-    report("idle distcache side", lat, lost, None);
+    let (dc, base) = measure(udp, baseline, gets);
+    report("dc_server, distcache side idle", dc, None);
+    report("  baseline echo, same moments", base, None);
 
     let nice = std::env::var("DCRS_BENCH_LOAD_NICE").ok();
     let mut cmd = match &nice {
@@ -204,18 +262,18 @@ fn main() {
         "dc_test stopped early"
     );
     let (ops0, t0) = (dc_ops.load(Ordering::Relaxed), Instant::now());
-    let (lat, lost) = measure(udp, gets);
+    let (dc, base) = measure(udp, baseline, gets);
     std::thread::sleep(Duration::from_millis(1100));
     let rate = (dc_ops.load(Ordering::Relaxed) - ops0) as f64 / t0.elapsed().as_secs_f64();
     report(
         &match &nice {
-            Some(n) => format!("dc_test -clients {clients} (nice {n})"),
-            None => format!("dc_test -clients {clients} load"),
+            Some(n) => format!("dc_server, dc_test -clients {clients} (nice {n})"),
+            None => format!("dc_server, dc_test -clients {clients} load"),
         },
-        lat,
-        lost,
+        dc,
         Some(rate),
     );
+    report("  baseline echo, same moments", base, None);
     drop(load);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
