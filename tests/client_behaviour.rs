@@ -3,6 +3,7 @@
 //! timeouts, the timeout floor, reget, answer mapping and argument checks.
 
 mod client_support;
+mod common;
 
 use std::io::Write;
 use std::os::raw::{c_uint, c_ulong};

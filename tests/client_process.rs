@@ -5,6 +5,7 @@
 //! they never run at the same time as each other.
 
 mod client_support;
+mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -13,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{map_peer, read_n, replay_peer, unhex, MapOpts, Peer, Stats};
+use client_support::{map_peer, read_n, replay_peer, MapOpts, Peer, Stats};
+use common::unhex;
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
 use distcache_rs::proto::encode_message;

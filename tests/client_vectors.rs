@@ -6,10 +6,12 @@
 //! other test gives its client a private uid source.
 
 mod client_support;
+mod common;
 
 use std::os::raw::c_uint;
 
-use client_support::{cases, parse_api_call, replay_peer, unhex, ApiCall, Json};
+use client_support::{cases, parse_api_call, replay_peer, ApiCall};
+use common::{unhex, Json};
 use distcache_rs::capi::client::*;
 use distcache_rs::client::{Client, Config, Error, UidSource};
 use distcache_rs::proto::{decode_all, DecodeError, Direction};

@@ -5,230 +5,21 @@
 //! wire.json is found through env DCRS_VECTORS (the file, or the directory
 //! holding it), else `../shared/vectors/wire.json` beside the repository.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use common::{free_port, hex, unhex, wire_cases, Json};
+
 const BIN: &str = env!("CARGO_BIN_EXE_dc_server");
-
-// ---------------------------------------------------------------- JSON ----
-
-/// Just enough JSON for wire.json.
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
-}
-
-impl Json {
-    fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.get(k).filter(|v| **v != Json::Null),
-            _ => None,
-        }
-    }
-    fn str(&self, k: &str) -> Option<&str> {
-        match self.get(k) {
-            Some(Json::Str(s)) => Some(s),
-            _ => None,
-        }
-    }
-    fn arr(&self, k: &str) -> Option<&[Json]> {
-        match self.get(k) {
-            Some(Json::Arr(a)) => Some(a),
-            _ => None,
-        }
-    }
-    fn num(&self, k: &str) -> Option<f64> {
-        match self.get(k) {
-            Some(Json::Num(n)) => Some(*n),
-            _ => None,
-        }
-    }
-    fn bool(&self, k: &str) -> Option<bool> {
-        match self.get(k) {
-            Some(Json::Bool(b)) => Some(*b),
-            _ => None,
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(
-            self.s[self.i], c,
-            "JSON: expected '{}' at {}",
-            c as char, self.i
-        );
-        self.i += 1;
-    }
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.s[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                self.ws();
-                if self.s[self.i] == b'}' {
-                    self.i += 1;
-                    return Json::Obj(m);
-                }
-                loop {
-                    self.ws();
-                    let Json::Str(k) = self.value() else {
-                        panic!("JSON: key")
-                    };
-                    self.eat(b':');
-                    let v = self.value();
-                    m.insert(k, v);
-                    self.ws();
-                    self.i += 1;
-                    if self.s[self.i - 1] == b'}' {
-                        return Json::Obj(m);
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut a = Vec::new();
-                self.ws();
-                if self.s[self.i] == b']' {
-                    self.i += 1;
-                    return Json::Arr(a);
-                }
-                loop {
-                    a.push(self.value());
-                    self.ws();
-                    self.i += 1;
-                    if self.s[self.i - 1] == b']' {
-                        return Json::Arr(a);
-                    }
-                }
-            }
-            b'"' => {
-                self.i += 1;
-                let mut out = String::new();
-                loop {
-                    let c = self.s[self.i];
-                    self.i += 1;
-                    match c {
-                        b'"' => return Json::Str(out),
-                        b'\\' => {
-                            let e = self.s[self.i];
-                            self.i += 1;
-                            match e {
-                                b'n' => out.push('\n'),
-                                b't' => out.push('\t'),
-                                b'r' => out.push('\r'),
-                                b'b' => out.push('\u{8}'),
-                                b'f' => out.push('\u{c}'),
-                                b'u' => {
-                                    let h =
-                                        std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                                    self.i += 4;
-                                    let cp = u32::from_str_radix(h, 16).unwrap();
-                                    out.push(char::from_u32(cp).unwrap_or('?'));
-                                }
-                                other => out.push(other as char),
-                            }
-                        }
-                        _ => {
-                            // Copy a whole UTF-8 sequence.
-                            let start = self.i - 1;
-                            let mut end = self.i;
-                            while end < self.s.len() && (self.s[end] & 0xC0) == 0x80 {
-                                end += 1;
-                            }
-                            out.push_str(std::str::from_utf8(&self.s[start..end]).unwrap());
-                            self.i = end;
-                        }
-                    }
-                }
-            }
-            b't' => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let st = self.i;
-                while self.i < self.s.len() && b"+-.eE0123456789".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[st..self.i]).unwrap();
-                Json::Num(t.parse().unwrap_or_else(|_| panic!("JSON: number {t:?}")))
-            }
-        }
-    }
-}
-
-fn parse_json(s: &str) -> Json {
-    JsonParser {
-        s: s.as_bytes(),
-        i: 0,
-    }
-    .value()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn vectors() -> Vec<Json> {
-    let path = match std::env::var_os("DCRS_VECTORS") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if p.is_dir() {
-                p.join("wire.json")
-            } else {
-                p
-            }
-        }
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
-    };
-    let text = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (set DCRS_VECTORS)", path.display()));
-    match parse_json(&text) {
-        Json::Arr(a) => a,
-        _ => panic!("wire.json is not an array"),
-    }
-}
 
 // -------------------------------------------------------------- server ----
 
@@ -310,14 +101,6 @@ struct Server {
     child: Option<Child>,
     target: Target,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn send_signal(pid: u32, sig: i32) {
@@ -499,7 +282,7 @@ fn replay_group(cases: &[&Json], tcp: bool) -> usize {
             }
         };
         let mut c = srv.connect();
-        match case.arr("request_chunks") {
+        match case.list("request_chunks") {
             Some(chunks) => {
                 for ch in chunks {
                     if let Some(d) = ch.num("delay_s") {
@@ -558,7 +341,7 @@ fn replay_group(cases: &[&Json], tcp: bool) -> usize {
 
 fn server_groups() -> Vec<(String, Vec<Json>)> {
     let mut groups: Vec<(String, Vec<Json>)> = Vec::new();
-    for c in vectors() {
+    for c in wire_cases() {
         if c.str("leg") != Some("app->dc_server") {
             continue;
         }

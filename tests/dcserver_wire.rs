@@ -9,8 +9,9 @@
 //! wire.json is found through env DCRS_VECTORS (the file, or the directory
 //! holding it), else `../shared/vectors/wire.json` beside the repository.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use distcache_rs::nal::{Connection, Selector};
@@ -18,184 +19,7 @@ use distcache_rs::plug::OwnedConn;
 use distcache_rs::server::cache::Cache;
 use distcache_rs::server::dcserver::DcServer;
 
-/// Just enough JSON for wire.json.
-#[derive(Debug, Clone)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
-}
-
-impl Json {
-    fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.get(k),
-            _ => None,
-        }
-    }
-    fn str(&self, k: &str) -> Option<&str> {
-        match self.get(k) {
-            Some(Json::Str(s)) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-struct P<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl P<'_> {
-    fn ws(&mut self) {
-        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn lit(&mut self, s: &str) {
-        assert!(
-            self.b[self.i..].starts_with(s.as_bytes()),
-            "bad JSON at {}",
-            self.i
-        );
-        self.i += s.len();
-    }
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.b[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                loop {
-                    self.ws();
-                    if self.b[self.i] == b'}' {
-                        self.i += 1;
-                        return Json::Obj(m);
-                    }
-                    if self.b[self.i] == b',' {
-                        self.i += 1;
-                        continue;
-                    }
-                    let k = self.string();
-                    self.ws();
-                    self.lit(":");
-                    let v = self.value();
-                    m.insert(k, v);
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut v = Vec::new();
-                loop {
-                    self.ws();
-                    if self.b[self.i] == b']' {
-                        self.i += 1;
-                        return Json::Arr(v);
-                    }
-                    if self.b[self.i] == b',' {
-                        self.i += 1;
-                        continue;
-                    }
-                    v.push(self.value());
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            b't' => {
-                self.lit("true");
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.lit("false");
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.lit("null");
-                Json::Null
-            }
-            _ => {
-                let st = self.i;
-                while self.i < self.b.len() && b"+-0123456789.eE".contains(&self.b[self.i]) {
-                    self.i += 1;
-                }
-                let s = std::str::from_utf8(&self.b[st..self.i]).unwrap();
-                Json::Num(s.parse().unwrap())
-            }
-        }
-    }
-    fn string(&mut self) -> String {
-        self.ws();
-        self.lit("\"");
-        let mut out = String::new();
-        loop {
-            let c = self.b[self.i];
-            self.i += 1;
-            match c {
-                b'"' => return out,
-                b'\\' => {
-                    let e = self.b[self.i];
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push('\n'),
-                        b't' => out.push('\t'),
-                        b'r' => out.push('\r'),
-                        b'u' => {
-                            let h = std::str::from_utf8(&self.b[self.i..self.i + 4]).unwrap();
-                            self.i += 4;
-                            out.push(
-                                char::from_u32(u32::from_str_radix(h, 16).unwrap()).unwrap_or('?'),
-                            );
-                        }
-                        other => out.push(other as char),
-                    }
-                }
-                _ => {
-                    // Copy a whole UTF-8 sequence.
-                    let st = self.i - 1;
-                    let mut end = self.i;
-                    while end < self.b.len() && (self.b[end] & 0xC0) == 0x80 {
-                        end += 1;
-                    }
-                    out.push_str(std::str::from_utf8(&self.b[st..end]).unwrap());
-                    self.i = end;
-                }
-            }
-        }
-    }
-}
-
-fn vectors() -> Vec<Json> {
-    let path = match std::env::var_os("DCRS_VECTORS") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            if p.is_dir() {
-                p.join("wire.json")
-            } else {
-                p
-            }
-        }
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
-    };
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e} (set DCRS_VECTORS)", path.display()));
-    match (P {
-        b: text.as_bytes(),
-        i: 0,
-    })
-    .value()
-    {
-        Json::Arr(v) => v,
-        _ => panic!("wire.json is not an array"),
-    }
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
+use common::{unhex, wire_cases, Json};
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -267,7 +91,7 @@ fn replay_wire_json_app_to_dc_server() {
     let mut now: u64 = 1_000_000;
     let mut checked = 0;
     let mut failures = Vec::new();
-    for case in vectors() {
+    for case in wire_cases() {
         if case.str("leg") != Some("app->dc_server") {
             continue;
         }

@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
-use distcache_rs::proto::{encode_message, Cmd};
 
 fn dc_server(dir: &TempDir, name: &str) -> Proc {
     let log = fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
@@ -45,79 +44,6 @@ fn dc_client_logged(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
     );
     wait_for_socket(&dir.path("client"));
     p
-}
-
-fn request(uid: u32, op: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_message(&mut out, false, uid, Cmd::from_wire(op).unwrap(), payload).unwrap();
-    out
-}
-
-fn add_payload(id: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut p = 60_000u32.to_be_bytes().to_vec();
-    p.extend_from_slice(&(id.len() as u32).to_be_bytes());
-    p.extend_from_slice(id);
-    p.extend_from_slice(data);
-    p
-}
-
-fn read_msg(s: &mut UnixStream) -> io::Result<(u32, u8, Vec<u8>)> {
-    let mut payload = Vec::new();
-    loop {
-        let mut h = [0u8; 14];
-        s.read_exact(&mut h)?;
-        assert_eq!(&h[..5], &[0, 0x11, 0, 0, 1], "header {}", hex(&h));
-        let n = u16::from_be_bytes([h[12], h[13]]) as usize;
-        let mut p = vec![0u8; n];
-        s.read_exact(&mut p)?;
-        payload.extend_from_slice(&p);
-        if h[11] == 1 {
-            return Ok((u32::from_be_bytes([h[5], h[6], h[7], h[8]]), h[10], payload));
-        }
-    }
-}
-
-fn transact(s: &mut UnixStream, req: &[u8]) -> Vec<u8> {
-    s.write_all(req).unwrap();
-    let (uid, op, p) = read_msg(s).unwrap();
-    assert_eq!(
-        (uid.to_be_bytes(), op),
-        (req[5..9].try_into().unwrap(), req[10])
-    );
-    p
-}
-
-fn check_served(s: &mut UnixStream, tag: &str, n: u32) {
-    let id = format!("{tag}-{n}");
-    let data = format!("data of {id}").repeat(3);
-    assert_eq!(
-        transact(
-            s,
-            &request(n, 0, &add_payload(id.as_bytes(), data.as_bytes()))
-        ),
-        vec![0],
-        "ADD {id}"
-    );
-    assert_eq!(
-        transact(s, &request(n, 1, id.as_bytes())),
-        data.as_bytes(),
-        "GET {id}"
-    );
-}
-
-fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut b = [0u8; 4096];
-    let r = loop {
-        match s.read(&mut b) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    r
 }
 
 /// The request byte strings of wire.json that a server or proxy must
@@ -194,7 +120,7 @@ fn dc_client_drops_only_the_offending_application() {
     assert!(tried >= 35, "only {tried} hostile streams");
     // The largest message dribbled one byte per write goes through.
     let data: Vec<u8> = (0..32768 - 8 - 7).map(|i| (i % 253) as u8).collect();
-    let max = request(77, 0, &add_payload(b"dribble", &data));
+    let max = request(77, 0, &add_payload(60_000, b"dribble", &data));
     let mut d = connect(&app);
     for b in &max {
         d.write_all(&[*b]).unwrap();

@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -66,88 +66,6 @@ fn frame(uid: u32, op: u8, complete: bool, payload: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     v.extend_from_slice(payload);
     v
-}
-
-fn add_payload(timeout_ms: u32, id: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut p = timeout_ms.to_be_bytes().to_vec();
-    p.extend_from_slice(&(id.len() as u32).to_be_bytes());
-    p.extend_from_slice(id);
-    p.extend_from_slice(data);
-    p
-}
-
-/// A whole (possibly multi-frame) request.
-fn request(uid: u32, op: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    distcache_rs::proto::encode_message(
-        &mut out,
-        false,
-        uid,
-        distcache_rs::proto::Cmd::from_wire(op).unwrap(),
-        payload,
-    )
-    .unwrap();
-    out
-}
-
-/// Read one whole response message: (uid, op, payload).
-fn read_msg(s: &mut UnixStream) -> io::Result<(u32, u8, Vec<u8>)> {
-    let mut payload = Vec::new();
-    loop {
-        let mut h = [0u8; 14];
-        s.read_exact(&mut h)?;
-        assert_eq!(&h[..5], &[0, 0x11, 0, 0, 1], "response header {}", hex(&h));
-        let n = u16::from_be_bytes([h[12], h[13]]) as usize;
-        let mut p = vec![0u8; n];
-        s.read_exact(&mut p)?;
-        payload.extend_from_slice(&p);
-        if h[11] == 1 {
-            return Ok((u32::from_be_bytes([h[5], h[6], h[7], h[8]]), h[10], payload));
-        }
-    }
-}
-
-fn transact(s: &mut UnixStream, req: &[u8]) -> Vec<u8> {
-    s.write_all(req).unwrap();
-    let (uid, op, p) = read_msg(s).unwrap();
-    assert_eq!(uid.to_be_bytes(), req[5..9]);
-    assert_eq!(op, req[10]);
-    p
-}
-
-/// True if the peer closed (EOF or reset) within the read timeout.
-fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut b = [0u8; 4096];
-    let r = loop {
-        match s.read(&mut b) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break true,
-            Err(_) => break false,
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    r
-}
-
-/// A client that does one ADD+GET round trip with a data check.
-fn check_served(s: &mut UnixStream, tag: &str, n: u32) {
-    let id = format!("{tag}-{n}");
-    let data = format!("data of {id}").repeat(3);
-    assert_eq!(
-        transact(
-            s,
-            &request(n, 0, &add_payload(60_000, id.as_bytes(), data.as_bytes()))
-        ),
-        vec![0],
-        "ADD {id}"
-    );
-    assert_eq!(
-        transact(s, &request(n, 1, id.as_bytes())),
-        data.as_bytes(),
-        "GET {id}"
-    );
 }
 
 fn xorshift_bytes(seed: u64, n: usize) -> Vec<u8> {

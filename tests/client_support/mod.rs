@@ -1,6 +1,7 @@
-//! Shared test helpers for the DC_CTX client tests: a tiny JSON reader for
-//! `wire.json`, and scripted peers (small in-test servers on temporary UNIX
-//! sockets; never dc_server).
+//! Shared test helpers for the DC_CTX client tests: the `api_call` parser
+//! and scripted peers (small in-test servers on temporary UNIX sockets; never
+//! dc_server). The JSON reader and hex live in `tests/common` (declare
+//! `mod common;` beside `mod client_support;`).
 
 #![allow(dead_code)]
 
@@ -15,193 +16,9 @@ use std::time::Duration;
 
 use distcache_rs::proto::{self, encode_message, parse_add, AddParse, Cmd, Decoder, Direction};
 
-// ---------------------------------------------------------------- JSON
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    pub fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(v) => v.iter().find(|(n, _)| n == k).map(|(_, j)| j),
-            _ => None,
-        }
-    }
-    pub fn str(&self, k: &str) -> Option<&str> {
-        match self.get(k) {
-            Some(Json::Str(s)) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-struct P<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl P<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(
-            self.s[self.i], c,
-            "json: expected {:?} at {}",
-            c as char, self.i
-        );
-        self.i += 1;
-    }
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.s[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s[self.i] == b'}' {
-                    self.i += 1;
-                    return Json::Obj(v);
-                }
-                loop {
-                    self.ws();
-                    let k = self.string();
-                    self.eat(b':');
-                    let val = self.value();
-                    v.push((k, val));
-                    self.ws();
-                    let c = self.s[self.i];
-                    self.i += 1;
-                    if c == b'}' {
-                        return Json::Obj(v);
-                    }
-                    assert_eq!(c, b',', "json: bad object at {}", self.i);
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s[self.i] == b']' {
-                    self.i += 1;
-                    return Json::Arr(v);
-                }
-                loop {
-                    v.push(self.value());
-                    self.ws();
-                    let c = self.s[self.i];
-                    self.i += 1;
-                    if c == b']' {
-                        return Json::Arr(v);
-                    }
-                    assert_eq!(c, b',', "json: bad array at {}", self.i);
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            b't' => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let st = self.i;
-                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[st..self.i]).unwrap();
-                Json::Num(t.parse().unwrap_or_else(|_| panic!("json number {t:?}")))
-            }
-        }
-    }
-    fn string(&mut self) -> String {
-        assert_eq!(self.s[self.i], b'"');
-        self.i += 1;
-        let mut out: Vec<u8> = Vec::new();
-        loop {
-            let c = self.s[self.i];
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).unwrap(),
-                b'\\' => {
-                    let e = self.s[self.i];
-                    self.i += 1;
-                    match e {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                            self.i += 4;
-                            let ch = char::from_u32(u32::from_str_radix(h, 16).unwrap()).unwrap();
-                            let mut b = [0; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
-                        }
-                        other => out.push(other),
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-    }
-}
-
-pub fn parse_json(s: &str) -> Json {
-    let mut p = P {
-        s: s.as_bytes(),
-        i: 0,
-    };
-    p.value()
-}
-
-/// Path of the shared wire vectors (`DCRS_VECTORS` names wire.json or the
-/// directory holding it).
-pub fn vectors_path() -> PathBuf {
-    match std::env::var_os("DCRS_VECTORS") {
-        Some(d) if PathBuf::from(&d).is_dir() => PathBuf::from(d).join("wire.json"),
-        Some(f) => PathBuf::from(f),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
-    }
-}
-
-/// All cases of one group, in file order.
-pub fn cases(group: &str) -> Vec<Json> {
-    let p = vectors_path();
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("cannot read {} (set DCRS_VECTORS): {e}", p.display()));
-    match parse_json(&text) {
-        Json::Arr(v) => v
-            .into_iter()
-            .filter(|c| c.str("group") == Some(group))
-            .collect(),
-        _ => panic!("wire.json is not an array"),
-    }
-}
-
-pub fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0);
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+/// All cases of one group of wire.json, in file order.
+pub fn cases(group: &str) -> Vec<crate::common::Json> {
+    crate::common::wire_group(group)
 }
 
 // ------------------------------------------------------- api_call parser
@@ -356,30 +173,10 @@ pub struct Peer {
     accept: Option<JoinHandle<()>>,
 }
 
+/// Pid of the process at the other end of `s` (SO_PEERCRED), -1 if unknown.
 fn peer_pid(s: &UnixStream) -> i32 {
     use std::os::unix::io::AsRawFd;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a valid
-    // ucred on our stack, for a socket fd we own.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if r == 0 {
-        cred.pid
-    } else {
-        -1
-    }
+    distcache_rs::tools::sys::peer_pid(s.as_raw_fd()).unwrap_or(-1)
 }
 
 impl Peer {

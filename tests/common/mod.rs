@@ -1,6 +1,9 @@
-//! Helpers shared by the tools' integration tests: a tiny JSON reader for
-//! `wire.json`, hex, temp directories and child processes that are killed
-//! when the test ends.
+//! Helpers shared by the integration tests: a tiny JSON reader for
+//! `wire.json`, hex, temp directories, child processes that are killed
+//! when the test ends, and socket helpers.
+//!
+//! wire.json is found through env DCRS_VECTORS (the file, or the directory
+//! holding it), else `../shared/vectors/wire.json` beside the repository.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -23,9 +26,10 @@ pub enum Json {
 }
 
 impl Json {
+    /// Member `k` of an object; a `null` member counts as absent.
     pub fn get(&self, k: &str) -> Option<&Json> {
         match self {
-            Json::Obj(m) => m.get(k),
+            Json::Obj(m) => m.get(k).filter(|v| **v != Json::Null),
             _ => None,
         }
     }
@@ -35,6 +39,26 @@ impl Json {
             _ => None,
         }
     }
+    /// Member `k` as an array.
+    pub fn list(&self, k: &str) -> Option<&[Json]> {
+        match self.get(k) {
+            Some(Json::Arr(a)) => Some(a),
+            _ => None,
+        }
+    }
+    pub fn num(&self, k: &str) -> Option<f64> {
+        match self.get(k) {
+            Some(Json::Num(n)) => Some(*n),
+            _ => None,
+        }
+    }
+    pub fn bool(&self, k: &str) -> Option<bool> {
+        match self.get(k) {
+            Some(Json::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+    /// This value as an array (empty if it is none).
     pub fn arr(&self) -> &[Json] {
         match self {
             Json::Arr(v) => v,
@@ -182,17 +206,30 @@ pub fn parse_json(text: &str) -> Json {
     p.value()
 }
 
+/// Path of the shared wire vectors (`DCRS_VECTORS` names wire.json or the
+/// directory holding it).
+pub fn vectors_path() -> PathBuf {
+    match std::env::var_os("DCRS_VECTORS") {
+        Some(p) if Path::new(&p).is_dir() => PathBuf::from(p).join("wire.json"),
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
+    }
+}
+
 /// All cases of `wire.json` in file order.
 pub fn wire_cases() -> Vec<Json> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json");
-    let path = if path.exists() {
-        path
-    } else {
-        PathBuf::from("/work/shared/vectors/wire.json")
-    };
+    let path = vectors_path();
     let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    parse_json(&text).arr().to_vec()
+        .unwrap_or_else(|e| panic!("cannot read {}: {e} (set DCRS_VECTORS)", path.display()));
+    match parse_json(&text) {
+        Json::Arr(a) => a,
+        _ => panic!("{} is not an array", path.display()),
+    }
+}
+
+/// The cases of one group of `wire.json`, in file order.
+pub fn wire_group(g: &str) -> Vec<Json> {
+    group(&wire_cases(), g)
 }
 
 pub fn group(cases: &[Json], g: &str) -> Vec<Json> {
@@ -425,4 +462,91 @@ pub fn wait_for_tcp(port: u16) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("nothing listens on port {port}");
+}
+
+// ------------------------------------------------------------ messages
+
+/// A whole (possibly multi-frame) request message.
+pub fn request(uid: u32, op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    distcache_rs::proto::encode_message(
+        &mut out,
+        false,
+        uid,
+        distcache_rs::proto::Cmd::from_wire(op).unwrap(),
+        payload,
+    )
+    .unwrap();
+    out
+}
+
+/// The payload of an ADD request.
+pub fn add_payload(timeout_ms: u32, id: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut p = timeout_ms.to_be_bytes().to_vec();
+    p.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    p.extend_from_slice(id);
+    p.extend_from_slice(data);
+    p
+}
+
+/// Read one whole response message: (uid, op, payload).
+pub fn read_msg(s: &mut UnixStream) -> std::io::Result<(u32, u8, Vec<u8>)> {
+    let mut payload = Vec::new();
+    loop {
+        let mut h = [0u8; 14];
+        s.read_exact(&mut h)?;
+        assert_eq!(&h[..5], &[0, 0x11, 0, 0, 1], "response header {}", hex(&h));
+        let n = u16::from_be_bytes([h[12], h[13]]) as usize;
+        let mut p = vec![0u8; n];
+        s.read_exact(&mut p)?;
+        payload.extend_from_slice(&p);
+        if h[11] == 1 {
+            return Ok((u32::from_be_bytes([h[5], h[6], h[7], h[8]]), h[10], payload));
+        }
+    }
+}
+
+/// Send `req` and return the payload of its response (same uid and op).
+pub fn transact(s: &mut UnixStream, req: &[u8]) -> Vec<u8> {
+    s.write_all(req).unwrap();
+    let (uid, op, p) = read_msg(s).unwrap();
+    assert_eq!(uid.to_be_bytes(), req[5..9]);
+    assert_eq!(op, req[10]);
+    p
+}
+
+/// True if the peer closed (EOF or reset) within `limit`; the read timeout
+/// is 3 s afterwards.
+pub fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 4096];
+    let r = loop {
+        match s.read(&mut b) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    r
+}
+
+/// One ADD+GET round trip with a data check.
+pub fn check_served(s: &mut UnixStream, tag: &str, n: u32) {
+    let id = format!("{tag}-{n}");
+    let data = format!("data of {id}").repeat(3);
+    assert_eq!(
+        transact(
+            s,
+            &request(n, 0, &add_payload(60_000, id.as_bytes(), data.as_bytes()))
+        ),
+        vec![0],
+        "ADD {id}"
+    );
+    assert_eq!(
+        transact(s, &request(n, 1, id.as_bytes())),
+        data.as_bytes(),
+        "GET {id}"
+    );
 }
