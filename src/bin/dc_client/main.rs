@@ -447,8 +447,8 @@ impl Proxy {
 
     fn accept(&mut self) {
         for _ in 0..256 {
-            match self.listener.accept() {
-                Ok((stream, _peer)) => {
+            match self.listener.accept_stream() {
+                Ok(stream) => {
                     let token = self.next_token;
                     self.next_token += 1;
                     if let Err(e) = self.poller.add(stream.as_raw_fd(), token, evloop::READ) {
