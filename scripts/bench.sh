@@ -123,11 +123,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A TCP port nothing listens on (bash's /dev/tcp connect fails).
+# A TCP port nothing listens on (bash's /dev/tcp connect fails), below
+# the kernel's ephemeral range so no outgoing connection holds it either.
 free_port() {
     local p i
     for i in $(seq 1 200); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        p=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
@@ -136,10 +137,12 @@ free_port() {
     return 1
 }
 
+# wait_tcp PORT [PID]: until something accepts on PORT (PID still alive)
 wait_tcp() {
     local i
     for i in $(seq 1 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        [ -z "${2:-}" ] || kill -0 "$2" 2>/dev/null || return 1
         sleep 0.02
     done
     return 1
@@ -149,6 +152,7 @@ wait_sock() {
     local i
     for i in $(seq 1 200); do
         [ -S "$1" ] && return 0
+        [ -z "${2:-}" ] || kill -0 "$2" 2>/dev/null || return 1
         sleep 0.02
     done
     return 1
@@ -158,26 +162,30 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
 # start_server unix|tcp: a fresh dc_server; sets SRV and SRV_ADDR.
 start_server() {
+    local try
     stop_pid "$DCC"; DCC=
     stop_pid "$SRV"; SRV=
     rm -f "$T/s.sock"
-    if [ "$1" = unix ]; then
-        SRV_ADDR=UNIX:$T/s.sock
-    else
-        PORT=$(free_port) || die "no free port"
-        SRV_ADDR=IP:127.0.0.1:$PORT
-    fi
-    "$PREFIX/bin/dc_server" -listen "$SRV_ADDR" -sessions 1100000 </dev/null >>"$T/server.log" 2>&1 &
-    SRV=$!
-    if [ "$1" = unix ]; then wait_sock "$T/s.sock"; else wait_tcp "$PORT"; fi \
-        || die "dc_server did not start on $SRV_ADDR: $(tail -3 "$T/server.log")"
+    for try in 1 2 3 4 5; do
+        if [ "$1" = unix ]; then
+            SRV_ADDR=UNIX:$T/s.sock
+        else
+            PORT=$(free_port) || die "no free port"
+            SRV_ADDR=IP:127.0.0.1:$PORT
+        fi
+        "$PREFIX/bin/dc_server" -listen "$SRV_ADDR" -sessions 1100000 </dev/null >>"$T/server.log" 2>&1 &
+        SRV=$!
+        if [ "$1" = unix ]; then wait_sock "$T/s.sock" "$SRV"; else wait_tcp "$PORT" "$SRV"; fi && return 0
+        stop_pid "$SRV"; SRV=
+    done
+    die "dc_server did not start on $SRV_ADDR: $(tail -3 "$T/server.log")"
 }
 
 start_dc_client() {
     rm -f "$T/c.sock"
     "$PREFIX/bin/dc_client" -server "$SRV_ADDR" -listen "UNIX:$T/c.sock" </dev/null >>"$T/client.log" 2>&1 &
     DCC=$!
-    wait_sock "$T/c.sock" || die "dc_client did not start: $(tail -3 "$T/client.log")"
+    wait_sock "$T/c.sock" "$DCC" || die "dc_client did not start: $(tail -3 "$T/client.log")"
 }
 
 # key=value from a dcbench line
@@ -258,7 +266,7 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
     redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize no --dir "$T" </dev/null >"$T/redis.log" 2>&1 &
     RPID=$!
-    wait_tcp "$RPORT" || die "redis-server did not start"
+    wait_tcp "$RPORT" "$RPID" || die "redis-server did not start"
     REDIS_NOTE="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$RPORT, no persistence"
     for c in 16 64; do
         t0=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
