@@ -103,7 +103,7 @@ headers:
 
 # ---------------------------------------------------------------- tests
 
-check: check-rust check-exports check-c
+check: check-rust check-exports check-c check-e2e
 	@echo "make check: all test suites passed"
 
 check-rust:
@@ -127,6 +127,14 @@ check-exports: $(B)/stamp-testinstall
 
 check-c: $(B)/stamp-testinstall
 	sh capi-tests/run.sh $(TESTPREFIX)
+
+# End-to-end tests with real third-party programs. They need Debian's
+# apache2, apache2-dev, openssl, dpkg-dev and a deb-src entry (.ci/run sets
+# that up); outside CI a missing apxs skips them with a message.
+check-e2e: $(B)/stamp-testinstall
+	@if command -v apxs >/dev/null 2>&1 || [ "$${CI:-}" = true ]; then \
+	  bash tests/e2e/apache.sh $(TESTPREFIX); \
+	else echo "check-e2e: SKIPPED apache test: apxs not found (apt-get install apache2 apache2-dev dpkg-dev)"; fi
 
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)

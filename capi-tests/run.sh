@@ -103,6 +103,28 @@ for src in "$here"/../examples-c/*.c; do
     fi
 done
 
+# The examples working together: the DC_SERVER mini server answers the
+# DC_CTX command-line client and a dc_test load.
+if [ -x "$out/ex_srv_mini_server" ] && [ -x "$out/ex_dc_session_tool" ]; then
+    sock="$tmp/mini.sock"
+    "$out/ex_srv_mini_server" "UNIX:$sock" 1000 60 >"$tmp/mini.log" 2>&1 &
+    mini_pid=$!
+    i=0
+    while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    tool="$out/ex_dc_session_tool UNIX:$sock"
+    data="a session longer than the tool's first 16-byte buffer"
+    if $tool add sid-1 "$data" 60000 >/dev/null && [ "$($tool get sid-1)" = "get: $data" ] &&
+        $tool has sid-1 >/dev/null && $tool del sid-1 >/dev/null && ! $tool get sid-1 >/dev/null &&
+        "$prefix/bin/dc_test" -connect "UNIX:$sock" -sessions 50 -ops 5000 -clients 2 >"$tmp/mini-dc_test.log" 2>&1; then
+        ok
+    else
+        cat "$tmp/mini.log" "$tmp/mini-dc_test.log" >&2
+        bad "examples: srv_mini_server with dc_session_tool and dc_test"
+    fi
+    kill "$mini_pid" 2>/dev/null
+    wait "$mini_pid" 2>/dev/null
+fi
+
 # One static link: the archives and pkg-config --static must be enough.
 first=$(ls "$here"/nal_*.c 2>/dev/null | head -n 1)
 if [ -n "$first" ]; then

@@ -180,7 +180,7 @@ start_apache() { # start_apache NAME PORT MPM CACHE
         echo "  Require all granted"
         echo "</Directory>"
         echo "SSLEngine on"
-        echo "SSLProtocol TLSv1.2 TLSv1.3"
+        echo "SSLProtocol -all +TLSv1.2 +TLSv1.3"
         echo "SSLCertificateFile \"$CERT\""
         echo "SSLCertificateKeyFile \"$KEY\""
         echo "SSLSessionCache \"$cache\""
@@ -257,15 +257,18 @@ serial_rounds() { # serial_rounds LABEL
 }
 
 parallel_round() { # parallel_round LABEL VFLAG
-    local label=$1 v=$2 i good=0
+    local label=$1 v=$2 i good=0 jobs=()
     for i in $(seq "$PAR"); do
         tls "$PORT_A" "$v" "$W/c/p$i.full" -sess_out "$W/c/p$i.sess" &
+        jobs+=($!)
     done
-    wait
+    wait "${jobs[@]}"
+    jobs=()
     for i in $(seq "$PAR"); do
         tls "$PORT_B" "$v" "$W/c/p$i.res" -sess_in "$W/c/p$i.sess" &
+        jobs+=($!)
     done
-    wait
+    wait "${jobs[@]}"
     for i in $(seq "$PAR"); do is_reused "$W/c/p$i.res" && good=$((good + 1)); done
     if [ "$good" = "$PAR" ]; then
         ok "$label: $PAR parallel resumptions on B of sessions made on A, all resumed"
