@@ -87,8 +87,9 @@ impl Conn {
     /// recorded for PERSISTENT_PIDCHECK (0 when nobody checks it).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
         let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
-        sock.set_read_timeout(Some(io_timeout))
-            .map_err(Error::Connect)?;
+        // Only SO_SNDTIMEO (connect and send): answers are awaited with
+        // poll(2), so SO_RCVTIMEO would be one more system call per
+        // connection for nothing.
         sock.set_write_timeout(Some(io_timeout))
             .map_err(Error::Connect)?;
         sock.connect(&t.sockaddr)
