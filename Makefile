@@ -129,12 +129,16 @@ check-c: $(B)/stamp-testinstall
 	sh capi-tests/run.sh $(TESTPREFIX)
 
 # End-to-end tests with real third-party programs. They need Debian's
-# apache2, apache2-dev, openssl, dpkg-dev and a deb-src entry (.ci/run sets
-# that up); outside CI a missing apxs skips them with a message.
+# apache2, apache2-dev, openssl, dpkg-dev and a deb-src entry, and stunnel4
+# (.ci/run sets that up); outside CI a missing apxs / stunnel4 skips that
+# test with a message.
 check-e2e: $(B)/stamp-testinstall
 	@if command -v apxs >/dev/null 2>&1 || [ "$${CI:-}" = true ]; then \
 	  bash tests/e2e/apache.sh $(TESTPREFIX); \
 	else echo "check-e2e: SKIPPED apache test: apxs not found (apt-get install apache2 apache2-dev dpkg-dev)"; fi
+	@if command -v stunnel4 >/dev/null 2>&1 || [ "$${CI:-}" = true ]; then \
+	  bash tests/e2e/stunnel.sh $(TESTPREFIX); \
+	else echo "check-e2e: SKIPPED stunnel test: stunnel4 not found (apt-get install stunnel4 openssl)"; fi
 
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)

@@ -1036,14 +1036,22 @@ fn user_and_socket_ownership() {
     let md = fs::metadata(&sock).unwrap();
     assert_eq!((md.uid(), md.gid()), (nobody.uid, group));
     assert_eq!(md.permissions().mode() & 0o777, 0o660);
-    let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    let uids: Vec<u32> = uid_line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    assert!(uids.iter().all(|&u| u == nobody.uid), "{uid_line}");
+    // The switch happens just after the socket is made: wait for it.
+    let t0 = Instant::now();
+    loop {
+        let status = fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        let uids: Vec<u32> = uid_line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        if uids.iter().all(|&u| u == nobody.uid) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{uid_line}");
+        sleep(Duration::from_millis(10));
+    }
     let mut c = srv.connect();
     assert_eq!(transact(&mut c, &add_req(1, 60_000, b"u", b"d")), vec![0]);
     // The socket belongs to the user now, so it can still remove it.

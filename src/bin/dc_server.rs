@@ -3,9 +3,17 @@
 //! One epoll event loop, non-blocking sockets, the built-in cache; every
 //! request is answered by `server::handle_request`, exactly as the
 //! DC_SERVER library answers it.
+//!
+//! With `-sessiond <address>` the same loop also serves stunnel's
+//! `sessiond` protocol (UDP datagrams, see `server::sessiond`) from a
+//! separate cache: stunnel sessions and distcache sessions never meet.
+//! stunnel waits only a few milliseconds for a GET answer, so the UDP socket
+//! is drained before any connection is served in every loop iteration, and
+//! again between connections when many are ready.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +22,7 @@ use distcache_rs::evloop::{self, Poller};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::Cache;
+use distcache_rs::server::sessiond::{self, SessiondStats};
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_rs::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
 
@@ -55,6 +64,18 @@ const CLI: Cli = Cli {
             "num",
             "most client connections at once (default 10000)",
         ),
+        Flag::value(
+            &["sessiond"],
+            "host:port",
+            "also serve stunnel's sessiond protocol on this UDP IPv4 address \
+             (e.g. 127.0.0.1:9002). NO AUTHENTICATION: bind to loopback or a private address",
+        ),
+        Flag::value(
+            &["sessiond-sessions"],
+            "num",
+            "maximum stunnel sessions stored, apart from the distcache ones \
+             (default: the -sessions value)",
+        ),
     ],
 };
 
@@ -70,9 +91,18 @@ const IDLE_BUF: usize = 16 * 1024;
 /// Connections accepted per wake-up of the listener.
 const ACCEPT_BATCH: usize = 256;
 
+/// Datagrams handled per wake-up of the sessiond socket (level-triggered:
+/// more wake the loop again, after the connections had their turn).
+const SESSIOND_BATCH: usize = 1024;
+/// Connection events served between two looks at the sessiond socket.
+const SESSIOND_EVERY: usize = 4;
+/// SO_RCVBUF asked for the sessiond socket, to absorb bursts.
+const SESSIOND_RCVBUF: usize = 1 << 20;
+
 const TOK_LISTENER: u64 = 0;
 const TOK_SIGNALS: u64 = 1;
-const TOK_BASE: u64 = 2;
+const TOK_SESSIOND: u64 = 2;
+const TOK_BASE: u64 = 3;
 
 struct Config {
     listen: Address,
@@ -85,6 +115,32 @@ struct Config {
     killable: bool,
     mintimeout: u64,
     maxconns: usize,
+    sessiond: Option<SocketAddr>,
+    sessiond_sessions: usize,
+}
+
+/// Parse a `-sessiond` address: `host:port` (stunnel's own syntax, e.g.
+/// `127.0.0.1:9002` or `localhost:9002`) or the libnal forms `IP:host:port`,
+/// `IPv4:host:port` and `IP:port` (all interfaces). IPv4 only: stunnel's
+/// sessiond client cannot send over IPv6.
+fn sessiond_address(s: &str) -> Result<SocketAddr, String> {
+    let has_prefix = ["IP:", "IPv4:", "IPv6:", "UNIX:"]
+        .iter()
+        .any(|p| s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p));
+    let text = if has_prefix {
+        s.to_string()
+    } else {
+        format!("IP:{s}")
+    };
+    match Address::parse(&text).map_err(|e| format!("flag -sessiond: {e}"))? {
+        Address::Ip {
+            addr: a @ SocketAddr::V4(_),
+            ..
+        } => Ok(a),
+        _ => Err(format!(
+            "flag -sessiond: '{s}' is not an IPv4 address (stunnel's sessiond client speaks IPv4 UDP only)"
+        )),
+    }
 }
 
 fn config(p: &Parsed) -> Result<Config, String> {
@@ -98,6 +154,8 @@ fn config(p: &Parsed) -> Result<Config, String> {
     if let Some(g) = p.get("sockgroup") {
         tools::lookup_group(g).map_err(|e| format!("flag -sockgroup: {e}"))?;
     }
+    let sessiond = p.get("sessiond").map(sessiond_address).transpose()?;
+    let sessions = p.num("sessions", 512, 1, MAX_SESSIONS)?;
     let pidfile = match p.get("pidfile") {
         Some("") => return Err("flag -pidfile: empty path".into()),
         Some(f) => {
@@ -114,12 +172,14 @@ fn config(p: &Parsed) -> Result<Config, String> {
             group: p.get("sockgroup").map(String::from),
             perms: p.octal("sockperms")?,
         },
-        sessions: p.num("sessions", 512, 1, MAX_SESSIONS)? as usize,
+        sessions: sessions as usize,
         progress: p.num("progress", 0, 0, u64::MAX)?,
         pidfile,
         killable: p.has("killable"),
         mintimeout: p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?,
         maxconns: p.num("maxconns", 10_000, 1, 1_000_000)? as usize,
+        sessiond,
+        sessiond_sessions: p.num("sessiond-sessions", sessions, 1, MAX_SESSIONS)? as usize,
     })
 }
 
@@ -147,6 +207,20 @@ fn run() -> i32 {
         )),
         Ok(_) => {}
         Err(e) => log(&format!("warning: cannot raise the descriptor limit: {e}")),
+    }
+    // Bound before the listener and before dropping privileges, so a bad
+    // address is reported at once and a port below 1024 works with -user.
+    let udp = match cfg.sessiond.map(bind_sessiond).transpose() {
+        Ok(u) => u,
+        Err(e) => {
+            log(&e.to_string());
+            return 1;
+        }
+    };
+    if let Some(a) = cfg.sessiond.filter(|a| !is_private(*a)) {
+        log(&format!(
+            "warning: sessiond address {a} is not loopback or private; anyone who reaches it can read and plant TLS sessions"
+        ));
     }
     let listener = match tools::listen(&cfg.listen, &cfg.sock) {
         Ok(l) => l,
@@ -190,7 +264,7 @@ fn run() -> i32 {
             return fail(detached, e.to_string());
         }
     }
-    let mut server = match Server::new(listener, &cfg) {
+    let mut server = match Server::new(listener, udp, &cfg) {
         Ok(s) => s,
         Err(e) => return fail(detached, format!("cannot start the event loop: {e}")),
     };
@@ -205,6 +279,12 @@ fn run() -> i32 {
             "listening on {}, up to {} sessions",
             cfg.listen, cfg.sessions
         ));
+        if let Some(a) = cfg.sessiond {
+            log(&format!(
+                "serving stunnel sessiond on UDP {a}, up to {} sessions (no authentication: keep this address private)",
+                cfg.sessiond_sessions
+            ));
+        }
     }
     let code = match server.serve(&signals) {
         Ok(sig) => {
@@ -264,6 +344,119 @@ enum Outcome {
     Close(Option<String>),
 }
 
+/// The stunnel `sessiond` side: a UDP socket and its own cache.
+struct Sessiond {
+    sock: UdpSocket,
+    /// Separate from the distcache cache: the key spaces never meet.
+    cache: Cache,
+    stats: SessiondStats,
+    /// GET answers that could not be sent (socket buffer full, ...).
+    unsent: u64,
+    /// One datagram; a byte longer than the largest legal request, so an
+    /// oversized datagram (truncated by the kernel to this size) is still
+    /// recognised as too long.
+    buf: Vec<u8>,
+    reply: Vec<u8>,
+    /// Kept apart from the connection log limiter, so a flood of bad
+    /// datagrams cannot hide connection problems.
+    logs: RateLimit,
+}
+
+impl Sessiond {
+    fn new(sock: UdpSocket, capacity: usize) -> Sessiond {
+        Sessiond {
+            sock,
+            cache: Cache::new(capacity),
+            stats: SessiondStats::default(),
+            unsent: 0,
+            buf: vec![0u8; sessiond::HEADER_LEN + sessiond::MAX_VALUE + 1],
+            reply: Vec::with_capacity(sessiond::HEADER_LEN + sessiond::MAX_VALUE),
+            logs: RateLimit::new(5),
+        }
+    }
+
+    fn ops(&self) -> u64 {
+        let s = &self.stats;
+        s.news + s.gets + s.removes + s.dropped
+    }
+
+    fn note(&mut self, msg: &str) {
+        if let Some(skipped) = self.logs.allow(tools::now_ms()) {
+            if skipped > 0 {
+                log(&format!("sessiond: ({skipped} similar lines suppressed)"));
+            }
+            log(&format!("sessiond: {msg}"));
+        }
+    }
+
+    /// Receive and answer datagrams until none is waiting (at most
+    /// `SESSIOND_BATCH`). GET answers go out at once, to the sender.
+    fn drain(&mut self) {
+        for _ in 0..SESSIOND_BATCH {
+            let (n, peer) = match self.sock.recv_from(&mut self.buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // A queued ICMP error or the like: it concerns one
+                    // earlier datagram only.
+                    self.note(&format!("receive failed: {e}"));
+                    continue;
+                }
+            };
+            let now = tools::now_ms();
+            match sessiond::handle(
+                &mut self.cache,
+                &mut self.stats,
+                now,
+                &self.buf[..n],
+                &mut self.reply,
+            ) {
+                Ok(false) => {}
+                Ok(true) => loop {
+                    match self.sock.send_to(&self.reply, peer) {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.unsent += 1;
+                            self.note(&format!("cannot answer {peer}: {e}"));
+                            break;
+                        }
+                    }
+                },
+                Err(why) => {
+                    self.note(&format!("dropped a datagram from {peer}: {why}"));
+                }
+            }
+        }
+    }
+}
+
+/// A non-blocking UDP socket bound to `addr`.
+fn bind_sessiond(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let what =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot bind sessiond UDP {addr}: {e}"));
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(what)?;
+    s.set_cloexec(true).map_err(what)?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(SESSIOND_RCVBUF);
+    s.bind(&addr.into()).map_err(what)?;
+    s.set_nonblocking(true).map_err(what)?;
+    Ok(s.into())
+}
+
+/// Loopback or an RFC 1918 / link-local address.
+fn is_private(a: SocketAddr) -> bool {
+    match a {
+        SocketAddr::V4(v) => {
+            let ip = v.ip();
+            ip.is_loopback() || ip.is_private() || ip.is_link_local()
+        }
+        SocketAddr::V6(_) => false,
+    }
+}
+
 struct Server {
     poller: Poller,
     listener: Listener,
@@ -283,13 +476,20 @@ struct Server {
     progress: u64,
     quiet: bool,
     last_status_ms: u64,
+    /// Operations of both protocols at the last status line.
     last_status_ops: u64,
+    /// Distcache operations at the last status line.
+    last_status_dc: u64,
+    sessiond: Option<Sessiond>,
 }
 
 impl Server {
-    fn new(listener: Listener, cfg: &Config) -> io::Result<Server> {
+    fn new(listener: Listener, udp: Option<UdpSocket>, cfg: &Config) -> io::Result<Server> {
         let poller = Poller::new()?;
         poller.add(listener.as_raw_fd(), TOK_LISTENER, evloop::READ)?;
+        if let Some(u) = &udp {
+            poller.add(u.as_raw_fd(), TOK_SESSIOND, evloop::READ)?;
+        }
         Ok(Server {
             poller,
             listener,
@@ -310,6 +510,8 @@ impl Server {
             quiet: cfg.daemon,
             last_status_ms: 0,
             last_status_ops: 0,
+            last_status_dc: 0,
+            sessiond: udp.map(|u| Sessiond::new(u, cfg.sessiond_sessions)),
         })
     }
 
@@ -329,20 +531,45 @@ impl Server {
         loop {
             self.poller
                 .wait(Some(Duration::from_millis(1000)), &mut events)?;
+            // stunnel waits only a few milliseconds for a GET answer:
+            // datagrams go first, and are looked for again every few
+            // connections, never queued behind distcache work.
+            if events.iter().any(|ev| ev.token == TOK_SESSIOND) {
+                self.sessiond_drain();
+            }
+            let mut served = 0usize;
             for ev in &events {
                 match ev.token {
+                    TOK_SESSIOND => {}
                     TOK_LISTENER => self.accept_some(),
                     TOK_SIGNALS => {
                         if let Some(sig) = signals.pending() {
                             return Ok(sig);
                         }
                     }
-                    t => self.conn_event((t - TOK_BASE) as usize, ev.events),
+                    t => {
+                        self.conn_event((t - TOK_BASE) as usize, ev.events);
+                        served += 1;
+                        if served % SESSIOND_EVERY == 0 {
+                            self.sessiond_drain();
+                        }
+                    }
                 }
             }
             self.free.append(&mut self.freed);
             self.status();
         }
+    }
+
+    fn sessiond_drain(&mut self) {
+        if let Some(sd) = &mut self.sessiond {
+            sd.drain();
+        }
+    }
+
+    /// Operations of both protocols, for deciding when a status line is due.
+    fn total_ops(&self) -> u64 {
+        self.stats.ops + self.sessiond.as_ref().map_or(0, Sessiond::ops)
     }
 
     fn accept_some(&mut self) {
@@ -559,7 +786,7 @@ impl Server {
         if self.quiet {
             return;
         }
-        let ops = self.stats.ops;
+        let ops = self.total_ops();
         if ops == self.last_status_ops {
             return;
         }
@@ -570,11 +797,28 @@ impl Server {
         }
         let s = self.stats;
         let items = self.cache.num_items(now);
+        let sd = match &mut self.sessiond {
+            Some(sd) => {
+                let t = sd.stats;
+                format!(
+                    " sessiond: news={} gets={} hits={} removes={} dropped={} unsent={} items={}/{}",
+                    t.news,
+                    t.gets,
+                    t.hits,
+                    t.removes,
+                    t.dropped,
+                    sd.unsent,
+                    sd.cache.num_items(now),
+                    sd.cache.capacity()
+                )
+            }
+            None => String::new(),
+        };
         println!(
-            "[{}] {TOOL}: ops={} (+{}) adds={} refused={} gets={} hits={} misses={} removes={} haves={} items={}/{} conns={}",
+            "[{}] {TOOL}: ops={} (+{}) adds={} refused={} gets={} hits={} misses={} removes={} haves={} items={}/{} conns={}{sd}",
             tools::timestamp(),
             s.ops,
-            ops - self.last_status_ops,
+            s.ops - self.last_status_dc,
             s.adds,
             s.adds_refused,
             s.gets,
@@ -589,6 +833,7 @@ impl Server {
         let _ = io::stdout().flush();
         self.last_status_ms = now;
         self.last_status_ops = ops;
+        self.last_status_dc = s.ops;
     }
 }
 

@@ -1,0 +1,356 @@
+//! Integration tests of `dc_server -sessiond`: stunnel's UDP session cache
+//! protocol served next to the distcache protocol, over a separate cache.
+//! Every test drives the real binary over its UDP port (datagram layout in
+//! `../shared/spec/SESSIOND.md`).
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use distcache_rs::client::{AddOutcome, Client};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dc_server");
+
+const NEW: u8 = 0x00;
+const GET: u8 = 0x01;
+const REMOVE: u8 = 0x02;
+const ERR: u8 = 0x80;
+const OK: u8 = 0x81;
+
+/// A running dc_server with a UNIX distcache listener and a sessiond port.
+struct Server {
+    proc: Proc,
+    dir: TempDir,
+    udp: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = TempDir::new("sessiond");
+        // A free UDP port can be taken by someone else before the server
+        // binds it: try a few.
+        for _ in 0..5 {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let sd = format!("127.0.0.1:{port}");
+            let listen = dir.addr("dc");
+            // -progress 1: a status line after every busy loop iteration,
+            // so the last one shows the final counters.
+            let mut args = vec!["-listen", &listen, "-sessiond", &sd, "-progress", "1"];
+            args.extend_from_slice(extra);
+            let mut proc = Proc::spawn_with(BIN, &args, Stdio::piped(), Stdio::piped());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && proc.alive() {
+                if UnixStream::connect(dir.path("dc")).is_ok() {
+                    return Server {
+                        proc,
+                        dir,
+                        udp: sd.parse().unwrap(),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let (code, err) = proc.terminate();
+            eprintln!("dc_server did not start on {sd} ({code:?}): {err}");
+        }
+        panic!("dc_server -sessiond never started");
+    }
+
+    fn distcache(&self) -> Client {
+        Client::new(&self.dir.addr("dc"), 0).unwrap()
+    }
+
+    /// SIGTERM; returns the last status line printed.
+    fn last_status(self) -> String {
+        let (code, out, err) = self.proc.terminate_all();
+        assert_eq!(code, Some(0), "stderr: {err}");
+        out.lines()
+            .rfind(|l| l.contains("sessiond:"))
+            .unwrap_or_else(|| panic!("no status line with sessiond counters in {out:?}"))
+            .to_string()
+    }
+}
+
+fn sock() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+fn dgram(t: u8, timeout: u16, key: &[u8; 32], value: &[u8]) -> Vec<u8> {
+    let mut d = vec![1, t];
+    d.extend_from_slice(&timeout.to_be_bytes());
+    d.extend_from_slice(key);
+    d.extend_from_slice(value);
+    d
+}
+
+fn key(b: u8) -> [u8; 32] {
+    let mut k = [b; 32];
+    k[0] = 0xA5;
+    k
+}
+
+/// A DER-looking session of `n` bytes.
+fn der(tag: u8, n: usize) -> Vec<u8> {
+    let mut v = vec![0x30, 0x7e];
+    v.extend((0..n - 2).map(|i| tag.wrapping_add(i as u8)));
+    v
+}
+
+/// Send a GET from `s` and return the reply.
+fn get(s: &UdpSocket, to: SocketAddr, k: &[u8; 32]) -> Vec<u8> {
+    s.send_to(&dgram(GET, 0, k, &[]), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = s.recv_from(&mut buf).expect("no answer to a GET");
+    assert_eq!(from, to, "answer from another address");
+    buf[..n].to_vec()
+}
+
+fn send(s: &UdpSocket, to: SocketAddr, d: &[u8]) {
+    assert_eq!(s.send_to(d, to).unwrap(), d.len());
+}
+
+/// Send GET for `k` and check it is answered OK with `value`.
+fn expect_hit(s: &UdpSocket, to: SocketAddr, k: &[u8; 32], value: &[u8]) {
+    assert_eq!(get(s, to, k), dgram(OK, 0, k, value));
+}
+
+fn expect_miss(s: &UdpSocket, to: SocketAddr, k: &[u8; 32]) {
+    assert_eq!(get(s, to, k), dgram(ERR, 0, k, &[]));
+}
+
+#[test]
+fn new_get_remove_overwrite() {
+    let srv = Server::start(&[]);
+    let (a, b) = (sock(), sock());
+    let k = key(1);
+    let v1 = der(1, 132);
+    // NEW is never answered; a GET from another socket (another source
+    // port, as stunnel uses a fresh socket per request) finds it.
+    send(&a, srv.udp, &dgram(NEW, 300, &k, &v1));
+    expect_hit(&b, srv.udp, &k, &v1);
+    // Miss: an explicit ERR echoing the key.
+    expect_miss(&b, srv.udp, &key(2));
+    // Overwrite: a NEW for a stored key replaces the value.
+    let v2 = der(9, 148);
+    send(&a, srv.udp, &dgram(NEW, 300, &k, &v2));
+    expect_hit(&b, srv.udp, &k, &v2);
+    // The largest value stunnel sends (512 bytes) goes through whole.
+    let k3 = key(3);
+    let big = der(3, 512);
+    send(&a, srv.udp, &dgram(NEW, 300, &k3, &big));
+    expect_hit(&a, srv.udp, &k3, &big);
+    // REMOVE is not answered and deletes.
+    send(&a, srv.udp, &dgram(REMOVE, 0, &k, &[]));
+    expect_miss(&b, srv.udp, &k);
+    expect_hit(&b, srv.udp, &k3, &big);
+    // Nothing was ever sent to `a` but the one GET answer it asked for.
+    a.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(a.recv_from(&mut buf).is_err(), "unexpected datagram");
+    let status = srv.last_status();
+    assert!(
+        status.contains("news=3 gets=6 hits=4 removes=1 dropped=0"),
+        "{status}"
+    );
+    assert!(status.contains("items=1/512"), "{status}");
+}
+
+#[test]
+fn sessions_expire() {
+    let srv = Server::start(&[]);
+    let s = sock();
+    let (short, long) = (key(4), key(5));
+    send(&s, srv.udp, &dgram(NEW, 1, &short, b"\x30\x01x"));
+    send(&s, srv.udp, &dgram(NEW, 60, &long, b"\x30\x01y"));
+    expect_hit(&s, srv.udp, &short, b"\x30\x01x");
+    std::thread::sleep(Duration::from_millis(1100));
+    expect_miss(&s, srv.udp, &short);
+    expect_hit(&s, srv.udp, &long, b"\x30\x01y");
+    // A zero timeout stores nothing visible.
+    let zero = key(6);
+    send(&s, srv.udp, &dgram(NEW, 0, &zero, b"\x30\x01z"));
+    expect_miss(&s, srv.udp, &zero);
+}
+
+#[test]
+fn malformed_datagrams_are_dropped_silently() {
+    let srv = Server::start(&[]);
+    let s = sock();
+    let k = key(7);
+    send(&s, srv.udp, &dgram(NEW, 300, &k, b"\x30\x02ok"));
+    let mut bad_version = dgram(GET, 0, &k, &[]);
+    bad_version[0] = 2;
+    let mut zero_version = dgram(GET, 0, &k, &[]);
+    zero_version[0] = 0;
+    let cases: Vec<Vec<u8>> = vec![
+        vec![],                                // empty
+        vec![1],                               // 1 byte
+        dgram(GET, 0, &k, &[])[..35].to_vec(), // header minus one
+        bad_version,                           // version 2
+        zero_version,                          // version 0
+        dgram(0x03, 0, &k, &[]),               // unknown type
+        dgram(0x7f, 0, &k, &[]),               // unknown type
+        dgram(OK, 0, &k, b"\x30\x01x"),        // a reply sent to us
+        dgram(ERR, 0, &k, &[]),                // a reply sent to us
+        dgram(NEW, 300, &k, &[]),              // NEW without a value
+        dgram(GET, 0, &k, b"x"),               // GET with a value
+        dgram(REMOVE, 0, &k, b"x"),            // REMOVE with a value
+        dgram(NEW, 300, &k, &der(1, 513)),     // value one byte too long
+        dgram(NEW, 300, &k, &der(1, 4000)),    // far too long
+        dgram(GET, 0, &k, &vec![0; 60_000]),   // huge
+    ];
+    for d in &cases {
+        send(&s, srv.udp, d);
+    }
+    // The server handles one socket's datagrams in order: had it answered
+    // any malformed one, that answer would arrive before this GET's.
+    expect_hit(&s, srv.udp, &k, b"\x30\x02ok");
+    // A malformed REMOVE or NEW changed nothing.
+    expect_hit(&sock(), srv.udp, &k, b"\x30\x02ok");
+    // The distcache side is still served too.
+    let c = srv.distcache();
+    assert!(matches!(
+        c.add(b"dc-id", b"dc-data", 10_000),
+        Ok(AddOutcome::Stored)
+    ));
+    let status = srv.last_status();
+    assert!(
+        status.contains(&format!("dropped={}", cases.len())),
+        "{status}"
+    );
+    assert!(
+        status.contains("news=1 gets=2 hits=2 removes=0"),
+        "{status}"
+    );
+}
+
+#[test]
+fn key_spaces_are_apart() {
+    let srv = Server::start(&[]);
+    let s = sock();
+    let c = srv.distcache();
+    // A distcache ADD of a 32-byte id is not visible to sessiond ...
+    let k = key(8);
+    assert!(matches!(
+        c.add(&k, b"distcache-session", 60_000),
+        Ok(AddOutcome::Stored)
+    ));
+    expect_miss(&s, srv.udp, &k);
+    // ... and a sessiond NEW is not visible to distcache, even under the
+    // same id: both stores keep their own value.
+    send(&s, srv.udp, &dgram(NEW, 300, &k, b"\x30\x03tls"));
+    expect_hit(&s, srv.udp, &k, b"\x30\x03tls");
+    assert_eq!(&*c.get(&k).unwrap().unwrap(), b"distcache-session");
+    let k2 = key(9);
+    send(&s, srv.udp, &dgram(NEW, 300, &k2, b"\x30\x03tls"));
+    expect_hit(&s, srv.udp, &k2, b"\x30\x03tls");
+    assert!(c.get(&k2).unwrap().is_none());
+    assert!(!c.has(&k2).unwrap());
+    // Removing on one side leaves the other.
+    assert!(c.remove(&k).unwrap());
+    expect_hit(&s, srv.udp, &k, b"\x30\x03tls");
+    send(&s, srv.udp, &dgram(REMOVE, 0, &k2, &[]));
+    assert!(c.add(&k2, b"later", 60_000).is_ok());
+    expect_miss(&s, srv.udp, &k2);
+}
+
+#[test]
+fn sessiond_capacity_is_its_own() {
+    // Two sessiond sessions at most, four distcache ones: filling one store
+    // never evicts from the other.
+    let srv = Server::start(&["-sessions", "4", "-sessiond-sessions", "2"]);
+    let s = sock();
+    let c = srv.distcache();
+    for i in 0..4u8 {
+        assert!(c.add(&[b'd', i], b"data", 60_000).is_ok());
+    }
+    for i in 0..3u8 {
+        send(
+            &s,
+            srv.udp,
+            &dgram(NEW, 300 + u16::from(i), &key(20 + i), &[0x30, i]),
+        );
+    }
+    // The one closest to expiry (the first) made room for the third.
+    expect_miss(&s, srv.udp, &key(20));
+    expect_hit(&s, srv.udp, &key(21), &[0x30, 1]);
+    expect_hit(&s, srv.udp, &key(22), &[0x30, 2]);
+    for i in 0..4u8 {
+        assert!(c.has(&[b'd', i]).unwrap(), "distcache session {i} evicted");
+    }
+    let status = srv.last_status();
+    assert!(status.contains("items=4/4 "), "{status}");
+    assert!(status.ends_with("items=2/2"), "{status}");
+}
+
+#[test]
+fn address_forms() {
+    // The libnal form is accepted as well as stunnel's host:port.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = TempDir::new("sessiond-addr");
+    let listen = dir.addr("dc");
+    let sd = format!("IP:127.0.0.1:{port}");
+    let p1 = Proc::spawn(BIN, &["-listen", &listen, "-sessiond", &sd]);
+    wait_for_socket(&dir.path("dc"));
+    let s = sock();
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    expect_miss(&s, to, &key(30));
+    // All interfaces (`IP:port`) works, with a warning: no authentication.
+    let port2 = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen2 = dir.addr("dc2");
+    let wild = format!("IP:{port2}");
+    let p2 = Proc::spawn(BIN, &["-listen", &listen2, "-sessiond", &wild]);
+    wait_for_socket(&dir.path("dc2"));
+    let to2: SocketAddr = format!("127.0.0.1:{port2}").parse().unwrap();
+    expect_miss(&s, to2, &key(31));
+    let (code, err) = p2.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: sessiond address 0.0.0.0:{port2} is not loopback or private"
+        )),
+        "{err}"
+    );
+    // No warning for loopback.
+    let (code, err) = p1.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("serving stunnel sessiond on UDP 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    // Refused: IPv6 (stunnel's client is IPv4 only), UNIX, junk, no port.
+    for bad in [
+        "IPv6:[::1]:9002",
+        "UNIX:/tmp/x",
+        "127.0.0.1",
+        "nonsense:port",
+        "",
+    ] {
+        let (code, _, err) = run(
+            BIN,
+            &["-listen", &dir.addr("other"), "-sessiond", bad],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, Some(1), "-sessiond {bad:?} accepted");
+        assert!(err.contains("-sessiond"), "{err}");
+    }
+}
