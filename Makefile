@@ -31,7 +31,7 @@ TOOLS      := dc_server dc_client dc_test dc_snoop
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 .PHONY: all build install uninstall check check-rust check-headers \
-        check-exports check-c check-tools demo headers clean bench bench-short fuzz
+        check-exports check-c check-tools check-fuzz demo headers clean bench bench-short fuzz
 
 all: build
 
@@ -103,7 +103,7 @@ headers:
 
 # ---------------------------------------------------------------- tests
 
-check: check-rust check-exports check-c check-e2e
+check: check-rust check-exports check-c check-e2e check-fuzz
 	@echo "make check: all test suites passed"
 
 check-rust:
@@ -139,6 +139,11 @@ check-e2e: $(B)/stamp-testinstall
 	@if command -v stunnel4 >/dev/null 2>&1 || [ "$${CI:-}" = true ]; then \
 	  bash tests/e2e/stunnel.sh $(TESTPREFIX); \
 	else echo "check-e2e: SKIPPED stunnel test: stunnel4 not found (apt-get install stunnel4 openssl)"; fi
+
+# A bounded fuzzing run (60 s over all targets; installs cargo-fuzz itself).
+# Longer: `sh fuzz/run.sh SECONDS [TARGET...]`, see fuzz/README.md.
+check-fuzz:
+	sh fuzz/run.sh 60
 
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)

@@ -65,6 +65,16 @@ const CLI: Cli = Cli {
             "most client connections at once (default 10000)",
         ),
         Flag::value(
+            &["idle"],
+            "msecs",
+            "close connections silent this long (default 300000; 0 = never)",
+        ),
+        Flag::value(
+            &["stall"],
+            "msecs",
+            "close connections stuck mid-request or not reading answers this long (default 30000; 0 = never)",
+        ),
+        Flag::value(
             &["sessiond"],
             "host:port",
             "also serve stunnel's sessiond protocol on this UDP IPv4 address \
@@ -90,6 +100,17 @@ const OUT_HIGH: usize = 256 * 1024;
 const IDLE_BUF: usize = 16 * 1024;
 /// Connections accepted per wake-up of the listener.
 const ACCEPT_BATCH: usize = 256;
+/// Default `-idle`: a connection that sends nothing for 5 minutes is closed.
+/// Persistent clients (libdistcache's pool, dc_client) reconnect by
+/// themselves when an idle connection was closed, so this costs them one
+/// connect; it bounds how long silent sockets (crashed peers behind a
+/// firewall, port scanners, a flood of do-nothing connections) pin slots.
+const DEFAULT_IDLE_MS: u64 = 300_000;
+/// Default `-stall`: a connection holding half a request, or refusing to
+/// read its answers, for 30 seconds is closed. Real clients send a request
+/// in one go and read the answer at once; 30 s is 15 times libdistcache's
+/// default I/O timeout, so only a broken or hostile peer gets there.
+const DEFAULT_STALL_MS: u64 = 30_000;
 
 /// Datagrams handled per wake-up of the sessiond socket (level-triggered:
 /// more wake the loop again, after the connections had their turn).
@@ -115,6 +136,8 @@ struct Config {
     killable: bool,
     mintimeout: u64,
     maxconns: usize,
+    idle_ms: u64,
+    stall_ms: u64,
     sessiond: Option<SocketAddr>,
     sessiond_sessions: usize,
 }
@@ -178,6 +201,8 @@ fn config(p: &Parsed) -> Result<Config, String> {
         killable: p.has("killable"),
         mintimeout: p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?,
         maxconns: p.num("maxconns", 10_000, 1, 1_000_000)? as usize,
+        idle_ms: p.num("idle", DEFAULT_IDLE_MS, 0, 86_400_000)?,
+        stall_ms: p.num("stall", DEFAULT_STALL_MS, 0, 86_400_000)?,
         sessiond,
         sessiond_sessions: p.num("sessiond-sessions", sessions, 1, MAX_SESSIONS)? as usize,
     })
@@ -319,11 +344,22 @@ struct Conn {
     interest: u32,
     /// The peer finished sending: flush the output, then close.
     eof: bool,
+    /// Last time (ms) bytes moved in either direction (for -idle).
+    last_active: u64,
+    /// Last time (ms) a whole frame was taken, answers moved out, or a new
+    /// request started (for -stall): a peer dribbling bytes of a frame
+    /// that never completes makes no progress.
+    progress: u64,
 }
 
 impl Conn {
     fn unsent(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Half a request received, or answers the peer does not take.
+    fn mid_request(&self) -> bool {
+        !self.inbuf.is_empty() || self.dec.in_message() || self.unsent() > 0
     }
 }
 
@@ -478,6 +514,9 @@ struct Server {
     last_status_ms: u64,
     /// Operations of both protocols at the last status line.
     last_status_ops: u64,
+    idle_ms: u64,
+    stall_ms: u64,
+    next_idle_scan: u64,
     /// Distcache operations at the last status line.
     last_status_dc: u64,
     sessiond: Option<Sessiond>,
@@ -510,6 +549,9 @@ impl Server {
             quiet: cfg.daemon,
             last_status_ms: 0,
             last_status_ops: 0,
+            idle_ms: cfg.idle_ms,
+            stall_ms: cfg.stall_ms,
+            next_idle_scan: 0,
             last_status_dc: 0,
             sessiond: udp.map(|u| Sessiond::new(u, cfg.sessiond_sessions)),
         })
@@ -557,8 +599,46 @@ impl Server {
                 }
             }
             self.free.append(&mut self.freed);
+            self.expire_idle();
             self.status();
         }
+    }
+
+    /// Close connections past `-idle` (nothing pending) or `-stall` (half a
+    /// request, or unread answers). Scans at most a few times a second.
+    fn expire_idle(&mut self) {
+        if self.idle_ms == 0 && self.stall_ms == 0 {
+            return;
+        }
+        let now = tools::now_ms();
+        if now < self.next_idle_scan {
+            return;
+        }
+        let limit = |ms: u64| if ms == 0 { u64::MAX } else { ms };
+        let (idle, stall) = (limit(self.idle_ms), limit(self.stall_ms));
+        self.next_idle_scan = now + idle.min(stall).clamp(1, 4000) / 4;
+        for idx in 0..self.conns.len() {
+            let Some(c) = &self.conns[idx] else { continue };
+            let why = if c.mid_request() {
+                let quiet = now.saturating_sub(c.progress);
+                (quiet >= stall).then(|| {
+                    format!(
+                        "stalled for {quiet} ms with {} bytes of a request and {} bytes of answers pending (-stall)",
+                        c.inbuf.len(),
+                        c.unsent()
+                    )
+                })
+            } else {
+                let quiet = now.saturating_sub(c.last_active);
+                (quiet >= idle).then(|| format!("idle for {quiet} ms (-idle)"))
+            };
+            if let Some(why) = why {
+                let conn = self.conns[idx].take().expect("checked above");
+                self.note(&format!("closing connection from {}: {why}", conn.peer));
+                self.close(idx, conn);
+            }
+        }
+        self.free.append(&mut self.freed);
     }
 
     fn sessiond_drain(&mut self) {
@@ -639,6 +719,8 @@ impl Server {
             out_pos: 0,
             interest: evloop::READ,
             eof: false,
+            last_active: tools::now_ms(),
+            progress: tools::now_ms(),
         });
         self.nconns += 1;
     }
@@ -695,6 +777,11 @@ impl Server {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
+                    let now = tools::now_ms();
+                    if !conn.mid_request() {
+                        conn.progress = now;
+                    }
+                    conn.last_active = now;
                     let r = self.take_input(conn, n);
                     if let Some(o) = self.stopped(conn, r) {
                         return o;
@@ -707,9 +794,14 @@ impl Server {
         }
         loop {
             if conn.unsent() > 0 {
+                let before = conn.unsent();
                 if let Err(e) = flush(conn) {
                     let _ = e;
                     return Outcome::Close(None);
+                }
+                if conn.unsent() != before {
+                    conn.last_active = tools::now_ms();
+                    conn.progress = conn.last_active;
                 }
             }
             // Output drained below the mark: decode what is still buffered.
@@ -880,6 +972,9 @@ fn process(
                 off += consumed;
             }
         }
+    }
+    if off > 0 {
+        conn.progress = now;
     }
     if big && !conn.dec.in_message() {
         // Release the reassembly buffer of a multi-frame message: idle

@@ -55,14 +55,21 @@ fn parse_port(s: &str, p: &str) -> Result<u16, AddressError> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // Compare bytes: slicing the str at prefix.len() could cut a multi-byte
+    // character in two (a panic). A match is ASCII, so the cut is then safe.
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
         Some(&s[prefix.len()..])
     } else {
         None
     }
 }
 
-fn resolve_v4(s: &str, host: &str, port: u16) -> Result<SocketAddr, AddressError> {
+/// The error text (suffix) of [`Address::parse_numeric`] when the string is
+/// well-formed but names a host that would need a name lookup.
+pub const LOOKUP_REFUSED: &str = "host name lookup refused";
+
+fn resolve_v4(s: &str, host: &str, port: u16, lookup: bool) -> Result<SocketAddr, AddressError> {
     if host.is_empty() {
         return err(s, "empty host name");
     }
@@ -71,6 +78,9 @@ fn resolve_v4(s: &str, host: &str, port: u16) -> Result<SocketAddr, AddressError
     }
     if host.contains(|c: char| c.is_whitespace() || c == '/' || c == '[' || c == ']') {
         return err(s, "invalid host name");
+    }
+    if !lookup {
+        return err(s, LOOKUP_REFUSED);
     }
     match (host, port).to_socket_addrs() {
         Ok(mut it) => match it.find(|a| a.is_ipv4()) {
@@ -84,6 +94,17 @@ fn resolve_v4(s: &str, host: &str, port: u16) -> Result<SocketAddr, AddressError
 impl Address {
     /// Parse an address string.
     pub fn parse(s: &str) -> Result<Address, AddressError> {
+        Self::parse_with(s, true)
+    }
+
+    /// Like [`parse`](Self::parse) but never resolves a host name: a name
+    /// that is not a dotted quad fails with [`LOOKUP_REFUSED`]. For the
+    /// fuzz targets, which must not send DNS queries.
+    pub fn parse_numeric(s: &str) -> Result<Address, AddressError> {
+        Self::parse_with(s, false)
+    }
+
+    fn parse_with(s: &str, lookup: bool) -> Result<Address, AddressError> {
         if s.contains('\0') {
             return err(s, "contains a NUL byte");
         }
@@ -138,7 +159,7 @@ impl Address {
             }
             Some((host, port)) => {
                 let port = parse_port(s, port)?;
-                let addr = resolve_v4(s, host, port)?;
+                let addr = resolve_v4(s, host, port, lookup)?;
                 Ok(Address::Ip {
                     addr,
                     listen_only: false,
@@ -244,5 +265,32 @@ mod tests {
         assert!(Address::parse(&long).is_err());
         let ok = format!("UNIX:/{}", "a".repeat(106));
         assert!(Address::parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn numeric_never_looks_up() {
+        let e = Address::parse_numeric("IP:localhost:80").unwrap_err();
+        assert!(e.0.ends_with(LOOKUP_REFUSED), "{e}");
+        assert_eq!(
+            Address::parse_numeric("IP:127.0.0.1:80").unwrap(),
+            Address::parse("IP:127.0.0.1:80").unwrap()
+        );
+        assert!(Address::parse_numeric("IP:host name:80").is_err());
+        assert!(Address::parse_numeric("UNIX:/x").is_ok());
+    }
+
+    /// Found by fuzz/address: a multi-byte character across the end of
+    /// the prefix being compared made the parser panic.
+    #[test]
+    fn multibyte_prefix_no_panic() {
+        for s in [
+            "IP?\u{aaaa}",
+            "I\u{fd76}4:10.0.0.1:65535",
+            "UNI\u{e9}:/x",
+            "\u{e9}",
+            "IPv\u{1F600}:1",
+        ] {
+            assert!(Address::parse(s).is_err(), "{s:?} accepted");
+        }
     }
 }

@@ -274,6 +274,18 @@ pub fn connect_timeout(addr: &Address, timeout: Option<Duration>) -> io::Result<
 }
 
 impl Stream {
+    /// The peer as [`Listener::accept`] names it (`127.0.0.1:5000` or
+    /// `UNIX pid 123`), looked up on demand; empty if unknown.
+    pub fn peer_name(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Stream::Unix(s) => match sys::peer_pid(s.as_raw_fd()) {
+                Some(pid) => format!("UNIX pid {pid}"),
+                None => "UNIX peer".to_string(),
+            },
+        }
+    }
+
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),

@@ -244,6 +244,15 @@ impl PidFile {
                 format!("cannot write pid file {}: {e}{hint}", abs.display()),
             )
         };
+        if let Some(pid) = live_owner(&abs) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "cannot write pid file {}: it belongs to running process {pid}",
+                    abs.display()
+                ),
+            ));
+        }
         fs::write(&abs, format!("{}\n", std::process::id())).map_err(err)?;
         Ok(PidFile {
             path: abs,
@@ -262,9 +271,39 @@ impl PidFile {
     }
 }
 
+/// The pid in an existing pid file, if it names another running process
+/// of the same program (a stale file, or a pid reused by something else,
+/// does not count).
+fn live_owner(path: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    if pid == 0 || pid == std::process::id() || pid > i32::MAX as u32 {
+        return None;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid as i32, 0) } == 0
+        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return None;
+    }
+    let comm = |p: &str| fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) if theirs != ours => None,
+        _ => Some(pid),
+    }
+}
+
+/// Whether the pid file still holds our pid (another process may have
+/// replaced it; then it is theirs to remove).
+fn holds_our_pid(path: &Path) -> bool {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        == Some(std::process::id())
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if !self.removed {
+        if !self.removed && holds_our_pid(&self.path) {
             if let Err(e) = fs::remove_file(&self.path) {
                 eprintln!("cannot remove pid file {}: {e}", self.path.display());
             }

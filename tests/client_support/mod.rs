@@ -172,10 +172,12 @@ pub fn parse_json(s: &str) -> Json {
     p.value()
 }
 
-/// Path of the shared wire vectors (`DCRS_VECTORS` overrides the directory).
+/// Path of the shared wire vectors (`DCRS_VECTORS` names wire.json or the
+/// directory holding it).
 pub fn vectors_path() -> PathBuf {
     match std::env::var_os("DCRS_VECTORS") {
-        Some(d) => PathBuf::from(d).join("wire.json"),
+        Some(d) if PathBuf::from(&d).is_dir() => PathBuf::from(d).join("wire.json"),
+        Some(f) => PathBuf::from(f),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
     }
 }

@@ -22,7 +22,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
-use distcache_rs::proto::{status, Decoder, Direction};
+use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
 use distcache_rs::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
 
 use mux::Mux;
@@ -64,6 +64,11 @@ const CLI: Cli = Cli {
             "msecs",
             "drop application connections idle this long (default 0 = never)",
         ),
+        Flag::value(
+            &["maxconns"],
+            "num",
+            "most application connections at once (default 4096)",
+        ),
     ],
 };
 
@@ -89,11 +94,17 @@ const CONNECT_TIMEOUT_MS: u64 = 5000;
 const CONNECT_GRACE_MS: u64 = 200;
 /// How long accepting stops after accept() failed (e.g. out of descriptors).
 const ACCEPT_PAUSE_MS: u64 = 100;
+/// Default `-maxconns`. An Apache child keeps at most a few pooled
+/// connections (libdistcache keeps up to 32 idle ones per process), so 4096
+/// covers the largest MaxRequestWorkers settings in use, well within a
+/// typical descriptor limit.
+const DEFAULT_MAXCONNS: u64 = 4096;
 
 struct Config {
     server: Address,
     retry_ms: u64,
     idle_ms: u64,
+    maxconns: usize,
 }
 
 /// An application connection.
@@ -145,6 +156,8 @@ struct Proxy {
     /// Read buffer shared by all connections.
     scratch: Vec<u8>,
     garbage_log: tools::RateLimit,
+    /// Log lines about -maxconns refusals.
+    limit_log: tools::RateLimit,
     /// Accepting is paused until then after an accept failure.
     accept_paused_until: Option<u64>,
 }
@@ -449,6 +462,21 @@ impl Proxy {
         for _ in 0..256 {
             match self.listener.accept_stream() {
                 Ok(stream) => {
+                    if self.clients.len() >= self.cfg.maxconns {
+                        if let Some(skipped) = self.limit_log.allow(Self::now()) {
+                            // Named only when refusing: accepting stays one
+                            // system call.
+                            let peer = stream.peer_name();
+                            log(format_args!(
+                                "refusing application connection{}: {} connections open (-maxconns){}",
+                                if peer.is_empty() { String::new() } else { format!(" from {peer}") },
+                                self.clients.len(),
+                                if skipped > 0 { format!(" ({skipped} similar lines suppressed)") } else { String::new() }
+                            ));
+                        }
+                        drop(stream);
+                        continue;
+                    }
                     let token = self.next_token;
                     self.next_token += 1;
                     if let Err(e) = self.poller.add(stream.as_raw_fd(), token, evloop::READ) {
@@ -534,7 +562,20 @@ impl Proxy {
         let mux = &mut self.mux;
         let up_out = &mut self.up_out;
         let mut answered_locally = false;
+        // An ADD too short to parse makes dc_server drop the connection it
+        // came on: forwarded, it would cut the shared server connection and
+        // fail every other application's requests. Drop only this client.
+        let mut poisoned = false;
         let res = dec.drain(inbuf, |msg| {
+            if poisoned {
+                return;
+            }
+            if msg.cmd == Cmd::Add
+                && matches!(distcache_rs::proto::parse_add(msg.payload), AddParse::Fatal)
+            {
+                poisoned = true;
+                return;
+            }
             if connected {
                 mux.forward(token, &msg, up_out);
                 *inflight += 1;
@@ -543,6 +584,11 @@ impl Proxy {
                 answered_locally = true;
             }
         });
+        let res = match res {
+            Ok(_) if poisoned => Err("corrupt ADD request (payload under 8 bytes)".to_string()),
+            Ok(used) => Ok(used),
+            Err(e) => Err(e.to_string()),
+        };
         match res {
             Ok(used) => {
                 inbuf.drain(..used);
@@ -718,6 +764,9 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
         .map_err(|e| fail(format!("flag -listen: {e}")))?;
     let retry_ms = p.num("retry", 5000, 1, 86_400_000).map_err(fail)?;
     let idle_ms = p.num("idle", 0, 0, 86_400_000).map_err(fail)?;
+    let maxconns = p
+        .num("maxconns", DEFAULT_MAXCONNS, 1, 1_000_000)
+        .map_err(fail)? as usize;
     let opts = SockOpts {
         owner: p.get("sockowner").map(str::to_string),
         group: p.get("sockgroup").map(str::to_string),
@@ -728,6 +777,7 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
             server,
             retry_ms,
             idle_ms,
+            maxconns,
         },
         listen,
         opts,
@@ -772,7 +822,14 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fatal(e),
     };
-    let _ = tools::raise_nofile_limit();
+    match tools::raise_nofile_limit() {
+        Ok(n) if (n as usize) < cfg.maxconns + 32 => eprintln!(
+            "dc_client: warning: descriptor limit {n} is below -maxconns {}",
+            cfg.maxconns
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("dc_client: warning: cannot raise the descriptor limit: {e}"),
+    }
     let poller = match Poller::new() {
         Ok(p) => p,
         Err(e) => return fatal(e),
@@ -793,6 +850,7 @@ fn main() -> ExitCode {
         next_idle_scan: 0,
         scratch: vec![0u8; READ_CHUNK],
         garbage_log: tools::RateLimit::new(10),
+        limit_log: tools::RateLimit::new(5),
         accept_paused_until: None,
     };
     if let Some(d) = detached {

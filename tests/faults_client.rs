@@ -1,0 +1,352 @@
+//! Fault and hostile-input tests for dc_client and dc_snoop in front of a
+//! live dc_server (issue 8): malformed wire.json cases and hostile streams
+//! from one application never disturb the others, -maxconns, dc_client
+//! killed and restarted under DC_CTX load. UNIX sockets in a temp
+//! directory only; every wait is bounded.
+
+mod common;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::*;
+use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
+use distcache_rs::proto::{encode_message, Cmd};
+
+fn dc_server(dir: &TempDir, name: &str) -> Proc {
+    let log = fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
+    let p = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_server"),
+        &["-listen", &dir.addr(name), "-sessions", "10000"],
+        Stdio::null(),
+        Stdio::from(log),
+    );
+    wait_for_socket(&dir.path(name));
+    p
+}
+
+/// dc_client with stderr in a file (a pipe nobody reads could fill up).
+fn dc_client_logged(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
+    let log = fs::File::create(dir.path("client.log")).unwrap();
+    let listen = dir.addr("client");
+    let mut args = vec!["-server", server, "-listen", &listen];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_client"),
+        &args,
+        Stdio::null(),
+        Stdio::from(log),
+    );
+    wait_for_socket(&dir.path("client"));
+    p
+}
+
+fn request(uid: u32, op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_message(&mut out, false, uid, Cmd::from_wire(op).unwrap(), payload).unwrap();
+    out
+}
+
+fn add_payload(id: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut p = 60_000u32.to_be_bytes().to_vec();
+    p.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    p.extend_from_slice(id);
+    p.extend_from_slice(data);
+    p
+}
+
+fn read_msg(s: &mut UnixStream) -> io::Result<(u32, u8, Vec<u8>)> {
+    let mut payload = Vec::new();
+    loop {
+        let mut h = [0u8; 14];
+        s.read_exact(&mut h)?;
+        assert_eq!(&h[..5], &[0, 0x11, 0, 0, 1], "header {}", hex(&h));
+        let n = u16::from_be_bytes([h[12], h[13]]) as usize;
+        let mut p = vec![0u8; n];
+        s.read_exact(&mut p)?;
+        payload.extend_from_slice(&p);
+        if h[11] == 1 {
+            return Ok((u32::from_be_bytes([h[5], h[6], h[7], h[8]]), h[10], payload));
+        }
+    }
+}
+
+fn transact(s: &mut UnixStream, req: &[u8]) -> Vec<u8> {
+    s.write_all(req).unwrap();
+    let (uid, op, p) = read_msg(s).unwrap();
+    assert_eq!(
+        (uid.to_be_bytes(), op),
+        (req[5..9].try_into().unwrap(), req[10])
+    );
+    p
+}
+
+fn check_served(s: &mut UnixStream, tag: &str, n: u32) {
+    let id = format!("{tag}-{n}");
+    let data = format!("data of {id}").repeat(3);
+    assert_eq!(
+        transact(
+            s,
+            &request(n, 0, &add_payload(id.as_bytes(), data.as_bytes()))
+        ),
+        vec![0],
+        "ADD {id}"
+    );
+    assert_eq!(
+        transact(s, &request(n, 1, id.as_bytes())),
+        data.as_bytes(),
+        "GET {id}"
+    );
+}
+
+fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 4096];
+    let r = loop {
+        match s.read(&mut b) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    r
+}
+
+/// The request byte strings of wire.json that a server or proxy must
+/// reject by closing the connection.
+fn malformed_requests() -> Vec<(String, Vec<u8>)> {
+    wire_cases()
+        .iter()
+        .filter(|c| {
+            let leg = c.str("leg").unwrap_or("");
+            matches!(c.str("server_reaction"), Some("close" | "abort"))
+                && (leg == "app->dc_server" || leg == "app->dc_client")
+        })
+        .map(|c| {
+            (
+                c.str("name").unwrap().to_string(),
+                unhex(c.str("request_hex").unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Hostile streams beyond wire.json: 17 full frames, data_len 0xFFFF,
+/// random bytes.
+fn extra_hostile() -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut f17 = Vec::new();
+    for _ in 0..17 {
+        let mut h = vec![0, 0x11, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0x08, 0x00];
+        h.extend_from_slice(&[0u8; 2048]);
+        f17.extend_from_slice(&h);
+    }
+    v.push(("17 full frames".to_string(), f17));
+    v.push((
+        "data_len 0xFFFF".to_string(),
+        vec![0, 0x11, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0xFF, 0xFF],
+    ));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..10 {
+        let mut junk: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        if i % 2 == 0 {
+            junk[..5].copy_from_slice(&[0, 0x11, 0, 0, 0]);
+        }
+        v.push((format!("random bytes #{i}"), junk));
+    }
+    v
+}
+
+#[test]
+fn dc_client_drops_only_the_offending_application() {
+    let dir = TempDir::new("fltc-wire");
+    let mut srv = dc_server(&dir, "srv");
+    let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-retry", "100"]);
+    let app = dir.path("client");
+    let mut good: Vec<UnixStream> = (0..4).map(|_| connect(&app)).collect();
+    let silent: Vec<UnixStream> = (0..200).map(|_| connect(&app)).collect();
+    let mut tried = 0;
+    for (name, bytes) in malformed_requests().into_iter().chain(extra_hostile()) {
+        let mut bad = connect(&app);
+        let _ = bad.write_all(&bytes);
+        let _ = bad.shutdown(std::net::Shutdown::Write);
+        assert!(closed_within(&mut bad, Duration::from_secs(3)), "{name}");
+        for (i, g) in good.iter_mut().enumerate() {
+            check_served(g, &name.replace(' ', "_"), i as u32);
+        }
+        tried += 1;
+    }
+    assert!(tried >= 35, "only {tried} hostile streams");
+    // The largest message dribbled one byte per write goes through.
+    let data: Vec<u8> = (0..32768 - 8 - 7).map(|i| (i % 253) as u8).collect();
+    let max = request(77, 0, &add_payload(b"dribble", &data));
+    let mut d = connect(&app);
+    for b in &max {
+        d.write_all(&[*b]).unwrap();
+    }
+    assert_eq!(read_msg(&mut d).unwrap().2, vec![0]);
+    assert_eq!(transact(&mut d, &request(78, 1, b"dribble")), data);
+    drop(silent);
+    assert!(client.alive() && srv.alive());
+}
+
+#[test]
+fn dc_client_maxconns_refuses_new_and_keeps_established() {
+    let dir = TempDir::new("fltc-max");
+    let _srv = dc_server(&dir, "srv");
+    let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-maxconns", "3"]);
+    let app = dir.path("client");
+    sleep(Duration::from_millis(100));
+    let mut held: Vec<UnixStream> = (0..3).map(|_| connect(&app)).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        check_served(c, "held", i as u32);
+    }
+    for _ in 0..20 {
+        let mut extra = connect(&app);
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(3)),
+            "connection beyond -maxconns kept"
+        );
+    }
+    for (i, c) in held.iter_mut().enumerate() {
+        check_served(c, "still", i as u32);
+    }
+    drop(held.pop());
+    sleep(Duration::from_millis(200));
+    let mut c = connect(&app);
+    check_served(&mut c, "again", 1);
+    assert!(client.alive());
+    let log = fs::read_to_string(dir.path("client.log")).unwrap();
+    let lines = log.matches("(-maxconns)").count();
+    assert!(lines >= 1, "{log}");
+    // Rate-limited: 20 refusals in well under a second, at most 5 lines.
+    assert!(lines <= 6, "{lines} lines: {log}");
+}
+
+/// dc_client SIGKILLed under DC_CTX load and restarted on the same socket
+/// path (its stale socket file left behind): callers fail within the
+/// bound, never see wrong data, and recover once it is back.
+#[test]
+fn dc_client_killed_and_restarted() {
+    let dir = TempDir::new("fltc-kill");
+    let _srv = dc_server(&dir, "srv");
+    let mut client = dc_client_logged(&dir, &dir.addr("srv"), &[]);
+    let target = dir.addr("client");
+    let stop = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let successes = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4u32 {
+        let (stop, failures, successes, target) = (
+            stop.clone(),
+            failures.clone(),
+            successes.clone(),
+            target.clone(),
+        );
+        workers.push(std::thread::spawn(move || -> Result<Duration, String> {
+            let flags = if w % 2 == 0 { FLAG_PERSISTENT } else { 0 };
+            let c = Client::with_config(&target, flags, Config::default()).unwrap();
+            let mut worst = Duration::ZERO;
+            let mut n = 0u64;
+            while stop.load(Ordering::Relaxed) == 0 {
+                n += 1;
+                let id = format!("cli-kill-{w}-{n}");
+                let data = format!("data {id} ").repeat(8);
+                let t0 = Instant::now();
+                let added = matches!(
+                    c.add(id.as_bytes(), data.as_bytes(), 60_000),
+                    Ok(AddOutcome::Stored)
+                );
+                let got = c.get(id.as_bytes());
+                worst = worst.max(t0.elapsed());
+                match got {
+                    Ok(Some(d)) if *d != *data.as_bytes() => {
+                        return Err(format!("wrong data for {id}"))
+                    }
+                    Ok(Some(_)) if added => {
+                        successes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+            Ok(worst)
+        }));
+    }
+    sleep(Duration::from_millis(400));
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "failures before the kill"
+    );
+    client.kill9();
+    assert!(dir.path("client").exists(), "stale socket expected");
+    sleep(Duration::from_millis(500));
+    assert!(
+        failures.load(Ordering::Relaxed) > 0,
+        "no failure while down"
+    );
+    let before = successes.load(Ordering::Relaxed);
+    let mut client2 = dc_client_logged(&dir, &dir.addr("srv"), &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while successes.load(Ordering::Relaxed) < before + 100 && Instant::now() < deadline {
+        sleep(Duration::from_millis(20));
+    }
+    stop.store(1, Ordering::Relaxed);
+    for h in workers {
+        let worst = h.join().unwrap().unwrap();
+        assert!(worst < Duration::from_secs(5), "a call took {worst:?}");
+    }
+    assert!(
+        successes.load(Ordering::Relaxed) >= before + 100,
+        "service did not resume"
+    );
+    assert!(client2.alive());
+}
+
+/// dc_snoop between applications and a live dc_server: each hostile
+/// stream ends only its own relayed connection.
+#[test]
+fn dc_snoop_drops_only_the_offending_connection() {
+    let dir = TempDir::new("fltc-snoop");
+    let mut srv = dc_server(&dir, "srv");
+    let log = fs::File::create(dir.path("snoop.out")).unwrap();
+    let listen = dir.addr("snoop");
+    let server = dir.addr("srv");
+    let mut snoop = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_snoop"),
+        &["-listen", &listen, "-server", &server],
+        Stdio::from(log),
+        Stdio::from(fs::File::create(dir.path("snoop.err")).unwrap()),
+    );
+    wait_for_socket(&dir.path("snoop"));
+    let mut good = connect(&dir.path("snoop"));
+    let mut tried = 0;
+    for (name, bytes) in malformed_requests().into_iter().chain(extra_hostile()) {
+        let mut bad = connect(&dir.path("snoop"));
+        let _ = bad.write_all(&bytes);
+        let _ = bad.shutdown(std::net::Shutdown::Write);
+        assert!(closed_within(&mut bad, Duration::from_secs(3)), "{name}");
+        check_served(&mut good, &name.replace(' ', "_"), tried);
+        tried += 1;
+    }
+    assert!(tried >= 35);
+    assert!(snoop.alive() && srv.alive());
+}
