@@ -5,6 +5,7 @@
 #   make check                every test: Rust, headers, exports, C API, tools
 #   make demo                 dc_server + dc_client + dc_test load on a temp dir
 #   make headers              regenerate include/ from the Rust declarations
+#   make bench / bench-short  benchmark matrix vs redis (BENCHMARKS.md; ~6 / ~1 min)
 #
 # Library layout (see README.md): the Rust cdylib holds every symbol and is
 # installed as libnal.so.1.0.1 (SONAME libnal.so.1). libdistcache.so.1 and
@@ -30,7 +31,7 @@ TOOLS      := dc_server dc_client dc_test dc_snoop
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 .PHONY: all build install uninstall check check-rust check-headers \
-        check-exports check-c check-tools check-fuzz demo headers clean bench fuzz
+        check-exports check-c check-tools check-fuzz demo headers clean bench bench-short fuzz
 
 all: build
 
@@ -146,6 +147,14 @@ check-fuzz:
 
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)
+
+# Not part of check: dcbench (../shared/bench, or DCRS_SHARED) against our
+# servers, and redis-server/redis-benchmark when installed.
+bench: $(B)/stamp-testinstall
+	bash scripts/bench.sh full $(TESTPREFIX)
+
+bench-short: $(B)/stamp-testinstall
+	bash scripts/bench.sh short $(TESTPREFIX)
 
 clean:
 	$(CARGO) clean

@@ -2,9 +2,11 @@
 //! whole response.
 //!
 //! Plain socket syscalls on a `socket2::Socket`: no NAL objects, no event
-//! loop. Timeouts are kernel socket timeouts (`SO_SNDTIMEO`/`SO_RCVTIMEO`,
-//! which Linux also applies to a blocking `connect`), set once when the
-//! socket is made, so the common exchange costs one `send` and one `recv`.
+//! loop. Connect and send are bounded by kernel socket timeouts
+//! (`SO_SNDTIMEO`, which Linux also applies to a blocking `connect`), set
+//! once when the socket is made; the answer is awaited with `poll` and read
+//! with a non-blocking `recv`, so the common exchange costs one `send`, one
+//! `poll` and one `recv`.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -34,9 +36,6 @@ pub(crate) struct Conn {
     pub(crate) pid: u32,
     /// Bytes received and not yet consumed.
     rx: Vec<u8>,
-    /// The receive timeout was lowered below the I/O timeout during the
-    /// last exchange and must be restored before the next one.
-    rcv_timeout_dirty: bool,
 }
 
 fn timeout_err(e: io::Error, phase: &'static str) -> Error {
@@ -50,13 +49,31 @@ fn timeout_err(e: io::Error, phase: &'static str) -> Error {
     }
 }
 
-/// `recv` into the spare capacity of `v`, growing it as needed.
+/// Wait until `sock` has input (or an error/hang-up) for at most `left`.
+/// Returns false on timeout.
+fn wait_readable(sock: &Socket, left: Duration) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r > 0)
+}
+
+/// Non-blocking `recv` into the spare capacity of `v`, growing it as needed.
 fn recv_into(sock: &Socket, v: &mut Vec<u8>) -> io::Result<usize> {
     if v.capacity() - v.len() < 2048 {
         v.reserve(RECV_CHUNK);
     }
     let spare: &mut [MaybeUninit<u8>] = v.spare_capacity_mut();
-    let n = sock.recv(spare)?;
+    let n = sock.recv_with_flags(spare, libc::MSG_DONTWAIT)?;
     debug_assert!(n <= spare.len());
     let n = n.min(spare.len());
     // SAFETY: recv(2) initialised the first `n` bytes of the spare
@@ -70,8 +87,9 @@ impl Conn {
     /// recorded for PERSISTENT_PIDCHECK (0 when nobody checks it).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
         let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
-        sock.set_read_timeout(Some(io_timeout))
-            .map_err(Error::Connect)?;
+        // Only SO_SNDTIMEO (connect and send): answers are awaited with
+        // poll(2), so SO_RCVTIMEO would be one more system call per
+        // connection for nothing.
         sock.set_write_timeout(Some(io_timeout))
             .map_err(Error::Connect)?;
         sock.connect(&t.sockaddr)
@@ -88,7 +106,6 @@ impl Conn {
             sock,
             pid,
             rx: Vec::new(),
-            rcv_timeout_dirty: false,
         })
     }
 
@@ -105,12 +122,6 @@ impl Conn {
         cmd: Cmd,
         io_timeout: Duration,
     ) -> Result<(Vec<u8>, bool), Error> {
-        if self.rcv_timeout_dirty {
-            self.sock
-                .set_read_timeout(Some(io_timeout))
-                .map_err(Error::Recv)?;
-            self.rcv_timeout_dirty = false;
-        }
         self.rx.clear();
         let mut sent = 0;
         while sent < req.len() {
@@ -123,7 +134,6 @@ impl Conn {
         }
         let deadline = Instant::now() + io_timeout;
         let mut dec = Decoder::new(Direction::Responses);
-        let mut first = true;
         // Bytes of `rx` already consumed by the decoder.
         let mut off = 0;
         loop {
@@ -156,21 +166,30 @@ impl Conn {
                 self.rx.drain(..off);
                 off = 0;
             }
-            if !first {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < Duration::from_millis(1) {
-                    return Err(Error::Timeout("receive"));
-                }
-                self.sock
-                    .set_read_timeout(Some(left))
-                    .map_err(Error::Recv)?;
-                self.rcv_timeout_dirty = true;
+            // Wait in poll(2) rather than in a blocking recv(2): a task
+            // blocked in recv on a UNIX stream socket is woken every time
+            // the server consumes our request (the kernel signals "write
+            // space" on the same wait queue), a wake-up that costs the
+            // server a scheduler round trip per request. poll's wait is
+            // keyed, so only input wakes it.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout("receive"));
             }
-            first = false;
+            match wait_readable(&self.sock, left) {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::Timeout("receive")),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Recv(e)),
+            }
             match recv_into(&self.sock, &mut self.rx) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) => {}
                 Err(e) => return Err(timeout_err(e, "receive")),
             }
             // The decoder bounds a message; this only guards against a

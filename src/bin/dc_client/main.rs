@@ -460,10 +460,13 @@ impl Proxy {
 
     fn accept(&mut self) {
         for _ in 0..256 {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
+            match self.listener.accept_stream() {
+                Ok(stream) => {
                     if self.clients.len() >= self.cfg.maxconns {
                         if let Some(skipped) = self.limit_log.allow(Self::now()) {
+                            // Named only when refusing: accepting stays one
+                            // system call.
+                            let peer = stream.peer_name();
                             log(format_args!(
                                 "refusing application connection{}: {} connections open (-maxconns){}",
                                 if peer.is_empty() { String::new() } else { format!(" from {peer}") },

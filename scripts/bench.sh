@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# The benchmark matrix of issue 9 (run by `make bench` / `make bench-short`).
+#
+#   scripts/bench.sh full|short PREFIX
+#
+# PREFIX is an install of this project (the Makefile passes build/prefix).
+# The load generator is the neutral ../shared/bench/dcbench.c (or
+# $DCRS_SHARED/bench/dcbench.c), compiled against PREFIX. Every cell gets a
+# fresh dc_server (and dc_client) so the stored population is exactly the
+# cell's; dcbench pre-populates it and reports ops/s, latency percentiles and
+# the CPU% of the server processes (-pid). Debian's redis-server and
+# redis-benchmark are run side by side when installed (nothing is installed
+# here: `apt-get install redis-server redis-tools`).
+#
+# Output: a markdown report on stdout, also written to build/bench/<mode>.md,
+# with the raw dcbench/redis-benchmark lines in build/bench/<mode>-raw.txt.
+# Environment: BENCH_SECONDS (per cell), BENCH_WARMUP, BENCH_OUT (directory).
+set -u
+
+MODE=${1:-full}
+PREFIX=${2:-build/prefix}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case $PREFIX in /*) ;; *) PREFIX=$ROOT/$PREFIX ;; esac
+SHARED=${DCRS_SHARED:-$ROOT/../shared}
+OUTDIR=${BENCH_OUT:-$ROOT/build/bench}
+SRC=$SHARED/bench/dcbench.c
+
+case $MODE in
+full)
+    SECS=${BENCH_SECONDS:-3}
+    WARM=${BENCH_WARMUP:-0.5}
+    REDIS_N=200000
+    # transport clients stored size
+    CELLS="
+unix 1 512 200
+unix 16 512 200
+unix 64 512 200
+unix 1 512 1500
+unix 16 512 1500
+unix 64 512 1500
+unix 1 50000 200
+unix 16 50000 200
+unix 64 50000 200
+unix 16 50000 1500
+unix 16 1000000 200
+unix 64 1000000 200
+unix 16 1000000 1500
+tcp 1 512 200
+tcp 16 512 200
+tcp 64 512 200
+tcp 1 512 1500
+tcp 16 512 1500
+tcp 64 512 1500
+tcp 16 50000 200
+tcp 64 50000 200
+tcp 16 1000000 200
+tcp 64 1000000 200
+dcc-np 1 512 200
+dcc-np 16 512 200
+dcc-np 64 512 200
+dcc-np 1 512 1500
+dcc-np 16 512 1500
+dcc-np 64 512 1500
+dcc-np 16 50000 200
+dcc-p 1 512 200
+dcc-p 16 512 200
+dcc-p 64 512 200
+dcc-p 1 512 1500
+dcc-p 16 512 1500
+dcc-p 64 512 1500
+dcc-p 16 50000 200
+"
+    ;;
+short)
+    SECS=${BENCH_SECONDS:-2}
+    WARM=${BENCH_WARMUP:-0.3}
+    REDIS_N=60000
+    CELLS="
+unix 1 512 200
+unix 16 512 200
+unix 16 50000 200
+tcp 16 512 200
+tcp 64 512 200
+dcc-np 16 512 200
+dcc-p 16 512 200
+"
+    ;;
+*)
+    echo "usage: $0 full|short PREFIX" >&2
+    exit 2
+    ;;
+esac
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+[ -x "$PREFIX/bin/dc_server" ] || die "no install in $PREFIX (run make build/stamp-testinstall)"
+[ -f "$SRC" ] || die "no $SRC (set DCRS_SHARED to the shared/ directory)"
+mkdir -p "$OUTDIR"
+REPORT=$OUTDIR/$MODE.md
+RAW=$OUTDIR/$MODE-raw.txt
+: > "$RAW"
+DCBENCH=$OUTDIR/dcbench
+cc -O2 -I"$PREFIX/include" -o "$DCBENCH" "$SRC" -L"$PREFIX/lib" -ldistcache -lnal \
+    || die "cannot compile dcbench"
+export LD_LIBRARY_PATH=$PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+T=$(mktemp -d /tmp/dcrs-bench.XXXXXX)
+SRV=
+DCC=
+RPID=
+stop_pid() {
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill "$1" 2>/dev/null
+        wait "$1" 2>/dev/null
+    fi
+}
+cleanup() {
+    stop_pid "$DCC"
+    stop_pid "$SRV"
+    stop_pid "$RPID"
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A TCP port nothing listens on (bash's /dev/tcp connect fails), below
+# the kernel's ephemeral range so no outgoing connection holds it either.
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# wait_tcp PORT [PID]: until something accepts on PORT (PID still alive)
+wait_tcp() {
+    local i
+    for i in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        [ -z "${2:-}" ] || kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.02
+    done
+    return 1
+}
+
+wait_sock() {
+    local i
+    for i in $(seq 1 200); do
+        [ -S "$1" ] && return 0
+        [ -z "${2:-}" ] || kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.02
+    done
+    return 1
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# start_server unix|tcp: a fresh dc_server; sets SRV and SRV_ADDR.
+start_server() {
+    local try
+    stop_pid "$DCC"; DCC=
+    stop_pid "$SRV"; SRV=
+    rm -f "$T/s.sock"
+    for try in 1 2 3 4 5; do
+        if [ "$1" = unix ]; then
+            SRV_ADDR=UNIX:$T/s.sock
+        else
+            PORT=$(free_port) || die "no free port"
+            SRV_ADDR=IP:127.0.0.1:$PORT
+        fi
+        "$PREFIX/bin/dc_server" -listen "$SRV_ADDR" -sessions 1100000 </dev/null >>"$T/server.log" 2>&1 &
+        SRV=$!
+        if [ "$1" = unix ]; then wait_sock "$T/s.sock" "$SRV"; else wait_tcp "$PORT" "$SRV"; fi && return 0
+        stop_pid "$SRV"; SRV=
+    done
+    die "dc_server did not start on $SRV_ADDR: $(tail -3 "$T/server.log")"
+}
+
+start_dc_client() {
+    rm -f "$T/c.sock"
+    "$PREFIX/bin/dc_client" -server "$SRV_ADDR" -listen "UNIX:$T/c.sock" </dev/null >>"$T/client.log" 2>&1 &
+    DCC=$!
+    wait_sock "$T/c.sock" "$DCC" || die "dc_client did not start: $(tail -3 "$T/client.log")"
+}
+
+# key=value from a dcbench line
+kv() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
+
+declare -A OPS CPU USOP P50 ROWS
+MEM_LINE=
+
+tname() {
+    case $1 in
+    unix) echo "UNIX" ;;
+    tcp) echo "TCP 127.0.0.1" ;;
+    dcc-np) echo "dc_client, new conn/op" ;;
+    dcc-p) echo "dc_client, persistent" ;;
+    esac
+}
+
+TABLE="| transport | clients | stored | size B | ops/s | p50 us | p99 us | p99.9 us | dc_server CPU % | dc_server CPU us/op | dc_client CPU % | other CPU % | prepop s | errors |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+run_cell() {
+    local tr=$1 c=$2 k=$3 sz=$4 addr persist pids line ops cpu cpuc usop rss0 rss
+    case $tr in
+    unix) start_server unix; addr=$SRV_ADDR ;;
+    *) start_server tcp; addr=$SRV_ADDR ;;
+    esac
+    case $tr in
+    dcc-*) start_dc_client; addr=UNIX:$T/c.sock ;;
+    esac
+    persist=-persistent
+    [ "$tr" = dcc-np ] && persist=-nonpersistent
+    pids="-pid $SRV"
+    [ -n "$DCC" ] && pids="$pids -pid $DCC"
+    rss0=$(rss_kb "$SRV")
+    line=$(timeout 600 "$DCBENCH" -connect "$addr" -clients "$c" -keys "$k" -size "$sz" \
+        -seconds "$SECS" -warmup "$WARM" -mix 90:8:2 $persist $pids \
+        -label "$tr" -q </dev/null 2>>"$RAW" | tail -1)
+    echo "$tr clients=$c keys=$k size=$sz: $line" >>"$RAW"
+    ops=$(kv ops_per_s "$line")
+    cpu=$(kv "cpu_pct_pid$SRV" "$line")
+    cpuc=-
+    [ -n "$DCC" ] && cpuc=$(kv "cpu_pct_pid$DCC" "$line")
+    [ -n "$ops" ] || ops=0
+    [ -n "$cpu" ] || cpu=0
+    usop=$(awk -v c="$cpu" -v o="$ops" 'BEGIN { if (o > 0) printf "%.2f", c * 1e4 / o; else print "-" }')
+    local key="$tr:$c:$k:$sz"
+    OPS[$key]=$ops
+    CPU[$key]=$cpu
+    USOP[$key]=$usop
+    ROWS[$key]="| $(tname "$tr") | $c | $k | $sz | $ops | $(kv p50_us "$line") | $(kv p99_us "$line") | $(kv p999_us "$line") | $cpu | $usop | ${cpuc:--} | $(kv other_cpu_pct "$line") | $(kv prepop_s "$line") | $(kv errors "$line") |"
+    printf '%s\n' "${ROWS[$key]}" >&2
+    if [ "$tr:$c:$k:$sz" = "unix:16:1000000:200" ]; then
+        rss=$(rss_kb "$SRV")
+        MEM_LINE=$(awk -v r0="$rss0" -v r="$rss" 'BEGIN {
+            per = (r - r0) * 1024 / 1e6;
+            printf "dc_server RSS %.0f MiB at start, %.0f MiB with 1 000 000 sessions of 32-byte id + 200 bytes: %.1f bytes per session, %.1f bytes of overhead beyond id+data (target < 100)", r0/1024, r/1024, per, per - 232 }')
+        MEM_OVER=$(awk -v r0="$rss0" -v r="$rss" 'BEGIN { printf "%.1f", (r - r0) * 1024 / 1e6 - 232 }')
+    fi
+}
+
+START=$(date +%s)
+echo "bench: $MODE matrix, ${SECS}s per cell (+${WARM}s warm-up), output in $REPORT" >&2
+echo "$TABLE" | head -1 >&2
+while read -r tr c k sz; do
+    [ -n "$tr" ] || continue
+    run_cell "$tr" "$c" "$k" "$sz"
+done <<EOF
+$CELLS
+EOF
+stop_pid "$DCC"; DCC=
+stop_pid "$SRV"; SRV=
+
+# ---- redis side by side ----
+declare -A RGET RSET RUS
+REDIS_NOTE=
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+    RPORT=$(free_port) || die "no free port"
+    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --dir "$T" </dev/null >"$T/redis.log" 2>&1 &
+    RPID=$!
+    wait_tcp "$RPORT" "$RPID" || die "redis-server did not start"
+    REDIS_NOTE="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$RPORT, no persistence"
+    for c in 16 64; do
+        t0=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
+        out=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -t set,get -d 200 -c "$c" \
+            -n "$REDIS_N" -r 100000 -P 1 --csv </dev/null 2>/dev/null)
+        t1=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
+        echo "redis-benchmark -t set,get -d 200 -c $c -n $REDIS_N -r 100000 -P 1: $out" | tr '\n' ' ' >>"$RAW"
+        echo >>"$RAW"
+        RSET[$c]=$(printf '%s\n' "$out" | awk -F'"' '$2 == "SET" { printf "%.0f", $4 }')
+        RGET[$c]=$(printf '%s\n' "$out" | awk -F'"' '$2 == "GET" { printf "%.0f", $4 }')
+        RUS[$c]=$(awk -v a="$t0" -v b="$t1" -v n="$REDIS_N" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / (2 * n) }')
+        echo "redis c=$c: SET ${RSET[$c]} GET ${RGET[$c]} ops/s, server ${RUS[$c]} us/op" >&2
+    done
+    stop_pid "$RPID"; RPID=
+fi
+END=$(date +%s)
+
+# ---- report ----
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2f", a / b; else print "n/a" }'; }
+verdict() { awk -v r="$1" -v t="$2" -v lower="${3:-}" 'BEGIN {
+    if (r == "n/a" || r == "") { print "not measured"; exit }
+    if (lower == "") print (r >= t ? "met" : "MISSED"); else print (r <= t ? "met" : "MISSED") }'; }
+
+{
+    echo "## distcache-rs benchmark ($MODE matrix)"
+    echo
+    echo "- command: \`make bench$([ "$MODE" = short ] && echo -short)\` (scripts/bench.sh $MODE), $(date -u '+%Y-%m-%d %H:%M UTC'), took $((END - START)) s"
+    echo "- machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- dcbench: -mix 90:8:2, 32-byte ids, ${SECS} s measured after ${WARM} s warm-up per cell, a fresh dc_server (-sessions 1100000) per cell; \"other CPU\" is what the rest of the machine used meanwhile (noise indicator, % of one CPU)"
+    echo "- dc_client cells: application -> dc_client over UNIX, dc_client -> dc_server over TCP 127.0.0.1"
+    echo
+    echo "$TABLE"
+    while read -r tr c k sz; do
+        [ -n "$tr" ] || continue
+        printf '%s\n' "${ROWS[$tr:$c:$k:$sz]}"
+    done <<EOF
+$CELLS
+EOF
+    echo
+    if [ -n "$MEM_LINE" ]; then
+        echo "Memory: $MEM_LINE."
+        echo
+    fi
+    echo "### Side by side with redis (TCP 127.0.0.1, 200-byte values, no pipelining)"
+    echo
+    if [ -n "$REDIS_NOTE" ]; then
+        echo "$REDIS_NOTE; \`redis-benchmark -t set,get -d 200 -c N -n $REDIS_N -r 100000 -P 1\` (one client process, N connections)."
+        echo "dc_server: dcbench over TCP, 512 stored sessions, 200 B, 90:8:2 (N client processes)."
+        echo
+        echo "| clients | dc_server ops/s | redis GET ops/s | redis SET ops/s | ratio vs GET | ratio vs SET | dc_server CPU us/op | redis-server CPU us/op |"
+        echo "|---|---|---|---|---|---|---|---|"
+        for c in 16 64; do
+            o=${OPS[tcp:$c:512:200]:-}
+            echo "| $c | ${o:-n/a} | ${RGET[$c]} | ${RSET[$c]} | $(ratio "$o" "${RGET[$c]}") | $(ratio "$o" "${RSET[$c]}") | ${USOP[tcp:$c:512:200]:-n/a} | ${RUS[$c]} |"
+        done
+    else
+        echo "redis-server/redis-benchmark not installed (apt-get install redis-server redis-tools): no comparison."
+    fi
+    echo
+    echo "### Targets (issue 9), ratios from this run"
+    echo
+    echo "| target | measured | ratio | required | verdict |"
+    echo "|---|---|---|---|---|"
+    for c in 16 64; do
+        a=${OPS[unix:$c:1000000:200]:-}; b=${OPS[unix:$c:512:200]:-}
+        r=$(ratio "$a" "$b")
+        echo "| flat cost: UNIX $c clients, 1 000 000 vs 512 stored | ${a:-n/a} vs ${b:-n/a} ops/s | $r | >= 0.8 | $(verdict "$r" 0.8) |"
+    done
+    for c in 16 64; do
+        o=${OPS[tcp:$c:512:200]:-}
+        r=$(ratio "$o" "${RGET[$c]:-}")
+        echo "| vs redis-server GET, $c clients, 200 B | ${o:-n/a} vs ${RGET[$c]:-n/a} ops/s | $r | >= 1.0 | $(verdict "$r" 1.0) |"
+    done
+    for c in 16 64; do
+        case $c in 16) ref=4400 ;; 64) ref=3400 ;; esac
+        o=${OPS[unix:$c:50000:200]:-}
+        r=$(ratio "$o" "$ref")
+        echo "| vs original, UNIX $c clients, 50 000 stored | ${o:-n/a} vs $ref ops/s | $r | >= 15 | $(verdict "$r" 15) |"
+    done
+    for c in 16 64; do
+        u=${USOP[unix:$c:512:200]:-}
+        echo "| dc_server CPU per op, UNIX $c clients, 512 stored | ${u:-n/a} us (original ~10) | $(ratio "$u" 10) | <= 0.33 (3.3 us) | $(verdict "$u" 3.3 le) |"
+    done
+    o=${OPS[dcc-np:16:512:200]:-}
+    r=$(ratio "$o" 19200)
+    echo "| vs original via dc_client, new connection per op, 16 clients | ${o:-n/a} vs 19200 ops/s | $r | >= 2 | $(verdict "$r" 2) |"
+    if [ -n "$MEM_LINE" ]; then
+        echo "| memory beyond id+data per session at 1 000 000 | ${MEM_OVER} bytes | | < 100 | $(awk -v m="$MEM_OVER" 'BEGIN { print (m < 100 ? "met" : "MISSED") }') |"
+    fi
+} >"$REPORT"
+cat "$REPORT"
+echo "bench: raw results in $RAW" >&2
