@@ -10,7 +10,7 @@ use std::os::raw::{c_char, c_int, c_uchar, c_uint, c_ulong};
 use std::ptr;
 
 use super::{bytes, bytes_mut, c_str, from_c, guard, into_c, obj};
-use crate::client::{AddOutcome, Client, Error};
+use crate::client::{AddOutcome, Client, Error, Session};
 use crate::proto::{MAX_ID_LEN, MAX_TOTAL_DATA};
 
 /// Length of the id view: a caller's over-long length is cut to one byte
@@ -149,6 +149,40 @@ unsafe fn deliver(
     1
 }
 
+/// Shared body of get/reget: check the arguments, look the id up with
+/// `lookup`, then [`deliver`] the result.
+///
+/// # Safety
+/// `ctx` is NULL or a live `DC_CTX`; `id_data` is NULL or points to
+/// `id_len` readable bytes; `result_storage` and `result_used` as for
+/// [`deliver`].
+unsafe fn get_with(
+    ctx: *mut DC_CTX,
+    id_data: *const c_uchar,
+    id_len: c_uint,
+    result_storage: *mut c_uchar,
+    result_size: c_uint,
+    result_used: *mut c_uint,
+    lookup: impl FnOnce(&Client, &[u8]) -> Option<Session>,
+) -> c_int {
+    if result_used.is_null() || (result_storage.is_null() && result_size != 0) {
+        return 0;
+    }
+    // SAFETY: ctx is NULL or a live DC_CTX (Client is Sync).
+    let Some(c) = (unsafe { obj(ctx) }) else {
+        return 0;
+    };
+    // SAFETY: the caller passes NULL or id_len readable bytes; we view at
+    // most one byte more than a valid id has.
+    let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
+        return 0;
+    };
+    let got = lookup(c, id);
+    // SAFETY: result_used is non-NULL (checked) and, like result_storage,
+    // valid per the C contract.
+    unsafe { deliver(got.as_deref(), result_storage, result_size, result_used) }
+}
+
 /// Fetch a session: 1 on a hit, with `*result_used` set to its full length
 /// and `min(length, result_size)` bytes copied to `result_storage`; 0 on a
 /// miss or an error (`*result_used` is then 0).
@@ -162,22 +196,19 @@ pub unsafe extern "C" fn DC_CTX_get_session(
     result_used: *mut c_uint,
 ) -> c_int {
     guard("DC_CTX_get_session", 0, || {
-        if result_used.is_null() || (result_storage.is_null() && result_size != 0) {
-            return 0;
+        // SAFETY: the caller's pointers follow the C contract, which is
+        // get_with's.
+        unsafe {
+            get_with(
+                ctx,
+                id_data,
+                id_len,
+                result_storage,
+                result_size,
+                result_used,
+                |c, id| c.get(id).ok().flatten(),
+            )
         }
-        // SAFETY: ctx is NULL or a live DC_CTX (Client is Sync).
-        let Some(c) = (unsafe { obj(ctx) }) else {
-            return 0;
-        };
-        // SAFETY: the caller passes NULL or id_len readable bytes; we view
-        // at most one byte more than a valid id has.
-        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
-            return 0;
-        };
-        let got = c.get(id).ok().flatten();
-        // SAFETY: result_used is non-NULL (checked) and, like
-        // result_storage, valid per the C contract.
-        unsafe { deliver(got.as_deref(), result_storage, result_size, result_used) }
     })
 }
 
@@ -194,21 +225,18 @@ pub unsafe extern "C" fn DC_CTX_reget_session(
     result_used: *mut c_uint,
 ) -> c_int {
     guard("DC_CTX_reget_session", 0, || {
-        if result_used.is_null() || (result_storage.is_null() && result_size != 0) {
-            return 0;
-        }
-        // SAFETY: ctx is NULL or a live DC_CTX (Client is Sync).
-        let Some(c) = (unsafe { obj(ctx) }) else {
-            return 0;
-        };
-        // SAFETY: the caller passes NULL or id_len readable bytes; we view
-        // at most one byte more than a valid id has.
-        let Some(id) = (unsafe { bytes(id_data, clamp_id(id_len)) }) else {
-            return 0;
-        };
-        let got = if id.is_empty() { None } else { c.reget(id) };
         // SAFETY: as in DC_CTX_get_session.
-        unsafe { deliver(got.as_deref(), result_storage, result_size, result_used) }
+        unsafe {
+            get_with(
+                ctx,
+                id_data,
+                id_len,
+                result_storage,
+                result_size,
+                result_used,
+                |c, id| if id.is_empty() { None } else { c.reget(id) },
+            )
+        }
     })
 }
 
