@@ -697,6 +697,34 @@ fn stale_socket_is_replaced_and_pidfile_dir_checked() {
 }
 
 #[test]
+fn daemon_without_pidfile_says_where_it_went() {
+    let sock = tmp("daemon-nopid.sock");
+    let (code, stdout, stderr) =
+        run_bin(&["-listen", &format!("UNIX:{}", sock.display()), "-daemon"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let pid: u32 = stderr
+        .trim()
+        .strip_prefix("dc_server: running in the background as pid ")
+        .and_then(|r| r.strip_suffix(" (no -pidfile given)"))
+        .unwrap_or_else(|| panic!("unexpected stderr: {stderr:?}"))
+        .parse()
+        .unwrap();
+    // That pid is the daemon: it answers, and stops on SIGTERM.
+    let mut c = Conn::open(&Target::Unix(sock.clone())).unwrap();
+    assert_eq!(transact(&mut c, &frame(1, 3, b"x")), vec![1]);
+    send_signal(pid, libc::SIGTERM);
+    let t0 = Instant::now();
+    while sock.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon {pid} did not stop"
+        );
+        sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn daemon_mode_detaches() {
     let sock = tmp("daemon.sock");
     let pid_path = tmp("daemon.pid");

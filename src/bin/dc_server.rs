@@ -255,7 +255,7 @@ fn run() -> i32 {
         }
     };
     let detached = if cfg.daemon {
-        match tools::daemonize() {
+        match tools::daemonize(cfg.pidfile.is_none()) {
             Ok(d) => Some(d),
             Err(e) => {
                 log(&format!("cannot detach: {e}"));

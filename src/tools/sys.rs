@@ -155,7 +155,10 @@ impl Detached {
 /// file), `setsid`, `chdir("/")`, and point stdin/stdout/stderr at
 /// /dev/null. Paths the caller still needs must already be absolute. Call
 /// before creating threads.
-pub fn daemonize() -> io::Result<Detached> {
+///
+/// With `announce`, the parent prints the daemon's pid on stderr before it
+/// exits, so an operator who gave no pid file still learns where it went.
+pub fn daemonize(announce: bool) -> io::Result<Detached> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -175,7 +178,20 @@ pub fn daemonize() -> io::Result<Detached> {
         let mut msg = Vec::new();
         let _ = io::Read::read_to_end(&mut fs::File::from(rd), &mut msg);
         let code = match msg.first() {
-            Some(b'1') => 0,
+            Some(b'1') => {
+                if announce {
+                    let prog = std::env::args()
+                        .next()
+                        .and_then(|a| {
+                            Path::new(&a)
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                        })
+                        .unwrap_or_default();
+                    eprintln!("{prog}: running in the background as pid {pid} (no -pidfile given)");
+                }
+                0
+            }
             Some(_) => {
                 eprintln!("{}", String::from_utf8_lossy(&msg[1..]));
                 1

@@ -799,7 +799,7 @@ fn main() -> ExitCode {
         Err(e) => return fatal(e),
     };
     let detached = if p.has("daemon") {
-        match tools::daemonize() {
+        match tools::daemonize(!p.has("pidfile")) {
             Ok(d) => Some(d),
             Err(e) => return fatal(e),
         }
