@@ -9,12 +9,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use socket2::{Domain, SockAddr, Socket, Type};
 
 use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
@@ -177,44 +174,6 @@ struct Snoop {
     accept_paused_until: Option<u64>,
 }
 
-fn start_connect(addr: &Address) -> io::Result<(Stream, bool)> {
-    let (sock, sa, tcp) = match addr {
-        Address::Unix(p) => (
-            Socket::new(Domain::UNIX, Type::STREAM, None)?,
-            SockAddr::unix(p)?,
-            false,
-        ),
-        Address::Ip { addr: sa, .. } => (
-            Socket::new(Domain::for_address(*sa), Type::STREAM, None)?,
-            SockAddr::from(*sa),
-            true,
-        ),
-    };
-    sock.set_nonblocking(true)?;
-    sock.set_cloexec(true)?;
-    if tcp {
-        let _ = sock.set_nodelay(true);
-    }
-    let done = match sock.connect(&sa) {
-        Ok(()) => true,
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-        Err(e) => return Err(e),
-    };
-    let stream = if tcp {
-        Stream::Tcp(sock.into())
-    } else {
-        Stream::Unix(UnixStream::from(OwnedFd::from(sock)))
-    };
-    Ok((stream, done))
-}
-
-fn take_error(s: &Stream) -> io::Result<Option<io::Error>> {
-    match s {
-        Stream::Tcp(t) => t.take_error(),
-        Stream::Unix(u) => u.take_error(),
-    }
-}
-
 /// Write what the socket takes.
 fn flush(s: &mut Stream, f: &mut Flow) -> io::Result<()> {
     while f.off < f.pending.len() {
@@ -279,7 +238,7 @@ impl Snoop {
             };
             self.next_conn += 1;
             let n = self.next_conn;
-            let (server, done) = match start_connect(&self.server) {
+            let (server, done) = match tools::connect_nonblocking(&self.server) {
                 Ok(x) => x,
                 Err(e) => {
                     let msg = format!(
@@ -375,7 +334,7 @@ impl Snoop {
                 if !ev.writable() && !ev.hangup() {
                     return;
                 }
-                match take_error(&p.server) {
+                match p.server.take_error() {
                     Ok(None) if !ev.hangup() => p.connecting = None,
                     Ok(Some(e)) | Err(e) => {
                         let why = format!("cannot connect to {}: {e}", self.server);

@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::sys;
 use crate::nal::Address;
@@ -341,6 +341,57 @@ impl AsRawFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Start a non-blocking connection. Returns the stream and whether it is
+/// already connected.
+pub fn connect_nonblocking(addr: &Address) -> io::Result<(Stream, bool)> {
+    let (sock, sa, tcp) = match addr {
+        Address::Unix(p) => (
+            Socket::new(Domain::UNIX, Type::STREAM, None)?,
+            SockAddr::unix(p)?,
+            false,
+        ),
+        Address::Ip {
+            listen_only: true, ..
+        } => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{addr} names no host to connect to"),
+            ))
+        }
+        Address::Ip { addr: sa, .. } => (
+            Socket::new(Domain::for_address(*sa), Type::STREAM, None)?,
+            SockAddr::from(*sa),
+            true,
+        ),
+    };
+    sock.set_nonblocking(true)?;
+    sock.set_cloexec(true)?;
+    if tcp {
+        let _ = sock.set_nodelay(true);
+    }
+    let done = match sock.connect(&sa) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    let stream = if tcp {
+        Stream::Tcp(sock.into())
+    } else {
+        Stream::Unix(UnixStream::from(OwnedFd::from(sock)))
+    };
+    Ok((stream, done))
+}
+
+impl Stream {
+    /// The pending socket error (SO_ERROR), e.g. of a non-blocking connect.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(t) => t.take_error(),
+            Stream::Unix(u) => u.take_error(),
         }
     }
 }

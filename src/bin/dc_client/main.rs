@@ -13,12 +13,9 @@ mod mux;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::Duration;
-
-use socket2::{Domain, SockAddr, Socket, Type};
 
 use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
@@ -166,54 +163,6 @@ fn log(msg: std::fmt::Arguments<'_>) {
     eprintln!("{} dc_client: {msg}", tools::timestamp());
 }
 
-/// Start a non-blocking connection. Returns the stream and whether it is
-/// already connected.
-fn start_connect(addr: &Address) -> io::Result<(Stream, bool)> {
-    let (sock, sa, tcp) = match addr {
-        Address::Unix(p) => (
-            Socket::new(Domain::UNIX, Type::STREAM, None)?,
-            SockAddr::unix(p)?,
-            false,
-        ),
-        Address::Ip {
-            listen_only: true, ..
-        } => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{addr} names no host to connect to"),
-            ))
-        }
-        Address::Ip { addr: sa, .. } => (
-            Socket::new(Domain::for_address(*sa), Type::STREAM, None)?,
-            SockAddr::from(*sa),
-            true,
-        ),
-    };
-    sock.set_nonblocking(true)?;
-    sock.set_cloexec(true)?;
-    if tcp {
-        let _ = sock.set_nodelay(true);
-    }
-    let done = match sock.connect(&sa) {
-        Ok(()) => true,
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-        Err(e) => return Err(e),
-    };
-    let stream = if tcp {
-        Stream::Tcp(sock.into())
-    } else {
-        Stream::Unix(UnixStream::from(OwnedFd::from(sock)))
-    };
-    Ok((stream, done))
-}
-
-fn take_error(s: &Stream) -> io::Result<Option<io::Error>> {
-    match s {
-        Stream::Tcp(t) => t.take_error(),
-        Stream::Unix(u) => u.take_error(),
-    }
-}
-
 /// Read what is available into `buf` (through `scratch`). Returns
 /// (bytes read, eof).
 fn read_some(s: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> io::Result<(usize, bool)> {
@@ -285,7 +234,7 @@ impl Proxy {
     /// Try to (re)connect to the server.
     fn connect_upstream(&mut self) {
         let now = Self::now();
-        match start_connect(&self.cfg.server) {
+        match tools::connect_nonblocking(&self.cfg.server) {
             Ok((stream, done)) => {
                 let token = self.next_token;
                 self.next_token += 1;
@@ -388,7 +337,7 @@ impl Proxy {
             if !ev.writable() && !ev.hangup() {
                 return;
             }
-            match take_error(&up.stream) {
+            match up.stream.take_error() {
                 Ok(None) if !ev.hangup() => self.upstream_connected(),
                 Ok(Some(e)) | Err(e) => return self.connect_failed(e),
                 Ok(None) => {
