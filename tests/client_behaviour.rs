@@ -373,6 +373,73 @@ fn a_server_that_never_accepts_times_out_on_connect() {
     let _ = std::fs::remove_file(&path);
 }
 
+#[test]
+fn a_full_backlog_that_drains_in_time_still_connects() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    use std::os::unix::net::UnixListener;
+    let path = client_support::temp_sock();
+    let l = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    l.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    l.listen(0).unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..8 {
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        if s.connect(&SockAddr::unix(&path).unwrap()).is_err() {
+            break;
+        }
+        fill.push(s);
+    }
+    let queued = fill.len();
+    assert!(queued >= 1, "the backlog never filled");
+    let listener: UnixListener = std::os::fd::OwnedFd::from(l).into();
+    // After 300 ms: take the queued connections, then serve the client's
+    // one request (a HAS, answered "yes").
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut held = Vec::new();
+        for _ in 0..queued {
+            held.push(listener.accept().unwrap().0);
+        }
+        let (mut s, _) = listener.accept().unwrap();
+        let mut dec = Decoder::new(Direction::Requests);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            use std::io::Read;
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "client closed before its request");
+            buf.extend_from_slice(&chunk[..n]);
+            let mut out = Vec::new();
+            let used = dec
+                .drain(&buf, |m| {
+                    assert_eq!(m.cmd, distcache_rs::proto::Cmd::Have);
+                    assert_eq!(m.payload, b"abc");
+                    encode_message(&mut out, true, m.uid, m.cmd, &[0]).unwrap();
+                })
+                .unwrap();
+            buf.drain(..used);
+            if !out.is_empty() {
+                s.write_all(&out).unwrap();
+                return;
+            }
+        }
+    });
+    let addr = format!("UNIX:{}", path.display());
+    let cl = Client::with_config(&addr, 0, cfg(5000)).unwrap();
+    let t = Instant::now();
+    assert!(cl.has(b"abc").unwrap(), "the HAS was not answered yes");
+    // It had to wait for the backlog to drain.
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    server.join().unwrap();
+    drop(fill);
+    let _ = std::fs::remove_file(&path);
+}
+
 /// A peer answering OK to everything and recording the ADD timeouts.
 fn timeout_recorder() -> (Peer, Arc<Mutex<Vec<u32>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));

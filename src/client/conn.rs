@@ -2,11 +2,15 @@
 //! whole response.
 //!
 //! Plain socket syscalls on a `socket2::Socket`: no NAL objects, no event
-//! loop. Connect and send are bounded by kernel socket timeouts
-//! (`SO_SNDTIMEO`, which Linux also applies to a blocking `connect`), set
-//! once when the socket is made; the answer is awaited with `poll` and read
-//! with a non-blocking `recv`, so the common exchange costs one `send`, one
-//! `poll` and one `recv`.
+//! loop. A UNIX-domain socket is made non-blocking by socket(2) itself, so
+//! a connection costs socket, connect, send, poll, recv and close and
+//! nothing else (a send that finds the socket full waits in `poll`); should
+//! the listener's backlog be full, the connect falls back to a blocking one
+//! bounded by `SO_SNDTIMEO`. A TCP socket is blocking, with connect and send
+//! bounded by `SO_SNDTIMEO` (which Linux also applies to a blocking
+//! `connect`). The answer is awaited with `poll` and read with a
+//! non-blocking `recv`, so the common exchange costs one `send`, one `poll`
+//! and one `recv`.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -36,6 +40,9 @@ pub(crate) struct Conn {
     pub(crate) pid: u32,
     /// Bytes received and not yet consumed.
     rx: Vec<u8>,
+    /// The socket is non-blocking (UNIX): a full send buffer is waited for
+    /// with poll(2), not with SO_SNDTIMEO.
+    nonblocking: bool,
 }
 
 fn timeout_err(e: io::Error, phase: &'static str) -> Error {
@@ -49,14 +56,14 @@ fn timeout_err(e: io::Error, phase: &'static str) -> Error {
     }
 }
 
-/// Wait until `sock` has input (or an error/hang-up) for at most `left`.
-/// Returns false on timeout.
-fn wait_readable(sock: &Socket, left: Duration) -> io::Result<bool> {
+/// Wait until `sock` is ready for `events` (or has an error/hang-up) for
+/// at most `left`. Returns false on timeout.
+fn wait_for(sock: &Socket, events: libc::c_short, left: Duration) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
     let mut pfd = libc::pollfd {
         fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     // SAFETY: pfd is one valid pollfd for the duration of the call.
@@ -86,19 +93,11 @@ impl Conn {
     /// Open a connection; every phase is bounded by `io_timeout`. `pid` is
     /// recorded for PERSISTENT_PIDCHECK (0 when nobody checks it).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
-        let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
-        // Only SO_SNDTIMEO (connect and send): answers are awaited with
-        // poll(2), so SO_RCVTIMEO would be one more system call per
-        // connection for nothing.
-        sock.set_write_timeout(Some(io_timeout))
-            .map_err(Error::Connect)?;
-        sock.connect(&t.sockaddr)
-            .map_err(|e| match e.raw_os_error() {
-                // Linux reports a blocking connect that ran out of SO_SNDTIMEO
-                // as EINPROGRESS.
-                Some(libc::EINPROGRESS) => Error::Timeout("connect"),
-                _ => timeout_err(e, "connect"),
-            })?;
+        let (sock, nonblocking) = if t.tcp {
+            (Self::connect_blocking(t, io_timeout)?, false)
+        } else {
+            (Self::connect_unix(t, io_timeout)?, true)
+        };
         if t.tcp {
             sock.set_nodelay(true).map_err(Error::Connect)?;
         }
@@ -106,7 +105,52 @@ impl Conn {
             sock,
             pid,
             rx: Vec::new(),
+            nonblocking,
         })
+    }
+
+    /// A blocking socket whose connect and sends are bounded by
+    /// SO_SNDTIMEO.
+    fn connect_blocking(t: &Target, io_timeout: Duration) -> Result<Socket, Error> {
+        let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
+        // Only SO_SNDTIMEO (connect and send): answers are awaited with
+        // poll(2), so SO_RCVTIMEO would be one more system call per
+        // connection for nothing.
+        sock.set_write_timeout(Some(io_timeout))
+            .map_err(Error::Connect)?;
+        Self::blocking_connect(&sock, t)?;
+        Ok(sock)
+    }
+
+    fn blocking_connect(sock: &Socket, t: &Target) -> Result<(), Error> {
+        sock.connect(&t.sockaddr)
+            .map_err(|e| match e.raw_os_error() {
+                // Linux reports a blocking connect that ran out of SO_SNDTIMEO
+                // as EINPROGRESS.
+                Some(libc::EINPROGRESS) => Error::Timeout("connect"),
+                _ => timeout_err(e, "connect"),
+            })
+    }
+
+    /// A non-blocking UNIX-domain connection. A UNIX connect completes at
+    /// once or fails with EAGAIN when the listener's backlog is full; then
+    /// the socket waits for room the blocking way, bounded by SO_SNDTIMEO,
+    /// and goes back to non-blocking.
+    fn connect_unix(t: &Target, io_timeout: Duration) -> Result<Socket, Error> {
+        let sock =
+            Socket::new(t.domain, Type::STREAM.nonblocking(), None).map_err(Error::Connect)?;
+        match sock.connect(&t.sockaddr) {
+            Ok(()) => Ok(sock),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sock.set_nonblocking(false).map_err(Error::Connect)?;
+                sock.set_write_timeout(Some(io_timeout))
+                    .map_err(Error::Connect)?;
+                Self::blocking_connect(&sock, t)?;
+                sock.set_nonblocking(true).map_err(Error::Connect)?;
+                Ok(sock)
+            }
+            Err(e) => Err(timeout_err(e, "connect")),
+        }
     }
 
     /// Send `req` (one whole encoded request with this `uid` and `cmd`) and
@@ -124,11 +168,25 @@ impl Conn {
     ) -> Result<(Vec<u8>, bool), Error> {
         self.rx.clear();
         let mut sent = 0;
+        let mut send_deadline = None;
         while sent < req.len() {
             match self.sock.send_with_flags(&req[sent..], libc::MSG_NOSIGNAL) {
                 Ok(0) => return Err(Error::Send(io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.nonblocking => {
+                    // The socket is full: wait for room, bounded like a
+                    // blocking send.
+                    let deadline =
+                        *send_deadline.get_or_insert_with(|| Instant::now() + io_timeout);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match wait_for(&self.sock, libc::POLLOUT, left) {
+                        Ok(true) => {}
+                        Ok(false) => return Err(Error::Timeout("send")),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::Send(e)),
+                    }
+                }
                 Err(e) => return Err(timeout_err(e, "send")),
             }
         }
@@ -176,7 +234,7 @@ impl Conn {
             if left.is_zero() {
                 return Err(Error::Timeout("receive"));
             }
-            match wait_readable(&self.sock, left) {
+            match wait_for(&self.sock, libc::POLLIN, left) {
                 Ok(true) => {}
                 Ok(false) => return Err(Error::Timeout("receive")),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
