@@ -109,6 +109,92 @@ fn pidcheck_with_flags_zero_is_harmless_across_fork() {
 
 /// Run `f` with file descriptor 2 redirected to a temporary file; returns
 /// what was written there.
+/// fork() while other threads are in the middle of operations on the same
+/// client (taking and returning pooled connections, remembering gets):
+/// every child must be able to use the client at once. A lock caught held
+/// at the fork would hang the child forever.
+#[test]
+fn fork_while_other_threads_use_the_client_never_hangs_the_child() {
+    let _g = serial();
+    let peer = map_peer(Default::default(), MapOpts::default());
+    let flags = FLAG_PERSISTENT | FLAG_PERSISTENT_PIDCHECK | FLAG_PERSISTENT_RETRY;
+    let cl = Arc::new(Client::new(&peer.addr(), flags).unwrap());
+    assert_eq!(
+        cl.add(b"shared", b"made before the forks", 600_000)
+            .unwrap(),
+        AddOutcome::Stored
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4u8)
+        .map(|t| {
+            let (cl, stop, ops) = (cl.clone(), stop.clone(), ops.clone());
+            std::thread::spawn(move || {
+                let key = [b'w', t];
+                let _ = cl.add(&key, b"worker data", 600_000);
+                while !stop.load(Ordering::Relaxed) {
+                    let got = cl.get(&key).unwrap().unwrap();
+                    assert_eq!(&got[..], b"worker data");
+                    assert!(cl.reget(&key).is_some());
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    while ops.load(Ordering::Relaxed) < 200 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut hung = 0;
+    for _ in 0..200 {
+        // SAFETY: fork() has no memory-safety preconditions; the child only
+        // uses the client and plain syscalls, then _exit()s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                matches!(cl.get(b"shared"), Ok(Some(d)) if &d[..] == b"made before the forks")
+                    && cl.reget(b"shared").is_some()
+                    && cl.has(b"shared").unwrap_or(false)
+            }))
+            .unwrap_or(false);
+            // SAFETY: ends the child without the parent's exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut status = 0;
+        loop {
+            // SAFETY: polling our own child with a valid status pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            assert_eq!(r, 0, "waitpid failed");
+            if Instant::now() > deadline {
+                // SAFETY: killing and reaping our own hung child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                hung += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if hung == 0 {
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child failed: status {status:#x}"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(hung, 0, "children hung on a lock inherited across fork()");
+    assert!(ops.load(Ordering::Relaxed) >= 200);
+}
+
 fn capture_stderr(f: impl FnOnce()) -> String {
     let path = client_support::temp_sock().with_extension("stderr");
     let file = std::fs::File::create(&path).unwrap();

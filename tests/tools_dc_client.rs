@@ -524,3 +524,62 @@ fn random_garbage_from_both_sides() {
         assert!(client.alive(), "round {round}");
     }
 }
+
+/// Read one 15-byte HAVE frame and check it, uid aside (the uid toward the
+/// server is dc_client's to choose).
+fn expect_have_any_uid(s: &mut UnixStream, want_hex: &str, what: &str) {
+    let got = hex(&read_n(s, 15));
+    assert_eq!(
+        format!("{}{}", &got[..10], &got[18..]),
+        format!("{}{}", &want_hex[..10], &want_hex[18..]),
+        "{what}: {got}"
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_is_dropped_after_stall() {
+    let dir = TempDir::new("stall");
+    let fake = Fake::new(&dir.path("srv"));
+    let client = dc_client(&dir, &dir.addr("srv"), &["-retry", "100", "-stall", "500"]);
+    let mut up = fake.accept();
+    let mut app = connect(&dir.path("client"));
+    // The connection works: one request answered.
+    send(&mut app, &unhex("001100000000000007000301000178"));
+    expect(&mut up, "001100000000000001000301000178", "forwarded");
+    send(&mut up, &unhex("001100000100000001000301000100"));
+    expect(&mut app, "001100000100000007000301000100", "answer");
+    // Silence with nothing waiting is no stall, however long.
+    std::thread::sleep(Duration::from_millis(900));
+    // Now the server takes a request and hangs.
+    let t0 = Instant::now();
+    send(&mut app, &unhex("001100000000000008000301000178"));
+    expect(
+        &mut up,
+        "001100000000000002000301000178",
+        "forwarded on the same connection",
+    );
+    expect(
+        &mut app,
+        "001100000100000008000301000102",
+        "0x02 (DISCONNECTED) after -stall",
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
+    // The hung connection is closed and a new one made; requests use it.
+    expect_eof(&mut up);
+    let mut up2 = fake.accept();
+    send(&mut app, &unhex("001100000000000009000301000178"));
+    expect_have_any_uid(
+        &mut up2,
+        "001100000000000003000301000178",
+        "on the new connection",
+    );
+    let (_, _, err) = client.terminate_all();
+    assert!(
+        err.contains("no answer for") && err.contains("(-stall)"),
+        "stderr: {err}"
+    );
+}

@@ -31,11 +31,13 @@
 //!   the same request. A failure to connect, a timeout and a protocol
 //!   violation are not retried.
 //!
-//! A pooled connection is owned by one operation at a time; the pool's lock
-//! is held only to push or pop a connection, never during I/O. (Calling
-//! `fork()` exactly while another thread holds that lock would leave the
-//! child's copy of the client locked; Apache and similar servers fork from
-//! a parent that is not using the client from other threads.)
+//! A pooled connection is owned by one operation at a time. The pool is
+//! [`MAX_IDLE`] slots, each behind its own lock that is only ever *tried*
+//! (never waited for) and held for a pointer-sized move, never during I/O:
+//! an operation that finds a slot busy moves on to the next one. So a
+//! `fork()` while other threads are using the client cannot leave the child
+//! stuck on a lock: a slot caught mid-move at the fork is simply unusable in
+//! the child, which connects anew when it finds no idle connection.
 //!
 //! # Request ids
 //!
@@ -70,18 +72,20 @@
 //! [`Client::get`] without network traffic. With several threads sharing a
 //! client, "the previous get" is per thread: `reget` succeeds when the
 //! calling thread's most recent operation on this client was a successful
-//! `get` of the same id (the original's rule, applied per thread). Up to
-//! [`MAX_REGET_THREADS`] threads' results are remembered; when more threads
-//! use `get`, the oldest remembered result is dropped.
+//! `get` of the same id (the original's rule, applied per thread). The
+//! result is kept in the calling thread's own storage (no lock shared with
+//! other threads, so `fork()` cannot catch it half-updated); each thread
+//! remembers its last get on up to [`MAX_REGET_CLIENTS`] clients, dropping
+//! the oldest beyond that.
 
 mod conn;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -107,8 +111,8 @@ pub const FLAG_PERSISTENT_LATE: u32 = 0x0008;
 pub const DEFAULT_IO_TIMEOUT_MS: u64 = 2000;
 /// Most idle connections a persistent client keeps.
 pub const MAX_IDLE: usize = 32;
-/// Most threads whose last `get` result is remembered for `reget`.
-pub const MAX_REGET_THREADS: usize = 64;
+/// Most clients whose last `get` result one thread remembers for `reget`.
+pub const MAX_REGET_CLIENTS: usize = 8;
 /// Environment variable overriding the session timeout floor.
 pub const ENV_MIN_TIMEOUT: &str = "DISTCACHE_MIN_TIMEOUT_MS";
 /// Environment variable overriding the I/O bound.
@@ -310,12 +314,76 @@ impl Uids {
     }
 }
 
-/// The last successful get of one thread.
+/// The last successful get of one thread on one client.
 #[derive(Debug)]
 struct LastGet {
-    thread: ThreadId,
+    /// [`Client::serial`] of the client.
+    client: u64,
     id: Vec<u8>,
     data: Session,
+}
+
+/// Serial numbers of clients (never reused, so a remembered get can never
+/// be mistaken for one of a later client at the same address).
+static NEXT_CLIENT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's last successful get per client, newest last.
+    static LAST_GETS: RefCell<Vec<LastGet>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The idle connections of a persistent client (see the module
+/// documentation): slots whose locks are only ever tried.
+#[derive(Debug)]
+struct Pool {
+    slots: Vec<Mutex<Option<Conn>>>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        Pool {
+            slots: (0..MAX_IDLE).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// An idle connection made by process `me` (any, when `me` is 0).
+    /// Connections of another process (inherited across fork) met on the
+    /// way are closed: only our copy of the descriptor, no shutdown(), so
+    /// the parent's connection is untouched.
+    fn take(&self, me: u32) -> Option<Conn> {
+        for slot in &self.slots {
+            let Some(mut g) = slot.try_lock() else {
+                continue;
+            };
+            match g.take() {
+                Some(c) if me == 0 || c.pid == me => return Some(c),
+                Some(inherited) => drop(inherited),
+                None => {}
+            }
+        }
+        None
+    }
+
+    /// Keep `c` idle; closed when every slot is full (or busy).
+    fn put(&self, c: Conn) {
+        let mut c = Some(c);
+        for slot in &self.slots {
+            let Some(mut g) = slot.try_lock() else {
+                continue;
+            };
+            if g.is_none() {
+                *g = c.take();
+                return;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.try_lock().is_some_and(|g| g.is_some()))
+            .count()
+    }
 }
 
 /// A blocking distcache client (`DC_CTX`). See the module documentation.
@@ -328,12 +396,9 @@ pub struct Client {
     cfg: Config,
     uids: Uids,
     /// Idle persistent connections.
-    idle: Mutex<Vec<Conn>>,
-    /// Per-thread last get results, for `reget`.
-    last_get: Mutex<Vec<LastGet>>,
-    /// Number of entries in `last_get`, so operations can skip the lock
-    /// when nothing is remembered.
-    last_get_len: AtomicUsize,
+    idle: Pool,
+    /// Identifies this client's entries in threads' `reget` memory.
+    serial: u64,
 }
 
 fn resolve(target: &str) -> Result<Target, Error> {
@@ -384,13 +449,12 @@ impl Client {
             flags,
             cfg,
             uids,
-            idle: Mutex::new(Vec::new()),
-            last_get: Mutex::new(Vec::new()),
-            last_get_len: AtomicUsize::new(0),
+            idle: Pool::new(),
+            serial: NEXT_CLIENT_SERIAL.fetch_add(1, Ordering::Relaxed),
         };
         if c.persistent() && flags & FLAG_PERSISTENT_LATE == 0 {
             let conn = Conn::connect(&c.target, c.cfg.io_timeout, c.pid_if_checked())?;
-            c.idle.lock().push(conn);
+            c.idle.put(conn);
         }
         Ok(c)
     }
@@ -407,7 +471,7 @@ impl Client {
 
     /// Number of idle persistent connections currently pooled.
     pub fn idle_connections(&self) -> usize {
-        self.idle.lock().len()
+        self.idle.len()
     }
 
     fn persistent(&self) -> bool {
@@ -477,15 +541,16 @@ impl Client {
     /// this client, if that was its last operation here, it was a hit, and
     /// it was for `id`. No network traffic.
     pub fn reget(&self, id: &[u8]) -> Option<Session> {
-        if self.last_get_len.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let me = std::thread::current().id();
-        let slots = self.last_get.lock();
-        slots
-            .iter()
-            .find(|s| s.thread == me && s.id == id)
-            .map(|s| s.data.clone())
+        // Unavailable only while the thread is being torn down: no memory.
+        LAST_GETS
+            .try_with(|m| {
+                m.borrow()
+                    .iter()
+                    .find(|g| g.client == self.serial && g.id == id)
+                    .map(|g| g.data.clone())
+            })
+            .ok()
+            .flatten()
     }
 
     /// Remove a session: `Ok(true)` when removed, `Ok(false)` when it was
@@ -521,29 +586,28 @@ impl Client {
     }
 
     fn remember_get(&self, id: &[u8], data: Session) {
-        let me = std::thread::current().id();
-        let mut slots = self.last_get.lock();
-        slots.retain(|s| s.thread != me);
-        if slots.len() >= MAX_REGET_THREADS {
-            slots.remove(0);
-        }
-        slots.push(LastGet {
-            thread: me,
-            id: id.to_vec(),
-            data,
+        let _ = LAST_GETS.try_with(|m| {
+            let mut m = m.borrow_mut();
+            m.retain(|g| g.client != self.serial);
+            if m.len() >= MAX_REGET_CLIENTS {
+                m.remove(0);
+            }
+            m.push(LastGet {
+                client: self.serial,
+                id: id.to_vec(),
+                data,
+            });
         });
-        self.last_get_len.store(slots.len(), Ordering::Release);
     }
 
     /// Any operation ends the calling thread's `reget` window.
     fn forget_get(&self) {
-        if self.last_get_len.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let me = std::thread::current().id();
-        let mut slots = self.last_get.lock();
-        slots.retain(|s| s.thread != me);
-        self.last_get_len.store(slots.len(), Ordering::Release);
+        let _ = LAST_GETS.try_with(|m| {
+            let mut m = m.borrow_mut();
+            if !m.is_empty() {
+                m.retain(|g| g.client != self.serial);
+            }
+        });
     }
 
     /// One request/response; reports peer violations on stderr.
@@ -574,25 +638,11 @@ impl Client {
     /// An idle pooled connection usable by process `me` (see
     /// [`Client::pid_if_checked`]), if any.
     fn take_idle(&self, me: u32) -> Option<Conn> {
-        if self.flags & FLAG_PERSISTENT_PIDCHECK != 0 {
-            let mut idle = self.idle.lock();
-            if idle.iter().any(|c| c.pid != me) {
-                // Inherited from the parent: close our copies of the file
-                // descriptors only (dropping a socket never calls
-                // shutdown()), so the parent's connections are unaffected.
-                idle.retain(|c| c.pid == me);
-            }
-            idle.pop()
-        } else {
-            self.idle.lock().pop()
-        }
+        self.idle.take(me)
     }
 
     fn put_back(&self, c: Conn) {
-        let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(c);
-        }
+        self.idle.put(c);
     }
 
     fn transact_persistent(&self, req: &[u8], uid: u32, cmd: Cmd) -> Result<Vec<u8>, Error> {
@@ -620,6 +670,15 @@ impl Client {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Drop for Client {
+    /// The dropping thread's `reget` memory of this client goes with it
+    /// (other threads' entries can never match a later client and are
+    /// displaced as they use others).
+    fn drop(&mut self) {
+        self.forget_get();
     }
 }
 

@@ -66,6 +66,11 @@ const CLI: Cli = Cli {
             "num",
             "most application connections at once (default 4096)",
         ),
+        Flag::value(
+            &["stall"],
+            "msecs",
+            "reconnect when the server answers nothing this long while requests wait (default 10000; 0 = never)",
+        ),
     ],
 };
 
@@ -96,12 +101,17 @@ const ACCEPT_PAUSE_MS: u64 = 100;
 /// covers the largest MaxRequestWorkers settings in use, well within a
 /// typical descriptor limit.
 const DEFAULT_MAXCONNS: u64 = 4096;
+/// Default `-stall`: a server that answers nothing for 10 s while requests
+/// wait is taken as hung (the library gives up after 2 s by default).
+const DEFAULT_STALL_MS: u64 = 10_000;
 
 struct Config {
     server: Address,
     retry_ms: u64,
     idle_ms: u64,
     maxconns: usize,
+    /// `-stall`: 0 = never.
+    stall_ms: u64,
 }
 
 /// An application connection.
@@ -157,6 +167,9 @@ struct Proxy {
     limit_log: tools::RateLimit,
     /// Accepting is paused until then after an accept failure.
     accept_paused_until: Option<u64>,
+    /// Last sign of life from the server while requests were in flight:
+    /// an answer, or the first request after none were waiting.
+    up_progress: u64,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -396,6 +409,9 @@ impl Proxy {
         match res {
             Err(e) => return self.upstream_lost(format_args!("corrupt answer: {e}")),
             Ok(used) => {
+                if used > 0 {
+                    self.up_progress = tools::now_ms();
+                }
                 inbuf.drain(..used);
             }
         }
@@ -510,6 +526,7 @@ impl Proxy {
         } = c;
         let mux = &mut self.mux;
         let up_out = &mut self.up_out;
+        let up_progress = &mut self.up_progress;
         let mut answered_locally = false;
         // An ADD too short to parse makes dc_server drop the connection it
         // came on: forwarded, it would cut the shared server connection and
@@ -526,6 +543,9 @@ impl Proxy {
                 return;
             }
             if connected {
+                if mux.in_flight() == 0 {
+                    *up_progress = tools::now_ms();
+                }
                 mux.forward(token, &msg, up_out);
                 *inflight += 1;
             } else {
@@ -607,6 +627,14 @@ impl Proxy {
         }
     }
 
+    /// The server has requests to answer and has answered nothing for
+    /// `-stall` ms.
+    fn stalled(&self, now: u64) -> bool {
+        self.cfg.stall_ms > 0
+            && self.mux.in_flight() > 0
+            && now >= self.up_progress.saturating_add(self.cfg.stall_ms)
+    }
+
     /// Drop clients idle for `-idle` ms; returns when to look again.
     fn idle_scan(&mut self, now: u64) -> u64 {
         let idle = self.cfg.idle_ms;
@@ -650,6 +678,13 @@ impl Proxy {
                 {
                     self.fail_queued()
                 }
+                Some(UpState::Up) if self.stalled(now) => {
+                    let n = self.mux.in_flight();
+                    self.upstream_lost(format_args!(
+                        "no answer for {} ms with {n} request(s) waiting (-stall)",
+                        now - self.up_progress
+                    ))
+                }
                 _ => {}
             }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
@@ -671,7 +706,11 @@ impl Proxy {
                         wake = wake.min(since + CONNECT_GRACE_MS);
                     }
                 }
-                Some(UpState::Up) => {}
+                Some(UpState::Up) => {
+                    if self.cfg.stall_ms > 0 && self.mux.in_flight() > 0 {
+                        wake = wake.min(self.up_progress + self.cfg.stall_ms);
+                    }
+                }
             }
             if self.cfg.idle_ms > 0 {
                 wake = wake.min(self.next_idle_scan);
@@ -716,6 +755,9 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     let maxconns = p
         .num("maxconns", DEFAULT_MAXCONNS, 1, 1_000_000)
         .map_err(fail)? as usize;
+    let stall_ms = p
+        .num("stall", DEFAULT_STALL_MS, 0, 86_400_000)
+        .map_err(fail)?;
     let opts = SockOpts {
         owner: p.get("sockowner").map(str::to_string),
         group: p.get("sockgroup").map(str::to_string),
@@ -727,6 +769,7 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
             retry_ms,
             idle_ms,
             maxconns,
+            stall_ms,
         },
         listen,
         opts,
@@ -801,6 +844,7 @@ fn main() -> ExitCode {
         garbage_log: tools::RateLimit::new(10),
         limit_log: tools::RateLimit::new(5),
         accept_paused_until: None,
+        up_progress: 0,
     };
     if let Some(d) = detached {
         d.ready();
