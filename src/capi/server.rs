@@ -289,7 +289,16 @@ pub unsafe extern "C" fn DC_SERVER_new(max_sessions: c_uint) -> *mut DC_SERVER {
             return null_mut();
         }
         let cache: Box<dyn SessionCache> = match choice() {
-            CacheChoice::Builtin => Box::new(Cache::new(max_sessions as usize)),
+            CacheChoice::Builtin => {
+                let n = max_sessions as usize;
+                if n > crate::server::cache::MAX_CAPACITY {
+                    crate::client::log_line(&format!(
+                        "distcache-rs: DC_SERVER_new({n}): the built-in cache holds at most {} sessions; using that",
+                        crate::server::cache::MAX_CAPACITY
+                    ));
+                }
+                Box::new(Cache::new(n))
+            }
             CacheChoice::Custom(cb) => match CallbackCache::new(cb, max_sessions) {
                 Some(c) => Box::new(c),
                 None => return null_mut(),

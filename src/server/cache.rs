@@ -1,16 +1,21 @@
 //! The built-in session cache.
 //!
-//! Layout, chosen for O(1) lookups and a small per-session footprint:
-//! - every session lives in a slot of one `Vec<Slot>`; its id and data are
-//!   ONE boxed byte slice (`id ++ data`), so a session costs exactly one heap
-//!   allocation; freed slots are reused through a free list;
+//! Layout, chosen for O(1) lookups that touch as few random cache lines as
+//! possible, and a small per-session footprint:
 //! - a hash index: an open-addressing table (linear probing, backward-shift
-//!   deletion, no tombstones) of `u64` buckets holding 32 bits of the hash
-//!   and the slot number; the hash is a keyed multiply-fold hash seeded per
-//!   cache from the OS's random source, so clients cannot aim collisions;
+//!   deletion, no tombstones) whose buckets OWN the sessions: 32 bits of the
+//!   id's hash, the session's slot number and id length, and ONE boxed byte
+//!   slice `id ++ data` (one heap allocation per session). A lookup reads
+//!   one bucket and the session's bytes, nothing else;
+//! - the hash is a keyed multiply-fold hash seeded per cache from the OS's
+//!   random source, so clients cannot aim collisions;
+//! - a slot per session (8 bytes: its bucket and its heap position, so both
+//!   can be found from either side as they move), reused through a free
+//!   list;
 //! - an intrusive 4-ary min-heap of (expiry, slot) entries (12 bytes, the
-//!   key inline so sifting reads no slots); each slot knows its heap
-//!   position, so removal anywhere is O(log n).
+//!   key inline so sifting reads no sessions), giving removal anywhere in
+//!   O(log n). The expiry lives only there: a lookup needs it only while
+//!   the heap's top says some stored session has expired.
 //!
 //! Expired sessions are never returned: every lookup checks the expiry, and
 //! every operation first reclaims a bounded number of expired sessions from
@@ -27,12 +32,21 @@ use crate::proto::{MAX_ID_LEN, MAX_TOTAL_DATA};
 /// Largest session data stored (the protocol's message limit).
 pub const MAX_DATA_LEN: usize = MAX_TOTAL_DATA;
 
+/// Most sessions one cache holds (slot numbers have 25 bits).
+pub const MAX_CAPACITY: usize = (1 << SLOT_BITS) - 1;
+// dc_server's -sessions limit (10 000 000) must fit.
+const _: () = assert!(MAX_CAPACITY >= 10_000_000);
+
 /// Expired sessions reclaimed per operation at most (the rest are skipped
 /// by lookups and reclaimed by later operations).
 const PURGE_BATCH: usize = 64;
 
-const EMPTY: u64 = u64::MAX;
 const NO_POS: u32 = u32::MAX;
+
+/// Bits of a bucket's `packed` word holding the slot number; the rest hold
+/// the id length (at most 64, 7 bits).
+const SLOT_BITS: u32 = 25;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 
 /// Children per heap node.
 const ARITY: usize = 4;
@@ -45,24 +59,39 @@ struct HeapEntry {
     slot: u32,
 }
 
+/// A hash bucket, empty when `buf` is `None` (24 bytes).
 #[derive(Debug, Default)]
-struct Slot {
-    /// id bytes followed by data bytes; empty for a free slot.
-    buf: Box<[u8]>,
-    /// Absolute expiry time (ms, caller's clock).
-    expiry: u64,
-    /// Position in `heap`.
-    heap_pos: u32,
-    id_len: u8,
+struct Bucket {
+    /// 32 bits of the id's hash; the home bucket is derived from it.
+    hash: u32,
+    /// Slot number (low [`SLOT_BITS`]) and id length (the rest).
+    packed: u32,
+    /// The id bytes followed by the data bytes.
+    buf: Option<Box<[u8]>>,
 }
 
-impl Slot {
-    fn id(&self) -> &[u8] {
-        &self.buf[..self.id_len as usize]
+impl Bucket {
+    fn slot(&self) -> u32 {
+        self.packed & SLOT_MASK
     }
-    fn data(&self) -> &[u8] {
-        &self.buf[self.id_len as usize..]
+    fn id_len(&self) -> usize {
+        (self.packed >> SLOT_BITS) as usize
     }
+    /// The session's id and data (empty for an empty bucket).
+    fn parts(&self) -> (&[u8], &[u8]) {
+        match &self.buf {
+            Some(b) => b.split_at(self.id_len()),
+            None => (&[], &[]),
+        }
+    }
+}
+
+/// Where a stored session's bucket and heap entry are.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    bucket: u32,
+    /// `NO_POS` for a free slot.
+    heap_pos: u32,
 }
 
 /// A keyed hash for session ids (at most 64 bytes): 16 bytes per round
@@ -111,6 +140,11 @@ impl IdHasher {
         }
         fold_mul(h ^ self.k2, self.k1.rotate_left(17))
     }
+
+    /// The 32 bits of the hash a bucket keeps.
+    fn hash32(&self, id: &[u8]) -> u32 {
+        (self.hash(id) >> 32) as u32
+    }
 }
 
 /// The built-in cache: at most `capacity` sessions.
@@ -119,8 +153,7 @@ pub struct Cache {
     capacity: usize,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Hash index: `EMPTY` or `(tag << 32) | slot`.
-    table: Vec<u64>,
+    table: Vec<Bucket>,
     mask: usize,
     heap: Vec<HeapEntry>,
     hasher: IdHasher,
@@ -128,20 +161,28 @@ pub struct Cache {
 
 /// What a lookup found.
 enum Found {
-    Live(u32),
+    /// The bucket of a live session.
+    Live(usize),
     Missing,
 }
 
+fn empty_table(n: usize) -> Vec<Bucket> {
+    let mut t = Vec::with_capacity(n);
+    t.resize_with(n, Bucket::default);
+    t
+}
+
 impl Cache {
-    /// An empty cache holding at most `capacity` sessions (at least 1).
+    /// An empty cache holding at most `capacity` sessions (at least 1, at
+    /// most [`MAX_CAPACITY`]).
     pub fn new(capacity: usize) -> Cache {
-        let capacity = capacity.clamp(1, u32::MAX as usize - 1);
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
         let buckets = 16usize;
         Cache {
             capacity,
             slots: Vec::new(),
             free: Vec::new(),
-            table: vec![EMPTY; buckets],
+            table: empty_table(buckets),
             mask: buckets - 1,
             heap: Vec::new(),
             hasher: IdHasher::random(),
@@ -158,66 +199,70 @@ impl Cache {
         self.heap.len()
     }
 
-    /// Bytes of the index structures (slots, hash table, heap, free list),
+    /// Bytes of the index structures (hash table, slots, heap, free list),
     /// excluding the sessions' own id+data allocations.
     pub fn structure_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
-            + self.table.capacity() * 8
+            + self.table.capacity() * std::mem::size_of::<Bucket>()
             + self.heap.capacity() * std::mem::size_of::<HeapEntry>()
             + self.free.capacity() * 4
     }
 
     #[inline]
-    fn home(&self, tag: u32) -> usize {
-        tag as usize & self.mask
+    fn home(&self, hash: u32) -> usize {
+        hash as usize & self.mask
     }
 
     /// Find the bucket holding `id`, if any.
     fn find_bucket(&self, id: &[u8]) -> Option<usize> {
-        let tag = (self.hasher.hash(id) >> 32) as u32;
-        let mut i = self.home(tag);
+        let hash = self.hasher.hash32(id);
+        let mut i = self.home(hash);
         loop {
-            let b = self.table[i];
-            if b == EMPTY {
-                return None;
-            }
-            if (b >> 32) as u32 == tag && self.slots[(b as u32) as usize].id() == id {
+            let b = &self.table[i];
+            let Some(buf) = &b.buf else { return None };
+            if b.hash == hash && b.id_len() == id.len() && &buf[..id.len()] == id {
                 return Some(i);
             }
             i = (i + 1) & self.mask;
         }
     }
 
-    fn insert_bucket(&mut self, tag: u32, slot: u32) {
-        let mut i = self.home(tag);
-        while self.table[i] != EMPTY {
+    /// Put `b` in the first free bucket from its home; returns where.
+    fn insert_bucket(&mut self, b: Bucket) -> usize {
+        let mut i = self.home(b.hash);
+        while self.table[i].buf.is_some() {
             i = (i + 1) & self.mask;
         }
-        self.table[i] = ((tag as u64) << 32) | slot as u64;
+        self.slots[b.slot() as usize].bucket = i as u32;
+        self.table[i] = b;
+        i
     }
 
-    /// Remove bucket `i`, shifting later members of its cluster back.
-    fn remove_bucket(&mut self, mut i: usize) {
+    /// Empty bucket `i`, shifting later members of its cluster back (and
+    /// telling their slots where they went). Returns the emptied bucket.
+    fn remove_bucket(&mut self, mut i: usize) -> Bucket {
+        let removed = std::mem::take(&mut self.table[i]);
         let mut j = i;
         loop {
             j = (j + 1) & self.mask;
-            let b = self.table[j];
-            if b == EMPTY {
+            if self.table[j].buf.is_none() {
                 break;
             }
-            let k = self.home((b >> 32) as u32);
-            // Move b into the hole at i unless its home lies in (i, j].
+            let k = self.home(self.table[j].hash);
+            // Move bucket j into the hole at i unless its home lies in (i, j].
             let stays = if i <= j {
                 i < k && k <= j
             } else {
                 i < k || k <= j
             };
             if !stays {
-                self.table[i] = b;
+                let moved = std::mem::take(&mut self.table[j]);
+                self.slots[moved.slot() as usize].bucket = i as u32;
+                self.table[i] = moved;
                 i = j;
             }
         }
-        self.table[i] = EMPTY;
+        removed
     }
 
     fn grow_table_if_needed(&mut self) {
@@ -226,12 +271,26 @@ impl Cache {
             return;
         }
         let n = self.table.len() * 2;
-        let old = std::mem::replace(&mut self.table, vec![EMPTY; n]);
+        let old = std::mem::replace(&mut self.table, empty_table(n));
         self.mask = n - 1;
         for b in old {
-            if b != EMPTY {
-                self.insert_bucket((b >> 32) as u32, b as u32);
+            if b.buf.is_some() {
+                self.insert_bucket(b);
             }
+        }
+    }
+
+    /// Whether the session in slot `slot` has expired at `now`. Its expiry
+    /// is read from the heap only when the heap's top (the earliest expiry
+    /// of all) says that some session has.
+    fn expired(&self, now: u64, slot: u32) -> bool {
+        match self.heap.first() {
+            Some(top) if { top.expiry } <= now => {
+                let pos = self.slots[slot as usize].heap_pos as usize;
+                let e = self.heap[pos].expiry;
+                e <= now
+            }
+            _ => false,
         }
     }
 
@@ -239,18 +298,18 @@ impl Cache {
         match self.find_bucket(id) {
             None => Found::Missing,
             Some(b) => {
-                let slot = self.table[b] as u32;
-                if self.slots[slot as usize].expiry <= now {
+                let slot = self.table[b].slot();
+                if self.expired(now, slot) {
                     self.remove_slot(slot);
                     Found::Missing
                 } else {
-                    Found::Live(slot)
+                    Found::Live(b)
                 }
             }
         }
     }
 
-    // ---- heap (4-ary, keys inline so sifting touches no slots) ----
+    // ---- heap (4-ary, keys inline so sifting touches no sessions) ----
 
     fn heap_place(&mut self, pos: usize, e: HeapEntry) {
         self.heap[pos] = e;
@@ -311,17 +370,10 @@ impl Cache {
 
     /// Remove a stored session entirely.
     fn remove_slot(&mut self, slot: u32) {
-        let id_bucket = {
-            let s = &self.slots[slot as usize];
-            self.find_bucket(s.id()).expect("indexed session")
-        };
-        self.remove_bucket(id_bucket);
-        let pos = self.slots[slot as usize].heap_pos as usize;
-        self.heap_remove(pos);
-        let s = &mut self.slots[slot as usize];
-        s.buf = Box::default();
-        s.heap_pos = NO_POS;
-        s.id_len = 0;
+        let Slot { bucket, heap_pos } = self.slots[slot as usize];
+        drop(self.remove_bucket(bucket as usize));
+        self.heap_remove(heap_pos as usize);
+        self.slots[slot as usize].heap_pos = NO_POS;
         self.free.push(slot);
     }
 
@@ -341,15 +393,13 @@ impl Cache {
         let mut buf = Vec::with_capacity(id.len() + data.len());
         buf.extend_from_slice(id);
         buf.extend_from_slice(data);
-        let new = Slot {
-            buf: buf.into_boxed_slice(),
-            expiry,
+        let fresh = Slot {
+            bucket: 0,
             heap_pos: NO_POS,
-            id_len: id.len() as u8,
         };
         let slot = match self.free.pop() {
             Some(s) => {
-                self.slots[s as usize] = new;
+                self.slots[s as usize] = fresh;
                 s
             }
             None => {
@@ -364,12 +414,15 @@ impl Cache {
                     self.heap
                         .reserve_exact(self.slots.capacity() - self.heap.len());
                 }
-                self.slots.push(new);
+                self.slots.push(fresh);
                 (self.slots.len() - 1) as u32
             }
         };
-        let tag = (self.hasher.hash(id) >> 32) as u32;
-        self.insert_bucket(tag, slot);
+        self.insert_bucket(Bucket {
+            hash: self.hasher.hash32(id),
+            packed: slot | ((id.len() as u32) << SLOT_BITS),
+            buf: Some(buf.into_boxed_slice()),
+        });
         self.heap.push(HeapEntry { expiry, slot });
         self.sift_up(self.heap.len() - 1);
     }
@@ -406,8 +459,8 @@ impl SessionCache for Cache {
             return false;
         }
         match self.lookup(now_ms, id) {
-            Found::Live(s) => {
-                f(self.slots[s as usize].data());
+            Found::Live(b) => {
+                f(self.table[b].parts().1);
                 true
             }
             Found::Missing => false,
@@ -420,8 +473,8 @@ impl SessionCache for Cache {
             return false;
         }
         match self.lookup(now_ms, id) {
-            Found::Live(s) => {
-                self.remove_slot(s);
+            Found::Live(b) => {
+                self.remove_slot(self.table[b].slot());
                 true
             }
             Found::Missing => false,
@@ -452,23 +505,55 @@ mod tests {
     /// Check every structural invariant.
     fn check(c: &Cache) {
         let live: Vec<u32> = (0..c.slots.len() as u32)
-            .filter(|&s| !c.slots[s as usize].buf.is_empty())
+            .filter(|&s| c.slots[s as usize].heap_pos != NO_POS)
             .collect();
         assert_eq!(live.len(), c.heap.len());
         assert_eq!(live.len() + c.free.len(), c.slots.len());
-        assert_eq!(c.table.iter().filter(|&&b| b != EMPTY).count(), live.len());
+        assert_eq!(
+            c.table.iter().filter(|b| b.buf.is_some()).count(),
+            live.len()
+        );
         for (pos, e) in c.heap.iter().enumerate() {
             let (slot, expiry) = (e.slot, e.expiry);
             assert_eq!(c.slots[slot as usize].heap_pos as usize, pos);
-            assert_eq!(c.slots[slot as usize].expiry, expiry);
             if pos > 0 {
                 assert!({ c.heap[(pos - 1) / ARITY].expiry } <= expiry);
             }
         }
         for &s in &live {
-            let b = c.find_bucket(c.slots[s as usize].id()).unwrap();
-            assert_eq!(c.table[b] as u32, s);
+            let b = c.slots[s as usize].bucket as usize;
+            assert_eq!(c.table[b].slot(), s, "slot {s} points at its bucket");
+            let (id, _) = c.table[b].parts();
+            assert_eq!(c.table[b].hash, c.hasher.hash32(id));
+            assert_eq!(c.find_bucket(id), Some(b), "findable from its id");
         }
+    }
+
+    #[test]
+    fn more_expired_than_one_purge_reclaims() {
+        // 200 sessions expire at 10: one operation reclaims only 64 of
+        // them, so lookups must read each candidate's own expiry.
+        let mut c = Cache::new(1000);
+        for i in 0..200u32 {
+            assert!(c.add(0, 10, &i.to_be_bytes(), b"old"));
+        }
+        assert!(c.add(0, 1000, b"live", b"new"));
+        assert_eq!(get(&mut c, 20, b"live").as_deref(), Some(&b"new"[..]));
+        assert!(c.len_raw() > 1, "not everything was reclaimed at once");
+        for i in 0..200u32 {
+            assert_eq!(get(&mut c, 20, &i.to_be_bytes()), None, "{i}");
+            check(&c);
+        }
+        assert!(c.have(20, b"live"));
+        assert_eq!(c.num_items(20), 1);
+        check(&c);
+    }
+
+    #[test]
+    fn capacity_is_clamped() {
+        assert_eq!(Cache::new(0).capacity(), 1);
+        assert_eq!(Cache::new(usize::MAX).capacity(), MAX_CAPACITY);
+        assert_eq!(Cache::new(MAX_CAPACITY).capacity(), MAX_CAPACITY);
     }
 
     #[test]
