@@ -5,7 +5,7 @@
 #   make check                every test: Rust, headers, exports, C API, tools
 #   make demo                 dc_server + dc_client + dc_test load on a temp dir
 #   make headers              regenerate include/ from the Rust declarations
-#   make bench / bench-short  benchmark matrix vs redis (BENCHMARKS.md; ~6 / ~1 min)
+#   make bench / bench-short  benchmark matrix vs redis (BENCHMARKS.md; ~6 min / 40 s)
 #
 # Library layout (see README.md): the Rust cdylib holds every symbol and is
 # installed as libnal.so.1.0.1 (SONAME libnal.so.1). libdistcache.so.1 and
