@@ -223,6 +223,18 @@ static void test_corrupt_stream(NAL_SELECTOR *sel)
     }
     CHECK(bad_failed);
     CHECK(got && uid == 5 && cmd == DC_CMD_GET && len == 2);
+    /* Bound to one selector, a plug is refused by another until it leaves
+     * the first. */
+    {
+        NAL_SELECTOR *other = NAL_SELECTOR_new();
+        CHECK(other != NULL);
+        CHECK(DC_PLUG_to_select(good.cli, sel));
+        CHECK(!DC_PLUG_to_select(good.cli, other));
+        DC_PLUG_from_select(good.cli);
+        CHECK(DC_PLUG_to_select(good.cli, other));
+        DC_PLUG_from_select(good.cli);
+        NAL_SELECTOR_free(other);
+    }
     /* The dead plug keeps failing. */
     CHECK(!DC_PLUG_io(bad.srv));
     CHECK(!DC_PLUG_read(bad.srv, 0, &uid, &cmd, &data, &len));

@@ -346,14 +346,14 @@ fn a_stalled_server_fails_within_the_bound() {
     }
 }
 
-#[test]
-fn a_server_that_never_accepts_times_out_on_connect() {
+/// A UNIX listener with a backlog of 0, filled with connections nobody
+/// accepts: (its path, the listener, the queued connections).
+fn full_backlog_listener() -> (std::path::PathBuf, socket2::Socket, Vec<socket2::Socket>) {
     use socket2::{Domain, SockAddr, Socket, Type};
     let path = client_support::temp_sock();
     let l = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
     l.bind(&SockAddr::unix(&path).unwrap()).unwrap();
     l.listen(0).unwrap();
-    // Fill the backlog with connections nobody accepts.
     let mut fill = Vec::new();
     for _ in 0..8 {
         let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
@@ -363,6 +363,13 @@ fn a_server_that_never_accepts_times_out_on_connect() {
         }
         fill.push(s);
     }
+    assert!(!fill.is_empty(), "the backlog never filled");
+    (path, l, fill)
+}
+
+#[test]
+fn a_server_that_never_accepts_times_out_on_connect() {
+    let (path, _l, fill) = full_backlog_listener();
     let addr = format!("UNIX:{}", path.display());
     let cl = Client::with_config(&addr, 0, cfg(200)).unwrap();
     let t = Instant::now();
@@ -375,23 +382,9 @@ fn a_server_that_never_accepts_times_out_on_connect() {
 
 #[test]
 fn a_full_backlog_that_drains_in_time_still_connects() {
-    use socket2::{Domain, SockAddr, Socket, Type};
     use std::os::unix::net::UnixListener;
-    let path = client_support::temp_sock();
-    let l = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-    l.bind(&SockAddr::unix(&path).unwrap()).unwrap();
-    l.listen(0).unwrap();
-    let mut fill = Vec::new();
-    for _ in 0..8 {
-        let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        if s.connect(&SockAddr::unix(&path).unwrap()).is_err() {
-            break;
-        }
-        fill.push(s);
-    }
+    let (path, l, fill) = full_backlog_listener();
     let queued = fill.len();
-    assert!(queued >= 1, "the backlog never filled");
     let listener: UnixListener = std::os::fd::OwnedFd::from(l).into();
     // After 300 ms: take the queued connections, then serve the client's
     // one request (a HAS, answered "yes").

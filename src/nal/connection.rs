@@ -342,6 +342,13 @@ impl Connection {
         self.reg.as_ref().is_some_and(|r| r.is_live())
     }
 
+    /// Whether bound (live) to `sel` in particular.
+    pub fn is_bound_to(&self, sel: &Selector) -> bool {
+        self.reg
+            .as_ref()
+            .is_some_and(|r| r.is_live() && r.is_with(sel))
+    }
+
     /// Do the network I/O the last select allowed. Succeeds trivially when
     /// the select reported nothing for this connection. Fails when not bound
     /// to a selector, when the peer closed, when a non-blocking connect

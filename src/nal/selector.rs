@@ -111,6 +111,11 @@ impl Registration {
         }
     }
 
+    /// Whether this binding is to `sel`.
+    pub(crate) fn is_with(&self, sel: &Selector) -> bool {
+        std::ptr::eq(self.reg.as_ptr(), Arc::as_ptr(&sel.reg))
+    }
+
     /// Take the events reported by the last select for this object. None
     /// when the binding is stale.
     pub(crate) fn take_events(&self) -> Option<i16> {

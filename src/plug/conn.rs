@@ -82,7 +82,9 @@ impl Plug {
     /// readability while the read buffer has room (the plug stops draining
     /// it while its own queue is full) and for writability while data waits
     /// to be sent; so this flushes queued output into the send buffer and
-    /// binds the connection if it is not bound yet.
+    /// binds the connection if it is not bound yet. Bound to another
+    /// selector, it fails and changes nothing (like a second
+    /// NAL_CONNECTION_add_to_selector): DC_PLUG_from_select first.
     pub fn to_select(&mut self, sel: &Selector) -> bool {
         if !self.core.is_alive() {
             return false;
@@ -92,7 +94,10 @@ impl Plug {
             self.core.push(&mut sb);
         }
         let c = self.conn.conn();
-        c.is_bound() || c.add_to_selector(sel)
+        if c.is_bound() {
+            return c.is_bound_to(sel);
+        }
+        c.add_to_selector(sel)
     }
 
     /// Stop watching the connection (DC_PLUG_from_select).

@@ -430,6 +430,36 @@ mod over_connections {
     }
 
     #[test]
+    fn to_select_binds_once_and_refuses_another_selector() {
+        let (mut sel1, mut sel2) = (Selector::new(), Selector::new());
+        let (mut cli, mut srv) = pair(1000);
+        assert!(cli.to_select(&sel1) && srv.to_select(&sel1));
+        assert!(cli.to_select(&sel1), "again on the same selector: fine");
+        assert!(!cli.to_select(&sel2), "bound elsewhere: refused");
+        // Still served by the first selector.
+        cli.write(false, 7, Cmd::Have, b"x").unwrap();
+        cli.commit().unwrap();
+        let mut seen = None;
+        for _ in 0..20 {
+            assert!(step(&mut sel1, &mut cli, &mut srv));
+            if let Some(m) = srv.read(false) {
+                seen = Some(m.uid);
+                break;
+            }
+        }
+        assert_eq!(seen, Some(7), "the first selector still serves it");
+        // Moved explicitly, it works with the second one.
+        cli.from_select();
+        srv.from_select();
+        assert!(cli.to_select(&sel2) && srv.to_select(&sel2));
+        sel2.select(Some(Duration::from_millis(50))).unwrap();
+        assert!(cli.io());
+        // A reset selector's bindings are stale: another selector may take it.
+        sel2.reset();
+        assert!(cli.to_select(&sel1));
+    }
+
+    #[test]
     fn messages_cross_a_socketpair() {
         let mut sel = Selector::new();
         let (mut cli, mut srv) = pair(1000);
