@@ -10,13 +10,10 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
 
 fn dc_server(dir: &TempDir, name: &str) -> Proc {
     let log = fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
@@ -173,77 +170,28 @@ fn dc_client_killed_and_restarted() {
     let _srv = dc_server(&dir, "srv");
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &[]);
     let target = dir.addr("client");
-    let stop = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let successes = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..4u32 {
-        let (stop, failures, successes, target) = (
-            stop.clone(),
-            failures.clone(),
-            successes.clone(),
-            target.clone(),
-        );
-        workers.push(std::thread::spawn(move || -> Result<Duration, String> {
-            let flags = if w % 2 == 0 { FLAG_PERSISTENT } else { 0 };
-            let c = Client::with_config(&target, flags, Config::default()).unwrap();
-            let mut worst = Duration::ZERO;
-            let mut n = 0u64;
-            while stop.load(Ordering::Relaxed) == 0 {
-                n += 1;
-                let id = format!("cli-kill-{w}-{n}");
-                let data = format!("data {id} ").repeat(8);
-                let t0 = Instant::now();
-                let added = matches!(
-                    c.add(id.as_bytes(), data.as_bytes(), 60_000),
-                    Ok(AddOutcome::Stored)
-                );
-                let got = c.get(id.as_bytes());
-                worst = worst.max(t0.elapsed());
-                match got {
-                    Ok(Some(d)) if *d != *data.as_bytes() => {
-                        return Err(format!("wrong data for {id}"))
-                    }
-                    Ok(Some(_)) if added => {
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        sleep(Duration::from_millis(2));
-                    }
-                }
-            }
-            Ok(worst)
-        }));
-    }
+    let mut load = Load::start(LoadSpec {
+        target: &target,
+        workers: 4,
+        id_prefix: "cli-kill",
+        repeat: 8,
+        pause: Pause::AfterFailure(Duration::from_millis(2)),
+        get_after_failed_add: true,
+    });
     sleep(Duration::from_millis(400));
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "failures before the kill"
-    );
+    assert_eq!(load.failures(), 0, "failures before the kill");
     client.kill9();
     assert!(dir.path("client").exists(), "stale socket expected");
     sleep(Duration::from_millis(500));
-    assert!(
-        failures.load(Ordering::Relaxed) > 0,
-        "no failure while down"
-    );
-    let before = successes.load(Ordering::Relaxed);
+    assert!(load.failures() > 0, "no failure while down");
+    let before = load.successes();
     let mut client2 = dc_client_logged(&dir, &dir.addr("srv"), &[]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while successes.load(Ordering::Relaxed) < before + 100 && Instant::now() < deadline {
-        sleep(Duration::from_millis(20));
-    }
-    stop.store(1, Ordering::Relaxed);
-    for h in workers {
-        let worst = h.join().unwrap().unwrap();
+    load.wait_for_successes(before + 100, Duration::from_secs(5));
+    for r in load.stop() {
+        let worst = r.unwrap();
         assert!(worst < Duration::from_secs(5), "a call took {worst:?}");
     }
-    assert!(
-        successes.load(Ordering::Relaxed) >= before + 100,
-        "service did not resume"
-    );
+    assert!(load.successes() >= before + 100, "service did not resume");
     assert!(client2.alive());
 }
 

@@ -13,13 +13,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::*;
-use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dc_server");
 
@@ -314,89 +311,38 @@ fn sigstop_gives_bounded_failures_and_recovery() {
     let addr = srv.addr();
     // libdistcache's default bound (DISTCACHE_IO_TIMEOUT_MS).
     let io_ms = distcache_rs::client::DEFAULT_IO_TIMEOUT_MS;
-    let stop = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
-    let successes = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..4u32 {
-        let (stop, failures, successes, addr) = (
-            stop.clone(),
-            failures.clone(),
-            successes.clone(),
-            addr.clone(),
-        );
-        workers.push(std::thread::spawn(move || -> Result<Duration, String> {
-            let cfg = Config {
-                io_timeout: Duration::from_millis(io_ms),
-                ..Config::default()
-            };
-            let flags = if w % 2 == 0 { FLAG_PERSISTENT } else { 0 };
-            let c = Client::with_config(&addr, flags, cfg).unwrap();
-            let mut worst = Duration::ZERO;
-            let mut n = 0u64;
-            while stop.load(Ordering::Relaxed) == 0 {
-                n += 1;
-                let id = format!("stop-{w}-{n}");
-                let data = format!("payload of {id} ").repeat(10);
-                let t0 = Instant::now();
-                let added = matches!(
-                    c.add(id.as_bytes(), data.as_bytes(), 60_000),
-                    Ok(AddOutcome::Stored)
-                );
-                worst = worst.max(t0.elapsed());
-                if !added {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let t0 = Instant::now();
-                let got = c.get(id.as_bytes());
-                worst = worst.max(t0.elapsed());
-                match got {
-                    Ok(Some(d)) if *d != *data.as_bytes() => {
-                        return Err(format!("wrong data for {id}"))
-                    }
-                    Ok(Some(_)) => {
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                sleep(Duration::from_millis(2));
-            }
-            Ok(worst)
-        }));
-    }
+    let mut load = Load::start(LoadSpec {
+        target: &addr,
+        workers: 4,
+        id_prefix: "stop",
+        repeat: 10,
+        pause: Pause::EveryIteration(Duration::from_millis(2)),
+        // A failed ADD has waited out the bound already: no GET after it.
+        get_after_failed_add: false,
+    });
     sleep(Duration::from_millis(400));
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "failures before SIGSTOP"
-    );
+    assert_eq!(load.failures(), 0, "failures before SIGSTOP");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(srv.proc.pid(), libc::SIGSTOP) };
     sleep(Duration::from_secs(3));
-    let during = failures.load(Ordering::Relaxed);
-    let ok_before_cont = successes.load(Ordering::Relaxed);
+    let during = load.failures();
+    let ok_before_cont = load.successes();
     // SAFETY: as above.
     unsafe { libc::kill(srv.proc.pid(), libc::SIGCONT) };
     assert!(during > 0, "no failure while the server was stopped");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while successes.load(Ordering::Relaxed) < ok_before_cont + 100 && Instant::now() < deadline {
-        sleep(Duration::from_millis(20));
-    }
-    stop.store(1, Ordering::Relaxed);
-    for h in workers {
-        let worst = h.join().unwrap().unwrap();
+    load.wait_for_successes(ok_before_cont + 100, Duration::from_secs(5));
+    for r in load.stop() {
+        let worst = r.unwrap();
         // Each call is bounded by the I/O timeout per phase (connect,
-        // send, receive), with slack for a loaded machine.
+        // send, receive), with slack for a loaded machine; an iteration
+        // is one call (a failed ADD) or an ADD and a GET that both answer.
         assert!(
             worst < Duration::from_millis(3 * io_ms + 2000),
             "an operation took {worst:?}"
         );
     }
     assert!(
-        successes.load(Ordering::Relaxed) >= ok_before_cont + 100,
+        load.successes() >= ok_before_cont + 100,
         "service did not resume after SIGCONT"
     );
 }

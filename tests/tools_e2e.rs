@@ -7,12 +7,9 @@ mod common;
 
 use std::fs::File;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
 
 fn dc_server(dir: &TempDir, name: &str) -> Proc {
     let listen = dir.addr(name);
@@ -159,87 +156,34 @@ fn dc_server_killed_and_restarted_under_load() {
     let mut srv = dc_server(&dir, "srv");
     let mut client = dc_client(&dir, &dir.addr("srv"), &["-retry", "100"]);
     let target = dir.addr("client");
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU64::new(0));
-    let phase = Arc::new(AtomicU64::new(0));
-    let late_ok = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..8u32 {
-        let (stop, failures, phase, late_ok, target) = (
-            stop.clone(),
-            failures.clone(),
-            phase.clone(),
-            late_ok.clone(),
-            target.clone(),
-        );
-        workers.push(std::thread::spawn(move || -> Result<Duration, String> {
-            let flags = if w % 2 == 0 { FLAG_PERSISTENT } else { 0 };
-            let c = Client::with_config(&target, flags, Config::default()).unwrap();
-            let mut worst = Duration::ZERO;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let id = format!("kill-test-{w}-{n:08}");
-                let data = format!("data of {id} ").repeat(20);
-                let t0 = Instant::now();
-                let added = matches!(
-                    c.add(id.as_bytes(), data.as_bytes(), 60_000),
-                    Ok(AddOutcome::Stored)
-                );
-                let got = c.get(id.as_bytes());
-                worst = worst.max(t0.elapsed());
-                match (&got, added) {
-                    (Ok(Some(d)), _) if **d != *data.as_bytes() => {
-                        return Err(format!("wrong data for {id}"))
-                    }
-                    (Ok(Some(_)), false) => return Err(format!("{id} found but never stored")),
-                    (Ok(Some(_)), true) => {
-                        if phase.load(Ordering::Relaxed) == 2 {
-                            late_ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if !added && phase.load(Ordering::Relaxed) == 1 {
-                    // Do not spin while the server is away.
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            Ok(worst)
-        }));
-    }
+    let mut load = Load::start(LoadSpec {
+        target: &target,
+        workers: 8,
+        id_prefix: "kill-test",
+        repeat: 20,
+        // Do not spin while the server is away.
+        pause: Pause::AfterFailure(Duration::from_millis(1)),
+        get_after_failed_add: true,
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "failures before the kill"
-    );
-    phase.store(1, Ordering::Relaxed);
+    assert_eq!(load.failures(), 0, "failures before the kill");
     srv.kill9();
     std::thread::sleep(Duration::from_millis(400));
-    let during = failures.load(Ordering::Relaxed);
+    let during = load.failures();
     assert!(during > 0, "no failures seen while the server was down");
     let _srv2 = dc_server(&dir, "srv");
-    phase.store(2, Ordering::Relaxed);
+    // Only successes after the restart count.
+    let before = load.successes();
     // Service resumes within a few retry periods.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while late_ok.load(Ordering::Relaxed) < 100 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stop.store(true, Ordering::Relaxed);
-    for h in workers {
-        let worst = h.join().unwrap().unwrap();
+    load.wait_for_successes(before + 100, Duration::from_secs(5));
+    for r in load.stop() {
+        let worst = r.unwrap();
         assert!(
             worst < Duration::from_secs(2),
             "an operation hung for {worst:?}"
         );
     }
-    assert!(
-        late_ok.load(Ordering::Relaxed) >= 100,
-        "service did not resume"
-    );
+    assert!(load.successes() - before >= 100, "service did not resume");
     assert!(client.alive());
     let (_, err) = client.terminate();
     assert!(err.contains("lost server connection"), "{err}");

@@ -550,3 +550,166 @@ pub fn check_served(s: &mut UnixStream, tag: &str, n: u32) {
         "GET {id}"
     );
 }
+
+// ---------------------------------------------------------- client load
+
+/// When a load worker sleeps.
+#[derive(Clone, Copy, Debug)]
+pub enum Pause {
+    /// After each iteration that was not a success (do not spin while the
+    /// service is away).
+    AfterFailure(Duration),
+    /// After every iteration.
+    EveryIteration(Duration),
+}
+
+/// What a [`Load`] runs.
+pub struct LoadSpec<'a> {
+    /// Address the clients talk to (`UNIX:...` or `IP:...`).
+    pub target: &'a str,
+    /// Worker threads; even ones use `FLAG_PERSISTENT`, odd ones 0.
+    pub workers: u32,
+    /// Session ids are `{id_prefix}-{worker}-{n}`, each used once.
+    pub id_prefix: &'a str,
+    /// The data is `"data of {id} "` repeated this many times.
+    pub repeat: usize,
+    pub pause: Pause,
+    /// GET also after an ADD that was not stored; a hit for such an id ends
+    /// the worker with an error ("found but never stored"). When false a
+    /// failed ADD is not followed by a GET (one bounded call per failure).
+    pub get_after_failed_add: bool,
+}
+
+/// DC_CTX-style callers hammering a cache until stopped: each iteration
+/// ADDs a fresh id and GETs it back. An iteration succeeds when the ADD
+/// stored the session and the GET returned it; anything else but wrong
+/// data is a failure (wrong data ends that worker with an error). Each
+/// worker keeps the longest iteration (ADD plus GET) it saw.
+pub struct Load {
+    shared: std::sync::Arc<LoadShared>,
+    workers: Vec<std::thread::JoinHandle<Result<Duration, String>>>,
+}
+
+#[derive(Default)]
+struct LoadShared {
+    stop: std::sync::atomic::AtomicBool,
+    successes: std::sync::atomic::AtomicU64,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+/// One worker's part of a [`LoadSpec`], owned by its thread.
+struct LoadWorker {
+    target: String,
+    worker: u32,
+    id_prefix: String,
+    repeat: usize,
+    pause: Pause,
+    get_after_failed_add: bool,
+}
+
+impl Load {
+    pub fn start(spec: LoadSpec) -> Load {
+        let shared = std::sync::Arc::new(LoadShared::default());
+        let workers = (0..spec.workers)
+            .map(|worker| {
+                let w = LoadWorker {
+                    target: spec.target.to_string(),
+                    worker,
+                    id_prefix: spec.id_prefix.to_string(),
+                    repeat: spec.repeat,
+                    pause: spec.pause,
+                    get_after_failed_add: spec.get_after_failed_add,
+                };
+                let shared = shared.clone();
+                std::thread::spawn(move || w.run(&shared))
+            })
+            .collect();
+        Load { shared, workers }
+    }
+
+    pub fn successes(&self) -> u64 {
+        self.shared
+            .successes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.shared
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (bounded by `limit`) until at least `n` successes are counted.
+    pub fn wait_for_successes(&self, n: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.successes() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops and joins the workers: each one's longest iteration, or its
+    /// error. The counters stay readable (and final) afterwards.
+    pub fn stop(&mut self) -> Vec<Result<Duration, String>> {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.workers
+            .drain(..)
+            .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
+            .collect()
+    }
+}
+
+impl Drop for Load {
+    /// A test that fails before `stop()` does not leave workers running.
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl LoadWorker {
+    fn run(self, shared: &LoadShared) -> Result<Duration, String> {
+        use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = self.worker;
+        let flags = if w % 2 == 0 { FLAG_PERSISTENT } else { 0 };
+        let c = Client::with_config(&self.target, flags, Config::default())
+            .map_err(|e| format!("worker {w}: client for {}: {e:?}", self.target))?;
+        let mut worst = Duration::ZERO;
+        let mut n = 0u64;
+        while !shared.stop.load(Relaxed) {
+            n += 1;
+            let id = format!("{}-{w}-{n}", self.id_prefix);
+            let data = format!("data of {id} ").repeat(self.repeat);
+            let t0 = Instant::now();
+            let added = matches!(
+                c.add(id.as_bytes(), data.as_bytes(), 60_000),
+                Ok(AddOutcome::Stored)
+            );
+            let got = (added || self.get_after_failed_add).then(|| c.get(id.as_bytes()));
+            worst = worst.max(t0.elapsed());
+            let ok = match got {
+                Some(Ok(Some(d))) if *d != *data.as_bytes() => {
+                    return Err(format!("wrong data for {id}"))
+                }
+                Some(Ok(Some(_))) if !added => return Err(format!("{id} found but never stored")),
+                Some(Ok(Some(_))) => true,
+                _ => false,
+            };
+            let counter = if ok {
+                &shared.successes
+            } else {
+                &shared.failures
+            };
+            counter.fetch_add(1, Relaxed);
+            match self.pause {
+                Pause::EveryIteration(d) => std::thread::sleep(d),
+                Pause::AfterFailure(d) if !ok => std::thread::sleep(d),
+                Pause::AfterFailure(_) => {}
+            }
+        }
+        Ok(worst)
+    }
+}
