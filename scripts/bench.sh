@@ -320,7 +320,7 @@ stop_pid "$SRV"; SRV=
 # same load model: one process, N connections, epoll, one request in
 # flight each) against a fresh dc_server, run back to back per N; and the
 # dcbench TCP cells (N forked DC_CTX processes) for reference.
-declare -A RGET RSET RUS DGET DSET DUS
+declare -A RGET RSET RUS RUSS DGET DSET DUS DUSS
 REDIS_NOTE=
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
     RPORT=$(free_port) || die "no free port"
@@ -333,21 +333,32 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
         start_server tcp
         out=$("$DCRB" -h 127.0.0.1 -p "$PORT" -c "$c" -n "$REDIS_N" -r 100000 -d 200 -pid "$SRV" </dev/null 2>>"$RAW")
         printf '%s\n' "$out" >>"$RAW"
-        DSET[$c]=$(kv ops_per_s "$(printf '%s\n' "$out" | grep 'test=set')")
-        DGET[$c]=$(kv ops_per_s "$(printf '%s\n' "$out" | grep 'test=get')")
-        DUS[$c]=$(kv server_cpu_us_per_op "$(printf '%s\n' "$out" | grep 'test=get')")
+        local_set=$(printf '%s\n' "$out" | grep 'test=set')
+        local_get=$(printf '%s\n' "$out" | grep 'test=get')
+        DSET[$c]=$(kv ops_per_s "$local_set")
+        DGET[$c]=$(kv ops_per_s "$local_get")
+        DUS[$c]=$(kv server_cpu_us_per_op "$local_get")
+        DUSS[$c]=$(kv server_cpu_us_per_op "$local_set")
         stop_pid "$SRV"; SRV=
-        t0=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
-        out=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -t set,get -d 200 -c "$c" \
-            -n "$REDIS_N" -r 100000 -P 1 --csv </dev/null 2>/dev/null)
-        t1=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
-        echo "redis-benchmark -t set,get -d 200 -c $c -n $REDIS_N -r 100000 -P 1: $out" | tr '\n' ' ' >>"$RAW"
-        echo >>"$RAW"
-        RSET[$c]=$(printf '%s\n' "$out" | awk -F'"' '$2 == "SET" { printf "%.0f", $4 }')
-        RGET[$c]=$(printf '%s\n' "$out" | awk -F'"' '$2 == "GET" { printf "%.0f", $4 }')
-        RUS[$c]=$(awk -v a="$t0" -v b="$t1" -v n="$REDIS_N" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / (2 * n) }')
-        echo "c=$c: dc_server (dcrb) ADD ${DSET[$c]} GET ${DGET[$c]} ops/s, ${DUS[$c]} us/op; redis SET ${RSET[$c]} GET ${RGET[$c]} ops/s, ${RUS[$c]} us/op" >&2
+        # One redis-benchmark run per test, so each has its own CPU window.
+        for t in set get; do
+            t0=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
+            out=$(redis-benchmark -h 127.0.0.1 -p "$RPORT" -t "$t" -d 200 -c "$c" \
+                -n "$REDIS_N" -r 100000 -P 1 --csv </dev/null 2>/dev/null)
+            t1=$(awk '{ print $14 + $15 }' "/proc/$RPID/stat")
+            echo "redis-benchmark -t $t -d 200 -c $c -n $REDIS_N -r 100000 -P 1: $out" | tr '\n' ' ' >>"$RAW"
+            echo >>"$RAW"
+            us=$(awk -v a="$t0" -v b="$t1" -v n="$REDIS_N" -v hz="$(getconf CLK_TCK)" \
+                'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }')
+            if [ "$t" = set ]; then
+                RSET[$c]=$(printf '%s\n' "$out" | awk -F'"' '$2 == "SET" { printf "%.0f", $4 }')
+                RUSS[$c]=$us
+            else
+                RGET[$c]=$(printf '%s\n' "$out" | awk -F'"' '$2 == "GET" { printf "%.0f", $4 }')
+                RUS[$c]=$us
+            fi
+        done
+        echo "c=$c: dc_server (dcrb) ADD ${DSET[$c]} GET ${DGET[$c]} ops/s, ${DUSS[$c]}/${DUS[$c]} us/op; redis SET ${RSET[$c]} GET ${RGET[$c]} ops/s, ${RUSS[$c]}/${RUS[$c]} us/op" >&2
     done
     stop_pid "$RPID"; RPID=
 fi
@@ -385,13 +396,15 @@ EOF
     echo "### Side by side with redis (TCP 127.0.0.1, 200-byte values, no pipelining)"
     echo
     if [ -n "$REDIS_NOTE" ]; then
-        echo "$REDIS_NOTE; \`redis-benchmark -t set,get -d 200 -c N -n $REDIS_N -r 100000 -P 1\` (one client process, N connections)."
+        echo "$REDIS_NOTE; \`redis-benchmark -t set|get -d 200 -c N -n $REDIS_N -r 100000 -P 1\` (one client process, N connections; set, then get, as two runs)."
         echo "dc_server, same load model: \`dcrb -c N -n $REDIS_N -r 100000 -d 200\` (scripts/dcrb.c: one client process, N connections, one request in flight each; set = ADD, get = GET of 32-byte ids), a fresh dc_server, run right before redis-benchmark."
         echo
-        echo "| clients | dc_server GET ops/s (dcrb) | redis GET ops/s | ratio | dc_server ADD ops/s (dcrb) | redis SET ops/s | ratio | dc_server CPU us/op (GET) | redis-server CPU us/op |"
+        echo "Server CPU per request is each server's /proc CPU time over that test alone, divided by its requests."
+        echo
+        echo "| clients | dc_server GET ops/s (dcrb) | redis GET ops/s | ratio | dc_server ADD ops/s (dcrb) | redis SET ops/s | ratio | CPU us per GET: dc_server / redis-server | CPU us per ADD / SET: dc_server / redis-server |"
         echo "|---|---|---|---|---|---|---|---|---|"
         for c in 16 64; do
-            echo "| $c | ${DGET[$c]:-n/a} | ${RGET[$c]} | $(ratio "${DGET[$c]:-}" "${RGET[$c]}") | ${DSET[$c]:-n/a} | ${RSET[$c]} | $(ratio "${DSET[$c]:-}" "${RSET[$c]}") | ${DUS[$c]:-n/a} | ${RUS[$c]} |"
+            echo "| $c | ${DGET[$c]:-n/a} | ${RGET[$c]} | $(ratio "${DGET[$c]:-}" "${RGET[$c]}") | ${DSET[$c]:-n/a} | ${RSET[$c]} | $(ratio "${DSET[$c]:-}" "${RSET[$c]}") | ${DUS[$c]:-n/a} / ${RUS[$c]} | ${DUSS[$c]:-n/a} / ${RUSS[$c]} |"
         done
         echo
         echo "For reference, dcbench over TCP (N forked client processes, one DC_CTX each, 512 stored sessions, 90:8:2): its clients cost more CPU than redis-benchmark's single process, so on 2 shared cores these figures are lower for a reason that is not the server's."

@@ -5,6 +5,7 @@
 #ifndef DCRS_BENCHUTIL_H
 #define DCRS_BENCHUTIL_H
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
@@ -12,16 +13,26 @@
 #include <unistd.h>
 
 /* Seconds on the monotonic clock. */
-static double now_s(void)
+static inline double now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Sleep for secs seconds (restarted after signals). */
+static inline void sleep_s(double secs)
+{
+	struct timespec ts;
+	ts.tv_sec = (time_t)secs;
+	ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
 /* utime+stime of a process in seconds, from /proc/PID/stat (0 when it
  * cannot be read or pid <= 0). */
-static double cpu_s(pid_t pid)
+static inline double cpu_s(pid_t pid)
 {
 	char path[64], buf[1024], *p;
 	unsigned long ut = 0, st = 0;

@@ -14,7 +14,9 @@
  * Every answer is decoded (uid and operation checked); a GET hit must carry
  * BYTES bytes. Prints one line per test:
  *   dcrb test=get conns=N requests=R ops_per_s=... server_cpu_us_per_op=...
- * (server CPU from /proc/PID/stat when -pid is given). Exit 1 on any error.
+ * (server CPU from /proc/PID/stat over that test's window, when -pid is
+ * given). BYTES is at most 2008, so that an ADD fits one 2048-byte frame.
+ * Exit 1 on any error.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -198,7 +200,7 @@ int main(int argc, char **argv)
 		i++;
 	}
 	if (port <= 0 || port > 65535 || nconn < 1 || nconn > MAXC || requests < (unsigned long)nconn ||
-	    keyspace < 1 || datalen < 5 || datalen > sizeof(data)) {
+	    keyspace < 1 || datalen < 5 || datalen > 2048 - 8 - IDLEN) {
 		fprintf(stderr, "dcrb: bad -p, -c, -n, -r or -d\n");
 		return 2;
 	}

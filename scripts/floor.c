@@ -156,7 +156,7 @@ static void client(int perconn, volatile unsigned long *count)
 
 int main(int argc, char **argv)
 {
-	int perconn, nclients, lfd, i;
+	int perconn, nclients, lfd, i, dead = 0;
 	double secs, t0, t1, s0, s1, c0 = 0, c1 = 0;
 	unsigned long *counts, ops0 = 0, ops1 = 0;
 	pid_t srv, *kids;
@@ -220,24 +220,35 @@ int main(int argc, char **argv)
 			_exit(0);
 		}
 	}
-	usleep(500000); /* warm-up */
+	sleep_s(0.5); /* warm-up */
 	t0 = now_s();
 	s0 = cpu_s(srv);
 	for (i = 0; i < nclients; i++)
 		c0 += cpu_s(kids[i]);
 	ops0 = __atomic_load_n(counts, __ATOMIC_RELAXED);
-	usleep((useconds_t)(secs * 1e6));
+	sleep_s(secs);
 	ops1 = __atomic_load_n(counts, __ATOMIC_RELAXED);
 	t1 = now_s();
 	s1 = cpu_s(srv);
 	for (i = 0; i < nclients; i++)
 		c1 += cpu_s(kids[i]);
+	/* A client or the responder that died early would make the figure
+	 * silently low: refuse to report one. */
+	for (i = 0; i < nclients; i++)
+		if (waitpid(kids[i], NULL, WNOHANG) != 0)
+			dead++;
+	if (waitpid(srv, NULL, WNOHANG) != 0)
+		dead++;
 	for (i = 0; i < nclients; i++)
 		kill(kids[i], SIGKILL);
 	kill(srv, SIGKILL);
 	while (wait(NULL) > 0)
 		;
 	unlink(argv[2]);
+	if (dead) {
+		fprintf(stderr, "floor: %d process(es) ended during the run\n", dead);
+		return 1;
+	}
 	if (ops1 == ops0) {
 		fprintf(stderr, "floor: no operations completed\n");
 		return 1;

@@ -363,7 +363,16 @@ fn full_backlog_listener() -> (std::path::PathBuf, socket2::Socket, Vec<socket2:
         }
         fill.push(s);
     }
-    assert!(!fill.is_empty(), "the backlog never filled");
+    assert!(
+        !fill.is_empty() && fill.len() < 8,
+        "the backlog did not fill ({} queued)",
+        fill.len()
+    );
+    // Full: one more non-blocking connect is refused.
+    let probe = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    probe.set_nonblocking(true).unwrap();
+    let e = probe.connect(&SockAddr::unix(&path).unwrap()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}");
     (path, l, fill)
 }
 

@@ -107,8 +107,6 @@ fn pidcheck_with_flags_zero_is_harmless_across_fork() {
     assert_eq!(peer.stats.conn_count(), 2);
 }
 
-/// Run `f` with file descriptor 2 redirected to a temporary file; returns
-/// what was written there.
 /// fork() while other threads are in the middle of operations on the same
 /// client (taking and returning pooled connections, remembering gets):
 /// every child must be able to use the client at once. A lock caught held
@@ -131,7 +129,10 @@ fn fork_while_other_threads_use_the_client_never_hangs_the_child() {
             let (cl, stop, ops) = (cl.clone(), stop.clone(), ops.clone());
             std::thread::spawn(move || {
                 let key = [b'w', t];
-                let _ = cl.add(&key, b"worker data", 600_000);
+                assert_eq!(
+                    cl.add(&key, b"worker data", 600_000).unwrap(),
+                    AddOutcome::Stored
+                );
                 while !stop.load(Ordering::Relaxed) {
                     let got = cl.get(&key).unwrap().unwrap();
                     assert_eq!(&got[..], b"worker data");
@@ -195,6 +196,8 @@ fn fork_while_other_threads_use_the_client_never_hangs_the_child() {
     assert!(ops.load(Ordering::Relaxed) >= 200);
 }
 
+/// Run `f` with file descriptor 2 redirected to a temporary file; returns
+/// what was written there.
 fn capture_stderr(f: impl FnOnce()) -> String {
     let path = client_support::temp_sock().with_extension("stderr");
     let file = std::fs::File::create(&path).unwrap();

@@ -37,7 +37,9 @@
 //! an operation that finds a slot busy moves on to the next one. So a
 //! `fork()` while other threads are using the client cannot leave the child
 //! stuck on a lock: a slot caught mid-move at the fork is simply unusable in
-//! the child, which connects anew when it finds no idle connection.
+//! the child, which connects anew when it finds no idle connection. (The
+//! connection in such a slot, if any, then stays open in the child until it
+//! exits, without being used: its peer sees the parent's close only then.)
 //!
 //! # Request ids
 //!
@@ -355,7 +357,10 @@ impl Pool {
             let Some(mut g) = slot.try_lock() else {
                 continue;
             };
-            match g.take() {
+            let got = g.take();
+            // The slot is free again before any close(2) below.
+            drop(g);
+            match got {
                 Some(c) if me == 0 || c.pid == me => return Some(c),
                 Some(inherited) => drop(inherited),
                 None => {}

@@ -89,15 +89,15 @@ impl Plug {
         if !self.core.is_alive() {
             return false;
         }
+        let c = self.conn.conn();
+        if c.is_bound() && !c.is_bound_to(sel) {
+            return false;
+        }
         {
-            let mut sb = self.conn.conn().send_buf_mut();
+            let mut sb = c.send_buf_mut();
             self.core.push(&mut sb);
         }
-        let c = self.conn.conn();
-        if c.is_bound() {
-            return c.is_bound_to(sel);
-        }
-        c.add_to_selector(sel)
+        c.is_bound() || c.add_to_selector(sel)
     }
 
     /// Stop watching the connection (DC_PLUG_from_select).
