@@ -32,10 +32,10 @@ full)
     WARM=${BENCH_WARMUP:-0.5}
     REDIS_N=200000
     # transport clients stored size. Each flat-cost pair (1 000 000 then
-    # 512 stored) runs back to back, twice, so both see the same machine
-    # load (a cell listed twice reports its better run: interference only
-    # ever slows a run down); floor-* cells are the kernel-floor responder
-    # (scripts/floor.c), run next to the cells they are compared with.
+    # 512 stored) runs back to back, twice, so both members of a pair see
+    # the same machine (a cell listed twice gets a row per run); floor-*
+    # cells are the kernel-floor responder (scripts/floor.c), run next to
+    # the cells they are compared with.
     CELLS="
 unix 1 512 200
 unix 16 1000000 200
@@ -49,6 +49,8 @@ unix 64 1000000 200
 unix 64 512 200
 floor-p 64 0 200
 unix 1 512 1500
+unix 16 1000000 1500
+unix 16 512 1500
 unix 16 1000000 1500
 unix 16 512 1500
 unix 64 512 1500
@@ -217,7 +219,12 @@ start_dc_client() {
 # key=value from a dcbench line
 kv() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
 
-declare -A OPS CPU USOP P50 ROWS RUNS PRINTED ALLOPS
+declare -A OPS CPU USOP P50 ROWS RUNS PRINTED ALLOPS ALLUSOP
+
+# mean "a b c" DECIMALS: the mean of the numbers (n/a when none).
+mean() { awk -v l="$1" -v d="$2" 'BEGIN { n = split(l, x, " "); s = 0; m = 0
+    for (i = 1; i <= n; i++) if (x[i] != "-" && x[i] != "") { s += x[i]; m++ }
+    if (m > 0) printf "%." d "f", s / m; else print "n/a" }'; }
 MEM_LINE=
 
 tname() {
@@ -247,10 +254,11 @@ run_floor() {
     ops=$(kv ops_per_s "$line")
     usop=$(kv server_cpu_us_per_op "$line")
     key="$tr:$c:$3:$sz"
+    RUNS[$key]=1
     OPS[$key]=${ops:-0}
     USOP[$key]=${usop:--}
-    ROWS[$key]="| $(tname "$tr") | $c | - | $sz | ${ops:-0} | - | - | - | - | ${usop:--} (responder) | - | - | - | - |"
-    printf '%s\n' "${ROWS[$key]}" >&2
+    ROWS[$key#1]="| $(tname "$tr") | $c | - | $sz | ${ops:-0} | - | - | - | - | ${usop:--} (responder) | - | - | - | - |"
+    printf '%s\n' "${ROWS[$key#1]}" >&2
 }
 
 run_cell() {
@@ -281,18 +289,18 @@ run_cell() {
     [ -n "$ops" ] || ops=0
     [ -n "$cpu" ] || cpu=0
     usop=$(awk -v c="$cpu" -v o="$ops" 'BEGIN { if (o > 0) printf "%.2f", c * 1e4 / o; else print "-" }')
-    local key="$tr:$c:$k:$sz"
-    RUNS[$key]=$(( ${RUNS[$key]:-0} + 1 ))
+    local key="$tr:$c:$k:$sz" n
+    # A cell run more than once: one table row per run; OPS and USOP (used
+    # by the comparisons) are the means of its runs.
+    n=$(( ${RUNS[$key]:-0} + 1 ))
+    RUNS[$key]=$n
     ALLOPS[$key]="${ALLOPS[$key]:-}${ALLOPS[$key]:+ }$ops"
-    if [ -n "${OPS[$key]:-}" ] && [ "${OPS[$key]%.*}" -ge "${ops%.*}" ]; then
-        echo "(run ${RUNS[$key]} of this cell: $ops ops/s, the earlier run is kept)" >&2
-        return
-    fi
-    OPS[$key]=$ops
+    ALLUSOP[$key]="${ALLUSOP[$key]:-}${ALLUSOP[$key]:+ }$usop"
+    OPS[$key]=$(mean "${ALLOPS[$key]}" 0)
+    USOP[$key]=$(mean "${ALLUSOP[$key]}" 2)
     CPU[$key]=$cpu
-    USOP[$key]=$usop
-    ROWS[$key]="| $(tname "$tr") | $c | $k | $sz | $ops | $(kv p50_us "$line") | $(kv p99_us "$line") | $(kv p999_us "$line") | $cpu | $usop | ${cpuc:--} | $(kv other_cpu_pct "$line") | $(kv prepop_s "$line") | $(kv errors "$line") |"
-    printf '%s\n' "${ROWS[$key]}" >&2
+    ROWS[$key#$n]="| $(tname "$tr") | $c | $k | $sz | $ops | $(kv p50_us "$line") | $(kv p99_us "$line") | $(kv p999_us "$line") | $cpu | $usop | ${cpuc:--} | $(kv other_cpu_pct "$line") | $(kv prepop_s "$line") | $(kv errors "$line") |"
+    printf '%s\n' "${ROWS[$key#$n]}" >&2
     if [ "$tr:$c:$k:$sz" = "unix:16:1000000:200" ]; then
         rss=$(rss_kb "$SRV")
         MEM_LINE=$(awk -v r0="$rss0" -v r="$rss" 'BEGIN {
@@ -377,14 +385,20 @@ verdict() { awk -v r="$1" -v t="$2" -v lower="${3:-}" 'BEGIN {
     echo "- machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- dcbench: -mix 90:8:2, 32-byte ids, ${SECS} s measured after ${WARM} s warm-up per cell, a fresh dc_server (-sessions 1100000) per cell; \"other CPU\" is what the rest of the machine used meanwhile (noise indicator, % of one CPU)"
     echo "- dc_client cells: application -> dc_client over UNIX, dc_client -> dc_server over TCP 127.0.0.1"
-    echo "- the flat-cost pairs (1 000 000 and 512 stored) run back to back twice; each of those cells shows its better run (all runs are in the raw file)"
+    echo "- the flat-cost pairs (1 000 000 and 512 stored) run back to back twice: one row per run; comparisons use the mean of a cell's runs, the flat-cost verdict the mean of the two pair ratios"
     echo
     echo "$TABLE"
     while read -r tr c k sz; do
         [ -n "$tr" ] || continue
-        [ -z "${PRINTED[$tr:$c:$k:$sz]:-}" ] || continue
-        PRINTED[$tr:$c:$k:$sz]=1
-        printf '%s\n' "${ROWS[$tr:$c:$k:$sz]}"
+        key=$tr:$c:$k:$sz
+        PRINTED[$key]=$(( ${PRINTED[$key]:-0} + 1 ))
+        row=${ROWS[$key#${PRINTED[$key]}]:-}
+        [ -n "$row" ] || continue
+        if [ "${RUNS[$key]:-1}" -gt 1 ]; then
+            # "| transport | clients |" -> "| transport (run i) | clients |"
+            row=$(printf '%s\n' "$row" | sed "s/^| \([^|]*\) |/| \1 (run ${PRINTED[$key]}) |/")
+        fi
+        printf '%s\n' "$row"
     done <<EOF
 $CELLS
 EOF
