@@ -219,7 +219,7 @@ start_dc_client() {
 # key=value from a dcbench line
 kv() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
 
-declare -A OPS CPU USOP P50 ROWS RUNS PRINTED ALLOPS ALLUSOP
+declare -A OPS USOP ROWS RUNS PRINTED ALLOPS ALLUSOP
 
 # mean "a b c" DECIMALS: the mean of the numbers (n/a when none).
 mean() { awk -v l="$1" -v d="$2" 'BEGIN { n = split(l, x, " "); s = 0; m = 0
@@ -298,7 +298,6 @@ run_cell() {
     ALLUSOP[$key]="${ALLUSOP[$key]:-}${ALLUSOP[$key]:+ }$usop"
     OPS[$key]=$(mean "${ALLOPS[$key]}" 0)
     USOP[$key]=$(mean "${ALLUSOP[$key]}" 2)
-    CPU[$key]=$cpu
     ROWS[$key#$n]="| $(tname "$tr") | $c | $k | $sz | $ops | $(kv p50_us "$line") | $(kv p99_us "$line") | $(kv p999_us "$line") | $cpu | $usop | ${cpuc:--} | $(kv other_cpu_pct "$line") | $(kv prepop_s "$line") | $(kv errors "$line") |"
     printf '%s\n' "${ROWS[$key#$n]}" >&2
     if [ "$tr:$c:$k:$sz" = "unix:16:1000000:200" ]; then
@@ -341,12 +340,12 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
         start_server tcp
         out=$("$DCRB" -h 127.0.0.1 -p "$PORT" -c "$c" -n "$REDIS_N" -r 100000 -d 200 -pid "$SRV" </dev/null 2>>"$RAW")
         printf '%s\n' "$out" >>"$RAW"
-        local_set=$(printf '%s\n' "$out" | grep 'test=set')
-        local_get=$(printf '%s\n' "$out" | grep 'test=get')
-        DSET[$c]=$(kv ops_per_s "$local_set")
-        DGET[$c]=$(kv ops_per_s "$local_get")
-        DUS[$c]=$(kv server_cpu_us_per_op "$local_get")
-        DUSS[$c]=$(kv server_cpu_us_per_op "$local_set")
+        set_line=$(printf '%s\n' "$out" | grep 'test=set')
+        get_line=$(printf '%s\n' "$out" | grep 'test=get')
+        DSET[$c]=$(kv ops_per_s "$set_line")
+        DGET[$c]=$(kv ops_per_s "$get_line")
+        DUS[$c]=$(kv server_cpu_us_per_op "$get_line")
+        DUSS[$c]=$(kv server_cpu_us_per_op "$set_line")
         stop_pid "$SRV"; SRV=
         # One redis-benchmark run per test, so each has its own CPU window.
         for t in set get; do

@@ -54,7 +54,7 @@ static void die(const char *what)
 
 
 /* The responder: answers whole requests, one reply each. */
-static void serve(int lfd, int perconn)
+static void serve(int lfd)
 {
 	static size_t have[MAXFD];
 	static char buf[65536];
@@ -104,7 +104,6 @@ static void serve(int lfd, int perconn)
 			}
 		}
 	}
-	(void)perconn;
 }
 
 static int dial(void)
@@ -204,7 +203,7 @@ int main(int argc, char **argv)
 	if (srv < 0)
 		die("fork");
 	if (srv == 0) {
-		serve(lfd, perconn);
+		serve(lfd);
 		_exit(0);
 	}
 	kids = calloc((size_t)nclients, sizeof(*kids));

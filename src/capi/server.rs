@@ -32,7 +32,7 @@ use super::nal::NAL_CONNECTION;
 use super::plug::CConn;
 use super::{from_c, guard, into_c, obj, obj_mut};
 use crate::proto::MAX_TOTAL_DATA;
-use crate::server::cache::Cache;
+use crate::server::cache::{Cache, MAX_CAPACITY};
 use crate::server::dcserver::{Client, DcServer};
 use crate::server::SessionCache;
 
@@ -291,11 +291,10 @@ pub unsafe extern "C" fn DC_SERVER_new(max_sessions: c_uint) -> *mut DC_SERVER {
         let cache: Box<dyn SessionCache> = match choice() {
             CacheChoice::Builtin => {
                 let n = max_sessions as usize;
-                if n > crate::server::cache::MAX_CAPACITY {
-                    crate::client::log_line(&format!(
-                        "distcache-rs: DC_SERVER_new({n}): the built-in cache holds at most {} sessions; using that",
-                        crate::server::cache::MAX_CAPACITY
-                    ));
+                if n > MAX_CAPACITY {
+                    eprintln!(
+                        "libdistcacheserver: DC_SERVER_new({n}): the built-in cache holds at most {MAX_CAPACITY} sessions; using that"
+                    );
                 }
                 Box::new(Cache::new(n))
             }

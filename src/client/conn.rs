@@ -94,13 +94,12 @@ impl Conn {
     /// recorded for PERSISTENT_PIDCHECK (0 when nobody checks it).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
         let (sock, nonblocking) = if t.tcp {
-            (Self::connect_blocking(t, io_timeout)?, false)
+            let sock = Self::connect_blocking(t, io_timeout)?;
+            sock.set_nodelay(true).map_err(Error::Connect)?;
+            (sock, false)
         } else {
             (Self::connect_unix(t, io_timeout)?, true)
         };
-        if t.tcp {
-            sock.set_nodelay(true).map_err(Error::Connect)?;
-        }
         Ok(Conn {
             sock,
             pid,

@@ -640,27 +640,17 @@ impl Client {
         r
     }
 
-    /// An idle pooled connection usable by process `me` (see
-    /// [`Client::pid_if_checked`]), if any.
-    fn take_idle(&self, me: u32) -> Option<Conn> {
-        self.idle.take(me)
-    }
-
-    fn put_back(&self, c: Conn) {
-        self.idle.put(c);
-    }
-
     fn transact_persistent(&self, req: &[u8], uid: u32, cmd: Cmd) -> Result<Vec<u8>, Error> {
         let io = self.cfg.io_timeout;
         let me = self.pid_if_checked();
-        let mut conn = match self.take_idle(me) {
+        let mut conn = match self.idle.take(me) {
             Some(c) => c,
             None => Conn::connect(&self.target, io, me)?,
         };
         match conn.exchange(req, uid, cmd, io) {
             Ok((a, clean)) => {
                 if clean {
-                    self.put_back(conn);
+                    self.idle.put(conn);
                 }
                 Ok(a)
             }
@@ -669,7 +659,7 @@ impl Client {
                 let mut conn = Conn::connect(&self.target, io, me)?;
                 let (a, clean) = conn.exchange(req, uid, cmd, io)?;
                 if clean {
-                    self.put_back(conn);
+                    self.idle.put(conn);
                 }
                 Ok(a)
             }
