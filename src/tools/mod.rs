@@ -5,6 +5,7 @@
 //! This module is only used by the binaries; the C libraries never call it.
 
 pub mod args;
+pub mod evict;
 pub mod net;
 pub mod sys;
 
