@@ -140,17 +140,53 @@ impl Session {
     }
 }
 
+/// Shortest and longest sample session id (the original's range).
+const ID_MIN: usize = 10;
+const ID_MAX: usize = 63;
+/// Bytes of the run salt at the front of every id.
+const ID_SALT: usize = 5;
+/// Most sessions per worker: the session index is 3 bytes of the id.
+const MAX_SESSIONS: u64 = 10_000_000;
+/// Most workers: the worker number is 2 bytes of the id.
+const MAX_CLIENTS: u64 = 4096;
+
+/// The id of session `index` of worker `worker` in the run with `salt`,
+/// `len` bytes long (ID_MIN..=ID_MAX):
+///
+/// | bytes  | content                                  |
+/// |--------|------------------------------------------|
+/// | 0..5   | run salt (low 40 bits of `salt`)         |
+/// | 5..7   | worker number, little-endian u16         |
+/// | 7..10  | session index, little-endian 24 bits     |
+/// | 10..   | random                                   |
+///
+/// Two sessions of one run differ in (worker, index), so their ids differ
+/// in bytes 5..10 whatever their lengths and random tails: distinct by
+/// construction, not by chance. That holds for every count the flags
+/// allow: -clients is at most 4096 < 2^16 and -sessions at most
+/// 10 000 000 < 2^24, so neither field wraps. (The earlier layout put the
+/// salt and worker in the first 8 bytes and left a 10-byte id 2 random
+/// bytes: with -sessions 1000 two ids of a worker were equal in about 1 %
+/// of runs, and the worker's model of the server broke.) The salt keeps
+/// the key spaces of different runs against one server apart: two runs
+/// share it with probability 2^-40.
+fn session_id(salt: u64, worker: usize, index: usize, len: usize, rng: &mut Rng) -> Vec<u8> {
+    debug_assert!((ID_MIN..=ID_MAX).contains(&len));
+    debug_assert!((worker as u64) < MAX_CLIENTS && (index as u64) < MAX_SESSIONS);
+    let mut id = vec![0u8; len];
+    rng.fill(&mut id[ID_MIN..]);
+    id[..ID_SALT].copy_from_slice(&salt.to_le_bytes()[..ID_SALT]);
+    id[5..7].copy_from_slice(&(worker as u16).to_le_bytes());
+    id[7..10].copy_from_slice(&(index as u32).to_le_bytes()[..3]);
+    id
+}
+
 fn make_sessions(p: &Params, worker: usize, salt: u64, rng: &mut Rng) -> Vec<Session> {
     let floor = DC_MIN_TIMEOUT_MS;
     (0..p.sessions)
-        .map(|_| {
-            let len = rng.range(10, 63) as usize;
-            let mut id = vec![0u8; len];
-            rng.fill(&mut id);
-            // A per-run salt and the worker number keep key spaces apart,
-            // across workers and across runs against the same server.
-            id[..6].copy_from_slice(&salt.to_le_bytes()[..6]);
-            id[6..8].copy_from_slice(&(worker as u16).to_le_bytes());
+        .map(|index| {
+            let len = rng.range(ID_MIN as u64, ID_MAX as u64) as usize;
+            let id = session_id(salt, worker, index, len, rng);
             let lo = (p.timeout_s.saturating_sub(p.timevar_s) * 1000).max(1000);
             let hi = ((p.timeout_s + p.timevar_s) * 1000).max(lo);
             Session {
@@ -319,7 +355,7 @@ fn parse() -> Result<Params, i32> {
         Err(e) => return Err(fail(format!("flag -connect: {e}"))),
     }
     let progress = a.num("progress", 0, 0, u64::MAX).map_err(fail)?;
-    let sessions = a.num("sessions", 10, 1, 10_000_000).map_err(fail)? as usize;
+    let sessions = a.num("sessions", 10, 1, MAX_SESSIONS).map_err(fail)? as usize;
     // ADD payload: 8 + id (up to 63) + data must fit in 32768 bytes.
     let datamin = a.num("datamin", 50, 1, 32_697).map_err(fail)? as usize;
     let datamax = a.num("datamax", 2100, 1, 32_697).map_err(fail)? as usize;
@@ -335,7 +371,7 @@ fn parse() -> Result<Params, i32> {
             "flag -timevar: timeout + timevar exceeds 7 days".into(),
         ));
     }
-    let clients = a.num("clients", 1, 1, 4096).map_err(fail)? as usize;
+    let clients = a.num("clients", 1, 1, MAX_CLIENTS).map_err(fail)? as usize;
     let default_ops = (10 * (sessions as u64).pow(2))
         .min(DEFAULT_OPS_CAP)
         .saturating_mul(clients as u64);
@@ -487,8 +523,60 @@ mod tests {
             assert_eq!(s.data(), s.data());
             assert_eq!(s.data().len(), s.data_len);
         }
-        assert!(s0.iter().all(|s| s.id[6..8] == [0, 0]));
-        assert!(s1.iter().all(|s| s.id[6..8] == [1, 0]));
+        assert!(s0.iter().all(|s| s.id[5..7] == [0, 0]));
+        assert!(s1.iter().all(|s| s.id[5..7] == [1, 0]));
+        assert!(s0.iter().chain(&s1).all(|s| s.id[..5] == [77, 0, 0, 0, 0]));
+        assert_eq!(s1[300].id[7..10], [44, 1, 0]);
+    }
+
+    /// A million sessions of one worker (the case the old layout lost:
+    /// many ids of the shortest length) have a million distinct ids, and
+    /// the extreme workers and indexes the flags allow stay apart. Larger
+    /// counts cannot collide either: see `session_id` (the worker and the
+    /// index each have their own bytes, wide enough for the flags'
+    /// maxima), so this test checks the encoding, not luck.
+    #[test]
+    fn ids_of_a_run_are_distinct_by_construction() {
+        let p = Params {
+            target: String::new(),
+            progress: 0,
+            sessions: 1_000_000,
+            datamin: 1,
+            datamax: 1,
+            timeout_s: 60,
+            timevar_s: 0,
+            ops: 0,
+            persistent: false,
+            clients: 1,
+            seed: 3,
+        };
+        let salt = 0x1234_5678_9abc;
+        let s = make_sessions(&p, 0, salt, &mut Rng::new(3));
+        let mut seen = std::collections::HashSet::with_capacity(s.len() + 16);
+        let mut shortest = 0;
+        for x in &s {
+            assert!((ID_MIN..=ID_MAX).contains(&x.id.len()));
+            shortest += usize::from(x.id.len() == ID_MIN);
+            assert!(seen.insert(x.id.clone()), "duplicate {:02x?}", x.id);
+        }
+        assert_eq!(seen.len(), 1_000_000);
+        // About 1/54 of them are 10 bytes long: 10-byte ids with no random
+        // byte at all, still distinct.
+        assert!(shortest > 15_000, "{shortest}");
+        // The largest worker number and index the flags allow do not wrap:
+        // they read back from their bytes, and the four corners differ.
+        let mut r = Rng::new(9);
+        let (w, i) = (MAX_CLIENTS as usize - 1, MAX_SESSIONS as usize - 1);
+        let corners: std::collections::HashSet<Vec<u8>> = [(0, 0), (w, 0), (0, i), (w, i)]
+            .into_iter()
+            .map(|(worker, index)| {
+                let id = session_id(salt, worker, index, ID_MIN, &mut r);
+                assert_eq!(usize::from(u16::from_le_bytes([id[5], id[6]])), worker);
+                assert_eq!(u32::from_le_bytes([id[7], id[8], id[9], 0]) as usize, index);
+                id
+            })
+            .collect();
+        assert_eq!(corners.len(), 4);
     }
 
     #[test]
