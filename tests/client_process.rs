@@ -83,17 +83,154 @@ fn pidcheck_reconnects_in_the_child_and_leaves_the_parent_alone() {
 }
 
 #[test]
-fn without_pidcheck_the_child_uses_the_inherited_connection() {
-    // The original's behaviour, kept for compatibility: this is what
-    // PIDCHECK exists to avoid.
+fn without_pidcheck_the_child_still_makes_its_own_connection() {
+    // The original shared the inherited socket here; we never share one
+    // across processes, whatever the flags.
     let _g = serial();
     let peer = map_peer(Default::default(), MapOpts::default());
     let cl = Client::new(&peer.addr(), FLAG_PERSISTENT).unwrap();
-    let (_, status) = in_child(|| matches!(cl.has(b"k"), Ok(false)));
+    let me = std::process::id() as i32;
+    let (child, status) = in_child(|| matches!(cl.has(b"k"), Ok(false)));
     assert_eq!(status, 0);
     let log = peer.stats.log();
-    assert_eq!(log.len(), 1);
-    assert_eq!(log[0].answered, 1);
+    assert_eq!(log.len(), 2, "the child made its own connection");
+    assert_eq!((log[0].peer_pid, log[0].answered), (me, 0));
+    assert_eq!((log[1].peer_pid, log[1].answered), (child, 1));
+    // The parent's connection is intact (no RETRY: a dead one would fail).
+    assert!(!cl.has(b"k").unwrap());
+    assert_eq!(peer.stats.log()[0].answered, 1);
+}
+
+/// Wait at most `limit` for our child `pid`; SIGKILL it past that.
+/// Returns its exit status, None when it had to be killed or died of a
+/// signal.
+fn wait_bounded(pid: i32, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    let mut status = 0;
+    loop {
+        // SAFETY: polling our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        assert_eq!(r, 0, "waitpid failed");
+        if Instant::now() > deadline {
+            // SAFETY: killing and reaping our own hung child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Issue 13, finding 6: with `PERSISTENT` alone, a child forked while its
+/// parent uses the client must never get the parent's session. Each of 40
+/// rounds leaves a connection idle in the pool, forks, and then parent
+/// and child each fetch their own session 500 times at once (20 000 calls
+/// in the children in all). The original (and this library before the
+/// fix) let the child use the inherited socket together with the parent:
+/// both count request uids on from the same value, so one could read the
+/// answer to the other's request with the uid it expected and return the
+/// other's session as its own (or fail on a uid mismatch or a torn frame,
+/// or wait out the I/O bound for an answer the other took).
+#[test]
+fn fork_under_load_never_hands_the_child_the_parents_session() {
+    const FORKS: usize = 40;
+    const CALLS: u64 = 500;
+    let _g = serial();
+    let peer = map_peer(Default::default(), MapOpts::default());
+    // A short I/O bound: on the old code a stolen answer costs one.
+    let cfg = Config {
+        io_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let cl = Client::with_config(&peer.addr(), FLAG_PERSISTENT, cfg).unwrap();
+    let parent_data = b"session data of the parent process ".repeat(3);
+    let child_data = b"session data of a forked child ".repeat(3);
+    for (id, data) in [(&b"parent"[..], &parent_data), (b"child", &child_data)] {
+        assert_eq!(cl.add(id, data, 600_000).unwrap(), AddOutcome::Stored);
+    }
+    // (wrong answers: another session's data or a miss; failed calls)
+    let hammer = |id: &[u8], want: &[u8]| {
+        let (mut bad, mut err) = (0u64, 0u64);
+        for _ in 0..CALLS {
+            match cl.get(id) {
+                Ok(Some(d)) if d[..] == want[..] => {}
+                Ok(_) => bad += 1,
+                Err(_) => err += 1,
+            }
+        }
+        (bad, err)
+    };
+    let mut child_pids = Vec::new();
+    let (mut wrong, mut failed, mut lost) = (0u64, 0u64, 0);
+    let (mut p_wrong, mut p_failed) = (0u64, 0u64);
+    let start = Instant::now();
+    for _ in 0..FORKS {
+        // The parent's connection is idle in the pool at the fork.
+        assert!(matches!(cl.get(b"parent"), Ok(Some(_))));
+        let (mut rx, mut tx) = UnixStream::pair().unwrap();
+        // SAFETY: fork() has no memory-safety preconditions; the child only
+        // uses the client, plain syscalls and its end of the pair, then
+        // _exit()s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (bad, err) = hammer(b"child", &child_data);
+                let mut msg = bad.to_le_bytes().to_vec();
+                msg.extend_from_slice(&err.to_le_bytes());
+                tx.write_all(&msg).is_ok()
+            }));
+            // SAFETY: ends the child without the parent's exit handlers.
+            unsafe { libc::_exit(if matches!(r, Ok(true)) { 0 } else { 1 }) };
+        }
+        drop(tx);
+        let (bad, err) = hammer(b"parent", &parent_data);
+        p_wrong += bad;
+        p_failed += err;
+        let status = wait_bounded(pid, Duration::from_secs(60));
+        let mut msg = Vec::new();
+        rx.read_to_end(&mut msg).unwrap();
+        if status != Some(0) || msg.len() != 16 {
+            lost += 1;
+            continue;
+        }
+        wrong += u64::from_le_bytes(msg[..8].try_into().unwrap());
+        failed += u64::from_le_bytes(msg[8..].try_into().unwrap());
+        child_pids.push(pid);
+    }
+    let calls = FORKS as u64 * CALLS;
+    println!(
+        "fork under load ({:.1} s): children {calls} calls, {wrong} wrong, {failed} failed, \
+         {lost} children lost; parent {calls} calls, {p_wrong} wrong, {p_failed} failed",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(lost, 0, "children that hung or died");
+    assert_eq!(
+        wrong, 0,
+        "children handed another session's data (or a miss)"
+    );
+    assert_eq!(
+        p_wrong, 0,
+        "parent handed another session's data (or a miss)"
+    );
+    assert_eq!((failed, p_failed), (0, 0), "failed calls (child, parent)");
+    // Every child talked over a connection of its own only, and the
+    // parent kept its one connection throughout.
+    let log = peer.stats.log();
+    let me = std::process::id() as i32;
+    let mine: Vec<_> = log.iter().filter(|c| c.peer_pid == me).collect();
+    assert_eq!(mine.len(), 1, "the parent reconnected");
+    assert_eq!(mine[0].answered as u64, 2 + FORKS as u64 * (CALLS + 1));
+    for pid in child_pids {
+        let own: Vec<_> = log.iter().filter(|c| c.peer_pid == pid).collect();
+        assert_eq!(own.len(), 1, "child {pid}'s connections");
+        assert_eq!(own[0].answered as u64, CALLS, "child {pid}'s calls");
+    }
 }
 
 #[test]
@@ -161,31 +298,10 @@ fn fork_while_other_threads_use_the_client_never_hangs_the_child() {
             // SAFETY: ends the child without the parent's exit handlers.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut status = 0;
-        loop {
-            // SAFETY: polling our own child with a valid status pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if r == pid {
-                break;
-            }
-            assert_eq!(r, 0, "waitpid failed");
-            if Instant::now() > deadline {
-                // SAFETY: killing and reaping our own hung child.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, &mut status, 0);
-                }
-                hung += 1;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if hung == 0 {
-            assert!(
-                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                "child failed: status {status:#x}"
-            );
+        match wait_bounded(pid, Duration::from_secs(10)) {
+            Some(0) => {}
+            Some(code) => panic!("child failed: exit status {code}"),
+            None => hung += 1,
         }
     }
     stop.store(true, Ordering::Relaxed);

@@ -36,7 +36,8 @@ const RECV_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 pub(crate) struct Conn {
     sock: Socket,
-    /// Process that made the connection (PERSISTENT_PIDCHECK).
+    /// Process that made the connection: a pooled connection is used only
+    /// by it, never by a child forked since.
     pub(crate) pid: u32,
     /// Bytes received and not yet consumed.
     rx: Vec<u8>,
@@ -91,7 +92,7 @@ fn recv_into(sock: &Socket, v: &mut Vec<u8>) -> io::Result<usize> {
 
 impl Conn {
     /// Open a connection; every phase is bounded by `io_timeout`. `pid` is
-    /// recorded for PERSISTENT_PIDCHECK (0 when nobody checks it).
+    /// the calling process (0 for a connection that is never pooled).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
         let (sock, nonblocking) = if t.tcp {
             let sock = Self::connect_blocking(t, io_timeout)?;
