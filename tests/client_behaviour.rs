@@ -641,8 +641,8 @@ fn answers_map_to_c_results_like_the_original() {
         // SAFETY: from Box::into_raw.
         unsafe { DC_CTX_free(ctx) };
     }
-    // GET: 1..4 bytes are misses, 5 and more hits.
-    for (ans, want) in [(&b"\x01"[..], 0), (b"abcd", 0), (b"abcde", 1)] {
+    // GET: 1..4 bytes are misses (0x02 a failure, also 0), 5 and more hits.
+    for (ans, want) in [(&b"\x01"[..], 0), (b"\x02", 0), (b"abcd", 0), (b"abcde", 1)] {
         let peer = replay_peer(answer_with(ans, 17, 77, 1));
         let ctx = private_ctx(&peer.addr());
         let mut buf = [0u8; 16];
@@ -666,6 +666,29 @@ fn answers_map_to_c_results_like_the_original() {
         cl.add(b"abc", b"data", 1000).unwrap(),
         AddOutcome::Refused(101)
     );
+}
+
+/// The one-byte answer 0x02 (DISCONNECTED, what dc_client answers when it
+/// lost or gave up on the server) fails the call, whatever the operation:
+/// never a miss, a "not found" or an ADD refusal. (It used to read as a
+/// miss for GET.)
+#[test]
+fn answer_disconnected_fails_every_operation() {
+    let c = || Config {
+        uids: UidSource::Private(77),
+        ..cfg(2000)
+    };
+    for (op, len) in [(0u8, 14 + 8 + 3 + 4), (1, 17), (2, 17), (3, 17)] {
+        let peer = replay_peer(answer_with(&[2], len, 77, op));
+        let cl = Client::with_config(&peer.addr(), 0, c()).unwrap();
+        let r = match op {
+            0 => cl.add(b"abc", b"data", 1000).map(|_| ()),
+            1 => cl.get(b"abc").map(|_| ()),
+            2 => cl.remove(b"abc").map(|_| ()),
+            _ => cl.has(b"abc").map(|_| ()),
+        };
+        assert!(matches!(r, Err(Error::Disconnected)), "op {op}: {r:?}");
+    }
 }
 
 #[test]

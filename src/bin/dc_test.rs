@@ -8,14 +8,36 @@
 //! Beyond the original: -clients N runs N workers in parallel, each with
 //! its own sessions (so predictions stay exact), and a final report gives
 //! throughput and latency percentiles, ending with one machine-readable
-//! line: `dc_test ops=... ops_per_s=... p50_us=... p99_us=... p999_us=... errors=N`.
+//! line: `dc_test ops=... ops_per_s=... p50_us=... p99_us=... p999_us=...
+//! failures=F lost=L errors=N`.
+//!
+//! `-failures ok` keeps going through failed calls, to measure a deadline,
+//! a fail-over or a restart. A failed call is one that got no answer: a
+//! connection that could not be made or broke, a timeout, an empty answer
+//! or the answer 0x02 (DISCONNECTED) from a proxy. Failed calls are
+//! counted (`failures=`) and timed like the others. A failed ADD or REMOVE
+//! may still have run on the server, so that session's state is unknown
+//! until an answer received `SETTLE` after the failure tells (meanwhile
+//! any answer is accepted, but a hit must still carry the session's own
+//! data). And once any call of the run has failed, the server may have
+//! restarted: a session found missing where the model expected it is
+//! counted as lost (`lost=`), not as an error. Everything else is a wrong
+//! answer (`errors=`) and stops the run as without the flag: another
+//! session's data, a hit or a refusal for a session that cannot be
+//! stored, a malformed answer.
+//!
+//! Exit status: 0 when every answer was right (with `-failures ok`, even
+//! if calls failed); 1 on a wrong answer, on a failed call without
+//! `-failures ok`, on bad flags, or when the test cannot run.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use distcache_rs::client::{AddOutcome, Client, Config, FLAG_PERSISTENT};
+use distcache_rs::client::{
+    AddOutcome, Client, Config, Error, Session as Data, FLAG_PERSISTENT, FLAG_PERSISTENT_LATE,
+};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, DC_MIN_TIMEOUT_MS};
 use distcache_rs::tools::{Cli, Flag};
@@ -62,6 +84,11 @@ const CLI: Cli = Cli {
             "parallel workers, each with its own sessions (default 1)",
         ),
         Flag::value(
+            &["failures"],
+            "stop|ok",
+            "on a failed call (no answer, 0x02): stop with an error (default), or count it and go on",
+        ),
+        Flag::value(
             &["seed"],
             "num",
             "seed of the random generator (default: from the clock)",
@@ -73,6 +100,11 @@ const CLI: Cli = Cli {
 const DEFAULT_OPS_CAP: u64 = 1_000_000;
 /// A session added this close to its expiry may or may not still be there.
 const EXPIRY_SLACK_MS: u64 = 250;
+/// With -failures ok: how long after a failed ADD or REMOVE answers about
+/// that session are not taken as its state (the request may still run on
+/// the server: dc_client's -stall, the time it lets a silent server
+/// keep its requests, defaults to 10 s).
+const SETTLE: Duration = Duration::from_secs(10);
 
 /// xorshift64*: small, fast, good enough for test data.
 #[derive(Clone, Debug)]
@@ -119,6 +151,8 @@ struct Params {
     persistent: bool,
     clients: usize,
     seed: u64,
+    /// -failures ok: count failed calls and go on.
+    failures_ok: bool,
 }
 
 /// One sample session. The data is regenerated from `data_seed` when
@@ -128,8 +162,12 @@ struct Session {
     data_len: usize,
     data_seed: u64,
     timeout_ms: u64,
-    /// When the last successful ADD was sent, if the session should be stored.
+    /// When the last successful ADD was sent, if the session should be
+    /// stored (while `unknown`: the earliest it may have been added).
     added_at: Option<Instant>,
+    /// When an ADD or REMOVE of it last failed, while its state is unknown
+    /// (-failures ok).
+    unknown: Option<Instant>,
 }
 
 impl Session {
@@ -195,6 +233,7 @@ fn make_sessions(p: &Params, worker: usize, salt: u64, rng: &mut Rng) -> Vec<Ses
                 data_seed: rng.next(),
                 timeout_ms: rng.range(lo, hi).max(floor),
                 added_at: None,
+                unknown: None,
             }
         })
         .collect()
@@ -204,31 +243,178 @@ fn make_sessions(p: &Params, worker: usize, salt: u64, rng: &mut Rng) -> Vec<Ses
 struct Outcome {
     latencies_us: Vec<u32>,
     error: Option<String>,
+    /// Failed calls (-failures ok).
+    failures: u64,
+    /// Sessions found missing after a failure (-failures ok).
+    lost: u64,
 }
 
 struct Shared {
     stop: AtomicBool,
     done: AtomicU64,
     start: Instant,
+    /// A call of the run has failed (-failures ok): the server may have
+    /// lost its sessions since.
+    failed: AtomicBool,
 }
+
+/// A call that got no answer (as opposed to a wrong one).
+fn is_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Connect(_)
+            | Error::Send(_)
+            | Error::Recv(_)
+            | Error::Timeout(_)
+            | Error::Closed
+            | Error::EmptyAnswer
+            | Error::Disconnected
+    )
+}
+
+/// What one answer says the server holds: `Some(true)` stored,
+/// `Some(false)` not stored.
+type Held = Option<bool>;
 
 fn describe_id(id: &[u8]) -> String {
     let hex: String = id.iter().take(12).map(|b| format!("{b:02x}")).collect();
     format!("id {hex}... ({} bytes)", id.len())
 }
 
+/// The answer to one call.
+enum Answer {
+    Added(AddOutcome),
+    Got(Option<Data>),
+    Removed(bool),
+}
+
+impl Answer {
+    /// Whether the session was stored before the call, by this answer
+    /// (None: the answer cannot tell).
+    fn held_before(&self, data_len: usize) -> Held {
+        match self {
+            Answer::Added(AddOutcome::Stored) => Some(false),
+            Answer::Added(_) => Some(true),
+            Answer::Got(Some(_)) => Some(true),
+            // Data under 5 bytes reads as a miss on the wire.
+            Answer::Got(None) if data_len < 5 => None,
+            Answer::Got(None) => Some(false),
+            Answer::Removed(r) => Some(*r),
+        }
+    }
+    /// Whether it is stored after the call (None: as before).
+    fn held_after(&self, data_len: usize) -> Held {
+        match self {
+            Answer::Added(_) => Some(true),
+            Answer::Got(_) => self.held_before(data_len),
+            Answer::Removed(_) => Some(false),
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            Answer::Added(o) => format!("{o:?}"),
+            Answer::Got(g) => (if g.is_some() { "a hit" } else { "a miss" }).into(),
+            Answer::Removed(r) => (if *r { "removed" } else { "not found" }).into(),
+        }
+    }
+}
+
+/// What the model expected, for a message.
+fn expected(op: u64, present: bool) -> &'static str {
+    match (op, present) {
+        (0, true) => "refusal (session already stored)",
+        (0, false) => "success",
+        (1, true) => "a hit",
+        (1, false) => "a miss",
+        (_, true) => "removed",
+        (_, false) => "not found",
+    }
+}
+
+/// Check `a`, the answer to `op` on `s` sent at `t0`, against the model
+/// and update it. `lossy`: a call of the run has failed, so the server
+/// may have lost sessions. Returns whether a session was found lost, or
+/// the wrong answer.
+fn judge(s: &mut Session, op: u64, a: &Answer, t0: Instant, lossy: bool) -> Result<bool, String> {
+    // Whatever the model: a hit carries this session's own data, and the
+    // only refusal is "already stored".
+    match a {
+        Answer::Got(Some(got)) => {
+            let data = s.data();
+            if got[..] != data[..] {
+                return Err(format!(
+                    "expected the {} bytes added, got {} different bytes",
+                    data.len(),
+                    got.len()
+                ));
+            }
+        }
+        Answer::Added(AddOutcome::Refused(st)) if *st != status::ADD_MATCHING_SESSION => {
+            return Err(format!("expected success or refusal 101, got refusal {st}"));
+        }
+        _ => {}
+    }
+    let before = a.held_before(s.data_len);
+    let after = a.held_after(s.data_len);
+    let mut lost = false;
+    if let Some(failed_at) = s.unknown {
+        // A failed ADD or REMOVE may still land: any answer goes, and only
+        // one received SETTLE after the failure tells the state.
+        if t0.duration_since(failed_at) < SETTLE {
+            return Ok(false);
+        }
+        s.unknown = None;
+    } else {
+        let present = s.added_at.is_some();
+        // A stored session close to (or past) its expiry may be gone.
+        let uncertain = s.added_at.is_some_and(|at| {
+            t0.duration_since(at) + Duration::from_millis(EXPIRY_SLACK_MS)
+                >= Duration::from_millis(s.timeout_ms)
+        });
+        match before {
+            Some(b) if b == present => {}
+            None => {}
+            Some(false) if uncertain => {}
+            Some(false) if lossy => lost = true,
+            Some(_) => {
+                return Err(format!(
+                    "expected {}, got {}",
+                    expected(op, present),
+                    a.describe()
+                ))
+            }
+        }
+    }
+    match after {
+        Some(true) if matches!(a, Answer::Added(AddOutcome::Stored)) => s.added_at = Some(t0),
+        // Stored already: since when the model knows (or, after an unknown
+        // spell, the earliest it may have been added).
+        Some(true) => s.added_at = s.added_at.or(Some(t0)),
+        Some(false) => s.added_at = None,
+        None => {}
+    }
+    Ok(lost)
+}
+
 fn worker(p: Arc<Params>, w: usize, ops: u64, salt: u64, shared: Arc<Shared>) -> Outcome {
     let mut rng = Rng::new(p.seed ^ ((w as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93)));
     let mut sessions = make_sessions(&p, w, salt, &mut rng);
-    let mut lat = Vec::with_capacity(ops.min(50_000_000) as usize);
-    let flags = if p.persistent { FLAG_PERSISTENT } else { 0 };
+    let mut out = Outcome {
+        latencies_us: Vec::with_capacity(ops.min(50_000_000) as usize),
+        error: None,
+        failures: 0,
+        lost: 0,
+    };
+    let mut flags = if p.persistent { FLAG_PERSISTENT } else { 0 };
+    if p.failures_ok {
+        // Connect on first use, where a failure is counted like any other.
+        flags |= FLAG_PERSISTENT_LATE;
+    }
     let client = match Client::with_config(&p.target, flags, Config::from_env()) {
         Ok(c) => c,
         Err(e) => {
-            return Outcome {
-                latencies_us: lat,
-                error: Some(format!("client {w}: cannot use {}: {e}", p.target)),
-            }
+            out.error = Some(format!("client {w}: cannot use {}: {e}", p.target));
+            return out;
         }
     };
     for n in 0..ops {
@@ -239,88 +425,46 @@ fn worker(p: Arc<Params>, w: usize, ops: u64, salt: u64, shared: Arc<Shared>) ->
         let op = rng.range(0, 2);
         let s = &mut sessions[i];
         let t0 = Instant::now();
-        // A stored session close to (or past) its expiry may be gone.
-        let uncertain = s.added_at.is_some_and(|at| {
-            t0.duration_since(at) + Duration::from_millis(EXPIRY_SLACK_MS)
-                >= Duration::from_millis(s.timeout_ms)
-        });
-        let present = s.added_at.is_some();
-        let what = |op: &str| {
-            format!(
-                "client {w}, operation {}: {op} of {}",
-                n + 1,
-                describe_id(&s.id)
-            )
+        let r = match op {
+            0 => client
+                .add(&s.id, &s.data(), s.timeout_ms)
+                .map(Answer::Added),
+            1 => client.get(&s.id).map(Answer::Got),
+            _ => client.remove(&s.id).map(Answer::Removed),
         };
-        let err: Option<String> = match op {
-            0 => {
-                let data = s.data();
-                match client.add(&s.id, &data, s.timeout_ms) {
-                    Ok(AddOutcome::Stored) if !present || uncertain => {
-                        s.added_at = Some(t0);
-                        None
-                    }
-                    Ok(AddOutcome::Refused(status::ADD_MATCHING_SESSION)) if present => None,
-                    Ok(got) => Some(format!(
-                        "{}: expected {}, got {got:?}",
-                        what("ADD"),
-                        if present {
-                            "refusal (session already stored)"
-                        } else {
-                            "success"
-                        }
-                    )),
-                    Err(e) => Some(format!("{}: failed: {e}", what("ADD"))),
+        out.latencies_us
+            .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        let verdict = match r {
+            Err(e) if p.failures_ok && is_failure(&e) => {
+                out.failures += 1;
+                shared.failed.store(true, Ordering::Relaxed);
+                if op != 1 {
+                    s.added_at = s.added_at.or(Some(t0));
+                    s.unknown = Some(t0);
                 }
+                Ok(false)
             }
-            1 => match client.get(&s.id) {
-                Ok(Some(got)) if present => {
-                    let data = s.data();
-                    if *got == data[..] {
-                        None
-                    } else {
-                        Some(format!(
-                            "{}: expected the {} bytes added, got {} different bytes",
-                            what("GET"),
-                            data.len(),
-                            got.len()
-                        ))
-                    }
-                }
-                Ok(None) if !present || s.data_len < 5 => None,
-                Ok(None) if uncertain => {
-                    s.added_at = None;
-                    None
-                }
-                Ok(got) => Some(format!(
-                    "{}: expected {}, got {}",
-                    what("GET"),
-                    if present { "a hit" } else { "a miss" },
-                    if got.is_some() { "a hit" } else { "a miss" }
-                )),
-                Err(e) => Some(format!("{}: failed: {e}", what("GET"))),
-            },
-            _ => match client.remove(&s.id) {
-                Ok(r) if r == present || (uncertain && !r) => {
-                    s.added_at = None;
-                    None
-                }
-                Ok(r) => Some(format!(
-                    "{}: expected {}, got {}",
-                    what("REMOVE"),
-                    if present { "removed" } else { "not found" },
-                    if r { "removed" } else { "not found" }
-                )),
-                Err(e) => Some(format!("{}: failed: {e}", what("REMOVE"))),
-            },
+            Err(e) => Err(format!("failed: {e}")),
+            Ok(a) => judge(
+                s,
+                op,
+                &a,
+                t0,
+                p.failures_ok && shared.failed.load(Ordering::Relaxed),
+            ),
         };
-        lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-        if let Some(e) = err {
-            shared.stop.store(true, Ordering::Relaxed);
-            return Outcome {
-                latencies_us: lat,
-                error: Some(e),
-            };
+        match verdict {
+            Ok(lost) => out.lost += u64::from(lost),
+            Err(e) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                out.error = Some(format!(
+                    "client {w}, operation {}: {} of {}: {e}",
+                    n + 1,
+                    ["ADD", "GET", "REMOVE"][op as usize],
+                    describe_id(&s.id)
+                ));
+                return out;
+            }
         }
         let total = shared.done.fetch_add(1, Ordering::Relaxed) + 1;
         if p.progress > 0 && total % p.progress == 0 {
@@ -331,10 +475,7 @@ fn worker(p: Arc<Params>, w: usize, ops: u64, salt: u64, shared: Arc<Shared>) ->
             );
         }
     }
-    Outcome {
-        latencies_us: lat,
-        error: None,
-    }
+    out
 }
 
 fn percentile(sorted: &[u32], q: f64) -> u32 {
@@ -376,6 +517,15 @@ fn parse() -> Result<Params, i32> {
         .min(DEFAULT_OPS_CAP)
         .saturating_mul(clients as u64);
     let ops = a.num("ops", default_ops, 0, u64::MAX).map_err(fail)?;
+    let failures_ok = match a.get("failures") {
+        None | Some("stop") => false,
+        Some("ok") => true,
+        Some(v) => {
+            return Err(fail(format!(
+                "flag -failures: expected stop or ok, got {v:?}"
+            )))
+        }
+    };
     let seed = match a.get("seed") {
         Some(v) => distcache_rs::tools::parse_num("seed", v, 0, u64::MAX).map_err(fail)?,
         None => {
@@ -397,6 +547,7 @@ fn parse() -> Result<Params, i32> {
         persistent: a.has("persistent"),
         clients,
         seed,
+        failures_ok,
     })
 }
 
@@ -417,6 +568,7 @@ fn main() -> ExitCode {
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         start: Instant::now(),
+        failed: AtomicBool::new(false),
     });
     let per = p.ops / p.clients as u64;
     let extra = p.ops % p.clients as u64;
@@ -431,12 +583,15 @@ fn main() -> ExitCode {
         .collect();
     let mut lat = Vec::new();
     let mut errors = Vec::new();
+    let (mut failures, mut lost) = (0, 0);
     for h in handles {
         match h {
             Ok(h) => match h.join() {
                 Ok(o) => {
                     lat.extend_from_slice(&o.latencies_us);
                     errors.extend(o.error);
+                    failures += o.failures;
+                    lost += o.lost;
                 }
                 Err(_) => errors.push("a worker thread panicked".into()),
             },
@@ -469,8 +624,14 @@ fn main() -> ExitCode {
         "dc_test: {ops_per_s:.0} ops/s; latency p50 {p50} us, p99 {p99} us, p99.9 {p999} us, max {} us",
         lat.last().copied().unwrap_or(0)
     );
+    if p.failures_ok {
+        println!(
+            "dc_test: {failures} failed call(s) (counted, -failures ok), {lost} session(s) found lost after a failure, {} wrong answer(s)",
+            errors.len()
+        );
+    }
     println!(
-        "dc_test ops={done} ops_per_s={ops_per_s:.0} p50_us={p50} p99_us={p99} p999_us={p999} errors={}",
+        "dc_test ops={done} ops_per_s={ops_per_s:.0} p50_us={p50} p99_us={p99} p999_us={p999} failures={failures} lost={lost} errors={}",
         errors.len()
     );
     if errors.is_empty() {
@@ -512,6 +673,7 @@ mod tests {
             persistent: false,
             clients: 2,
             seed: 1,
+            failures_ok: false,
         };
         let mut r = Rng::new(1);
         let s0 = make_sessions(&p, 0, 77, &mut r);
@@ -549,6 +711,7 @@ mod tests {
             persistent: false,
             clients: 1,
             seed: 3,
+            failures_ok: false,
         };
         let salt = 0x1234_5678_9abc;
         let s = make_sessions(&p, 0, salt, &mut Rng::new(3));
@@ -577,6 +740,52 @@ mod tests {
             })
             .collect();
         assert_eq!(corners.len(), 4);
+    }
+
+    /// The model under -failures ok: a session a failed ADD touched is
+    /// unknown (any answer goes, but never another session's data) until
+    /// SETTLE has passed; a miss of a stored session is a loss only once a
+    /// call of the run has failed.
+    #[test]
+    fn judge_unknown_and_lost_sessions() {
+        let t0 = Instant::now();
+        let mut s = Session {
+            id: vec![1; 10],
+            data_len: 20,
+            data_seed: 4,
+            timeout_ms: 60_000,
+            added_at: Some(t0),
+            unknown: None,
+        };
+        let miss = Answer::Got(None);
+        assert!(judge(&mut s, 1, &miss, t0, false).is_err());
+        assert_eq!(judge(&mut s, 1, &miss, t0, true), Ok(true));
+        assert_eq!(s.added_at, None);
+        let wrong: Data = Arc::from(&[9u8; 20][..]);
+        let right: Data = Arc::from(&s.data()[..]);
+        // After a failed ADD: either answer, until it settles.
+        s.unknown = Some(t0);
+        s.added_at = Some(t0);
+        assert_eq!(judge(&mut s, 1, &miss, t0, false), Ok(false));
+        assert_eq!(
+            judge(&mut s, 1, &Answer::Got(Some(right.clone())), t0, false),
+            Ok(false)
+        );
+        assert!(judge(&mut s, 1, &Answer::Got(Some(wrong)), t0, false).is_err());
+        assert!(s.unknown.is_some());
+        // Settled: the answer is the state again.
+        let later = t0 + SETTLE;
+        assert_eq!(judge(&mut s, 1, &miss, later, false), Ok(false));
+        assert_eq!((s.unknown, s.added_at), (None, None));
+        assert!(judge(&mut s, 1, &Answer::Got(Some(right)), later, true).is_err());
+        assert!(judge(&mut s, 2, &Answer::Removed(true), later, true).is_err());
+        assert_eq!(
+            judge(&mut s, 0, &Answer::Added(AddOutcome::Stored), later, false),
+            Ok(false)
+        );
+        assert_eq!(s.added_at, Some(later));
+        let refused = Answer::Added(AddOutcome::Refused(status::ADD_TIMEOUT_RANGE));
+        assert!(judge(&mut s, 0, &refused, later, true).is_err());
     }
 
     #[test]

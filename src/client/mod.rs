@@ -164,6 +164,10 @@ pub enum Error {
     OpMismatch { sent: Cmd, got: Cmd },
     /// The answer had an empty payload (a proxy without a server does this).
     EmptyAnswer,
+    /// The one-byte answer 0x02 (DISCONNECTED): a proxy (dc_client) could
+    /// not get the server's answer in time, or lost the server. The
+    /// request may still have run there: neither a miss nor a "not found".
+    Disconnected,
     /// A well-formed answer outside what this operation can return: a
     /// REMOVE or HAVE answer other than `00`/`01`.
     Unexpected { cmd: Cmd, payload: Vec<u8> },
@@ -206,6 +210,9 @@ impl fmt::Display for Error {
                 sent.name()
             ),
             Error::EmptyAnswer => f.write_str("empty answer (proxy without a server?)"),
+            Error::Disconnected => {
+                f.write_str("answer 0x02: the proxy lost or gave up on the server")
+            }
             Error::Unexpected { cmd, payload } => {
                 write!(
                     f,
@@ -529,7 +536,8 @@ impl Client {
         })
     }
 
-    /// Fetch a session: `Ok(Some(data))` on a hit, `Ok(None)` on a miss.
+    /// Fetch a session: `Ok(Some(data))` on a hit, `Ok(None)` on a miss
+    /// (the answer 0x02 is [`Error::Disconnected`], never a miss).
     ///
     /// As in the original, only an answer of 5 bytes or more is a hit (a
     /// 1-byte session `01` is indistinguishable from a miss on the wire).
@@ -621,8 +629,16 @@ impl Client {
         });
     }
 
-    /// One request/response; reports peer violations on stderr.
+    /// One request/response; reports peer violations on stderr. The answer
+    /// 0x02 (DISCONNECTED) is a failure of the call, whatever the command.
     fn transact(&self, uid: u32, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
+        match self.transact_raw(uid, cmd, payload) {
+            Ok(a) if a[..] == [status::DISCONNECTED] => Err(Error::Disconnected),
+            r => r,
+        }
+    }
+
+    fn transact_raw(&self, uid: u32, cmd: Cmd, payload: &[u8]) -> Result<Vec<u8>, Error> {
         let mut req = Vec::new();
         encode_message(&mut req, false, uid, cmd, payload)
             .map_err(|_| Error::InvalidArgument("request exceeds 32768 bytes"))?;
