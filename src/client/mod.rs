@@ -47,14 +47,15 @@
 //! be handed the parent's session). Every pooled connection records the
 //! process that made it, and each persistent operation compares that with
 //! `getpid()`: a real system call since glibc 2.25 stopped caching the
-//! pid, about 0.1-0.25 µs (measured on a loaded 2-core VM), against
-//! 20-50 µs for the exchange itself. No `pthread_atfork` handler is
-//! needed, so nothing is registered and nothing can be missed by a
-//! process made without one. A connection inherited across `fork()` (or any `clone()`,
-//! with or without `pthread_atfork` handlers) is closed on sight: only our
-//! copy of the file descriptor, never a `send`, `recv` or `shutdown` on it,
-//! so the parent's connection is untouched; the child's operation makes a
-//! connection of its own.
+//! pid, 0.2-0.4 µs (measured on a loaded 2-core VM), against 20-50 µs for
+//! the exchange itself. No `pthread_atfork` handler is needed, so nothing
+//! is registered and no child is missed for having been made without one
+//! (a raw `clone()`). A connection inherited across `fork()` is closed on
+//! sight: only our copy of the file descriptor, never a `send`, `recv` or
+//! `shutdown` on it, so the parent's connection is untouched; the child's
+//! operation makes a connection of its own. (A connection another thread
+//! had out of the pool at the fork stays open in the child, unused, until
+//! it exits.)
 //!
 //! # Request ids
 //!
