@@ -328,7 +328,7 @@ static void test_fork_pair(void)
     pid_t pid;
 
     CHECK(!NAL_CONNECTION_create_pair(to_child, to_child, 512));
-    CHECK(!NAL_CONNECTION_create_pair(to_child, to_parent, 0));
+    CHECK(!NAL_CONNECTION_create_pair(to_child, to_parent, 32769));
     CHECK(NAL_CONNECTION_create_pair(to_child, to_parent, 512));
     CHECK(!NAL_CONNECTION_create_pair(to_child, to_parent, 512));
     CHECK(NAL_CONNECTION_is_established(to_child));
@@ -423,7 +423,9 @@ static void test_selector(void)
     CHECK(NAL_BUFFER_used(NAL_CONNECTION_get_read(b)) == 2);
 
     /* Full read buffer: readability is not requested. */
-    CHECK(!NAL_CONNECTION_set_size(b, 0));
+    CHECK(NAL_CONNECTION_set_size(b, 0)); /* 0: the default size */
+    CHECK(NAL_BUFFER_size(NAL_CONNECTION_get_read(b)) == 2048);
+    CHECK(!NAL_CONNECTION_set_size(b, 32769));
     CHECK(!NAL_CONNECTION_set_size(b, 1)); /* holds 2 bytes */
     CHECK(NAL_CONNECTION_set_size(b, 2));
     CHECK(NAL_BUFFER_full(NAL_CONNECTION_get_read(b)));

@@ -61,7 +61,8 @@ fn perform(ctx: *mut DC_CTX, c: &ApiCall) -> CallResult {
             }
             "DC_CTX_get_session" => {
                 let mut buf = vec![0u8; 40000];
-                let mut used: c_uint = 12345;
+                // The recording started from 0; a failed call leaves it so.
+                let mut used: c_uint = 0;
                 let ret = DC_CTX_get_session(
                     ctx,
                     id.as_ptr(),

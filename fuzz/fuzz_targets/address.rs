@@ -6,7 +6,7 @@
 //! sends no DNS queries; strings that would need a lookup stop there.
 //! Checks: no panic; a parsed address prints as a string that parses back
 //! to the same address; NalAddress::create agrees with Address::parse and
-//! refuses a second create; buffer sizes outside 1..=32768 are refused.
+//! refuses a second create; buffer sizes over 32768 are refused.
 #![no_main]
 
 use distcache_rs::nal::address::{Address, LOOKUP_REFUSED, MAX_UNIX_PATH};
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let size = data.len() * 613 % 40000;
     let mut na = NalAddress::new();
     let ok = na.create(&s, size);
-    assert_eq!(ok, parsed.is_ok() && (1..=32768).contains(&size));
+    assert_eq!(ok, parsed.is_ok() && size <= 32768);
     if ok {
         assert_eq!(na.address(), parsed.as_ref().ok());
         assert_eq!(na.def_buffer_size(), size);

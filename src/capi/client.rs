@@ -129,9 +129,8 @@ unsafe fn deliver(
     result_size: c_uint,
     result_used: *mut c_uint,
 ) -> c_int {
+    // On failure `*result_used` is left as it was, as the original does.
     let Some(data) = data else {
-        // SAFETY: checked non-NULL by the callers; writable per contract.
-        unsafe { *result_used = 0 };
         return 0;
     };
     // Only the bytes we write are viewed.
@@ -139,12 +138,11 @@ unsafe fn deliver(
     // SAFETY: per the function contract result_storage holds result_size
     // >= n writable bytes (or is NULL, refused unless n is 0).
     let Some(store) = (unsafe { bytes_mut(result_storage, n) }) else {
-        // SAFETY: as above.
-        unsafe { *result_used = 0 };
         return 0;
     };
     store.copy_from_slice(&data[..n]);
-    // SAFETY: as above. A session is at most 32768 bytes, so it fits.
+    // SAFETY: checked non-NULL by the callers; writable per contract. A
+    // session is at most 32768 bytes, so it fits.
     unsafe { *result_used = data.len() as c_uint };
     1
 }
@@ -185,7 +183,8 @@ unsafe fn get_with(
 
 /// Fetch a session: 1 on a hit, with `*result_used` set to its full length
 /// and `min(length, result_size)` bytes copied to `result_storage`; 0 on a
-/// miss or an error (`*result_used` is then 0).
+/// miss or an error (`*result_used` is then left untouched, as in the
+/// original).
 #[no_mangle]
 pub unsafe extern "C" fn DC_CTX_get_session(
     ctx: *mut DC_CTX,

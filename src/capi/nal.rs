@@ -73,7 +73,18 @@ pub unsafe extern "C" fn NAL_ADDRESS_create(
         let (Some(a), Some(s)) = (unsafe { obj_mut(addr) }, unsafe { c_str(addr_string) }) else {
             return 0;
         };
-        b(a.create(s, def_buffer_size as usize))
+        match a.try_create(s, def_buffer_size as usize) {
+            Ok(ok) => b(ok),
+            Err(e) => {
+                // A string the original accepted: say why it fails here
+                // (one line per call), rather than leave a program
+                // wondering. Ordinary refusals stay silent, as there.
+                if e.original_accepted() {
+                    crate::client::log_line(&format!("distcache-rs: NAL_ADDRESS_create: {e}"));
+                }
+                0
+            }
+        }
     })
 }
 
@@ -605,6 +616,8 @@ pub unsafe extern "C" fn NAL_BUFFER_read(
     })
 }
 
+/// Move up to `max` bytes from `src` to `dest`; `max == 0` means no limit
+/// (as much as `src` holds and `dest` has room for), as in the original.
 #[no_mangle]
 pub unsafe extern "C" fn NAL_BUFFER_transfer(
     dest: *mut NAL_BUFFER,
@@ -619,7 +632,8 @@ pub unsafe extern "C" fn NAL_BUFFER_transfer(
         let (Some(d), Some(s)) = (unsafe { obj_mut(dest) }, unsafe { obj_mut(src) }) else {
             return 0;
         };
-        ui(d.transfer_from(s, max as usize))
+        let max = if max == 0 { usize::MAX } else { max as usize };
+        ui(d.transfer_from(s, max))
     })
 }
 

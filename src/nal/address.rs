@@ -2,10 +2,17 @@
 //!
 //! Accepted forms (case-insensitive prefixes):
 //! - `UNIX:/path`: a UNIX-domain socket (listen and connect);
-//! - `IP:port`: all IPv4 interfaces, listen only;
+//! - `IP:port` and `IP::port` (empty host): all IPv4 interfaces, listen
+//!   only; port 0 (`IP:0`) lets the kernel pick one;
 //! - `IP:host:port`, `IPv4:host:port`: a name or dotted quad (listen or connect);
 //! - `IPv6:[addr]:port` (listen or connect) and `IPv6:port` (all IPv6
 //!   interfaces, listen only): beyond the original.
+//!
+//! Spaces before a port number are skipped, as the original's number
+//! parsing does (`IP: 9001`). Two strings the original accepted are
+//! refused, deliberately: `UNIX:` with an empty path, and a UNIX path
+//! longer than `sun_path` holds (the original cut it short and used
+//! another path); [`AddressError::original_accepted`] tells them apart.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -28,9 +35,10 @@ pub enum Address {
     Ip { addr: SocketAddr, listen_only: bool },
 }
 
-/// Why an address string was refused.
+/// Why an address string was refused: the message, and whether the
+/// original libnal accepted the string (see [`AddressError::original_accepted`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AddressError(pub String);
+pub struct AddressError(pub String, bool);
 
 impl fmt::Display for AddressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,17 +48,58 @@ impl fmt::Display for AddressError {
 
 impl std::error::Error for AddressError {}
 
-fn err<T>(s: &str, why: &str) -> Result<T, AddressError> {
-    Err(AddressError(format!("bad address '{s}': {why}")))
+impl AddressError {
+    /// Whether the original libnal accepted this string (an empty or an
+    /// over-long UNIX path): our deliberate refusals, which the C entry
+    /// point reports on stderr.
+    pub fn original_accepted(&self) -> bool {
+        self.1
+    }
 }
 
-fn parse_port(s: &str, p: &str) -> Result<u16, AddressError> {
+/// Longest part of the address string quoted in an error, so that a huge
+/// string gives a bounded message.
+const MAX_QUOTED: usize = 200;
+
+fn err<T>(s: &str, why: &str) -> Result<T, AddressError> {
+    Err(AddressError(message(s, why), false))
+}
+
+/// A refusal of a string the original accepted.
+fn err_deliberate<T>(s: &str, why: &str) -> Result<T, AddressError> {
+    Err(AddressError(message(s, why), true))
+}
+
+fn message(s: &str, why: &str) -> String {
+    let quoted = if s.len() > MAX_QUOTED {
+        let mut end = MAX_QUOTED;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    } else {
+        s.to_owned()
+    };
+    format!("bad address '{quoted}': {why}")
+}
+
+/// Parse a port number; spaces before it are skipped. Port 0 only where
+/// `zero_ok` (the listen-only forms, where it means "any free port").
+fn parse_port(s: &str, p: &str, zero_ok: bool) -> Result<u16, AddressError> {
+    let why = if zero_ok {
+        "port must be a number in 0..65535"
+    } else {
+        "port must be a number in 1..65535"
+    };
+    // The characters C's isspace() skips.
+    let p = p.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return err(s, "port must be a number in 1..65535");
+        return err(s, why);
     }
     match p.parse::<u32>() {
+        Ok(0) if zero_ok => Ok(0),
         Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        _ => err(s, "port must be a number in 1..65535"),
+        _ => err(s, why),
     }
 }
 
@@ -110,10 +159,17 @@ impl Address {
         }
         if let Some(path) = strip_prefix_ci(s, "UNIX:") {
             if path.is_empty() {
-                return err(s, "empty path");
+                return err_deliberate(s, "empty UNIX socket path");
             }
             if path.len() > MAX_UNIX_PATH {
-                return err(s, "UNIX socket path too long");
+                return err_deliberate(
+                    s,
+                    &format!(
+                        "UNIX socket path too long: {} bytes, sun_path holds \
+                         {MAX_UNIX_PATH} (refused rather than cut short)",
+                        path.len()
+                    ),
+                );
             }
             return Ok(Address::Unix(PathBuf::from(path)));
         }
@@ -130,13 +186,13 @@ impl Address {
                 let Some(port) = inner[end + 1..].strip_prefix(':') else {
                     return err(s, "missing port");
                 };
-                let port = parse_port(s, port)?;
+                let port = parse_port(s, port, false)?;
                 return Ok(Address::Ip {
                     addr: SocketAddr::new(IpAddr::V6(ip), port),
                     listen_only: false,
                 });
             }
-            let port = parse_port(s, rest)?;
+            let port = parse_port(s, rest, true)?;
             return Ok(Address::Ip {
                 addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
                 listen_only: true,
@@ -150,15 +206,17 @@ impl Address {
             return err(s, "expected UNIX:, IP:, IPv4: or IPv6: prefix");
         };
         match rest.rsplit_once(':') {
-            None => {
-                let port = parse_port(s, rest)?;
+            // `IP:port`, and `IP::port` whose empty host means any.
+            None | Some(("", _)) => {
+                let port = rest.strip_prefix(':').unwrap_or(rest);
+                let port = parse_port(s, port, true)?;
                 Ok(Address::Ip {
                     addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
                     listen_only: true,
                 })
             }
             Some((host, port)) => {
-                let port = parse_port(s, port)?;
+                let port = parse_port(s, port, false)?;
                 let addr = resolve_v4(s, host, port, lookup)?;
                 Ok(Address::Ip {
                     addr,
@@ -244,13 +302,14 @@ mod tests {
             "",
             "UNIX:",
             "IP:",
-            "IP:0",
             "IP:65536",
             "IP:-1",
+            "IP::",
+            "IP: ",
+            "IP:9001 ",
             "IP:127.0.0.1:",
             "IP:127.0.0.1:0",
             "IP:127.0.0.1:99999",
-            "IP::80",
             "TCP:1.2.3.4:5",
             "garbage",
             "IPv6:[::1]",
@@ -265,6 +324,50 @@ mod tests {
         assert!(Address::parse(&long).is_err());
         let ok = format!("UNIX:/{}", "a".repeat(106));
         assert!(Address::parse(&ok).is_ok());
+    }
+
+    /// The forms the original accepted that we once refused (issue 21).
+    #[test]
+    fn original_listen_forms() {
+        let any = |port| Address::Ip {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            listen_only: true,
+        };
+        for (s, port) in [
+            ("IP:0", 0),
+            ("IP::9001", 9001),
+            ("IP: 9001", 9001),
+            ("IP:\t 80", 80),
+            ("IPv4::0", 0),
+        ] {
+            let a = Address::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            assert_eq!(a, any(port), "{s:?}");
+            assert!(!a.can_connect() && a.can_listen(), "{s:?}");
+        }
+        assert_eq!(Address::parse("IPv6:0").unwrap().to_string(), "IPv6:0");
+        let a = Address::parse("IP:127.0.0.1: 9001").unwrap();
+        assert_eq!(a.to_string(), "IP:127.0.0.1:9001");
+        // A host with port 0 cannot be connected to: still refused.
+        assert!(Address::parse("IP:127.0.0.1:0").is_err());
+    }
+
+    /// Our deliberate refusals say so; ordinary ones do not; a huge string
+    /// gives a bounded message.
+    #[test]
+    fn deliberate_refusals() {
+        let e = Address::parse("UNIX:").unwrap_err();
+        assert!(e.original_accepted(), "{e}");
+        assert!(e.0.contains("'UNIX:'") && e.0.contains("empty"), "{e}");
+        let long = format!("UNIX:/{}", "a".repeat(5000));
+        let e = Address::parse(&long).unwrap_err();
+        assert!(e.original_accepted(), "{e}");
+        assert!(e.0.contains("5001 bytes") && e.0.len() < 400, "{e}");
+        for s in ["IP:", "garbage", "IP:UNIX socket path too long:80"] {
+            assert!(!Address::parse(s).unwrap_err().original_accepted(), "{s:?}");
+        }
+        // The cut falls inside the two-byte character: no panic.
+        let e = Address::parse(&format!("{}\u{e9}", "Z".repeat(199))).unwrap_err();
+        assert!(e.0.contains(&format!("'{}...'", "Z".repeat(199))), "{e}");
     }
 
     #[test]

@@ -28,11 +28,17 @@ impl Buffer {
         }
     }
 
-    /// Resize to `size` bytes (1..=32768), keeping the data. Fails when the
-    /// size is out of range or smaller than the data held.
+    /// Resize to `size` bytes (0..=32768), as the original's
+    /// NAL_BUFFER_set_size: the data is kept when it fits and dropped
+    /// (the buffer then holds nothing) when `size` is smaller than the data
+    /// held. A size of 0 gives a buffer that is empty and full at once.
+    /// Fails, changing nothing, only when `size` is over 32768.
     pub fn set_size(&mut self, size: usize) -> bool {
-        if size == 0 || size > MAX_BUFFER_SIZE || size < self.used {
+        if size > MAX_BUFFER_SIZE {
             return false;
+        }
+        if size < self.used {
+            self.used = 0;
         }
         if size != self.store.len() {
             let mut s = vec![0u8; size].into_boxed_slice();
@@ -92,7 +98,9 @@ impl Buffer {
         n
     }
 
-    /// Move up to `max` bytes from the front of `src` to the end of `self`.
+    /// Move up to `max` bytes from the front of `src` to the end of `self`
+    /// (`usize::MAX` for as much as fits; the C entry point maps its
+    /// `max == 0` to that).
     pub fn transfer_from(&mut self, src: &mut Buffer, max: usize) -> usize {
         let n = max.min(src.used).min(self.unused());
         self.store[self.used..self.used + n].copy_from_slice(&src.store[..n]);
@@ -153,13 +161,23 @@ mod tests {
         let mut b = Buffer::new();
         assert_eq!(b.size(), 0);
         assert!(b.is_full() && b.is_empty());
-        assert!(!b.set_size(0));
+        assert!(b.set_size(0));
+        assert_eq!(b.size(), 0);
         assert!(!b.set_size(MAX_BUFFER_SIZE + 1));
         assert!(b.set_size(MAX_BUFFER_SIZE));
         b.write(b"abcdef");
-        assert!(!b.set_size(5));
+        assert!(!b.set_size(MAX_BUFFER_SIZE + 1));
+        assert_eq!((b.size(), b.data()), (MAX_BUFFER_SIZE, &b"abcdef"[..]));
+        // Shrinking to what the data still fits in keeps it.
         assert!(b.set_size(6));
         assert_eq!(b.data(), b"abcdef");
+        // Shrinking below the data held drops it, as the original does.
+        assert!(b.set_size(5));
+        assert_eq!((b.size(), b.used()), (5, 0));
+        b.write(b"xy");
+        assert!(b.set_size(0));
+        assert!(b.is_empty() && b.is_full());
+        assert_eq!(b.write(b"z"), 0);
     }
 
     #[test]

@@ -133,8 +133,10 @@ fn retry(e: &io::Error) -> bool {
     )
 }
 
+/// A buffer size a connection accepts: 0..=32768, where 0 means the
+/// default size ([`super::effective_buffer_size`]).
 fn valid_size(size: usize) -> bool {
-    (1..=MAX_BUFFER_SIZE).contains(&size)
+    size <= MAX_BUFFER_SIZE
 }
 
 /// Whether new TCP sockets keep Nagle's algorithm (NAL_config_set_nagle).
@@ -212,6 +214,7 @@ impl Connection {
     }
 
     fn install(&mut self, sock: Socket, buf_size: usize, connecting: bool) -> bool {
+        let buf_size = super::effective_buffer_size(buf_size);
         let mut c = self.core.lock();
         c.bufs.read.clear();
         c.bufs.send.clear();
@@ -226,7 +229,8 @@ impl Connection {
 
     /// Start connecting to `addr` with buffers of `buf_size` bytes. Fails if
     /// the connection already has a socket, the address is listen-only, the
-    /// size is out of 1..=32768, or the connect failed at once. On success
+    /// size is over 32768 (0 means the default size), or the connect failed
+    /// at once. On success
     /// the connect may still be in progress (see [`Connection::is_established`]).
     pub fn create(&mut self, addr: &Address, buf_size: usize) -> bool {
         if self.is_created() || !valid_size(buf_size) || !addr.can_connect() {
@@ -239,7 +243,7 @@ impl Connection {
     }
 
     /// Make `a` and `b` the two ends of one socketpair, buffers of
-    /// `buf_size` bytes each. Both must be fresh.
+    /// `buf_size` bytes each (0: the default size). Both must be fresh.
     pub fn create_pair(a: &mut Connection, b: &mut Connection, buf_size: usize) -> bool {
         if a.is_created() || b.is_created() || !valid_size(buf_size) {
             return false;
@@ -273,11 +277,16 @@ impl Connection {
         }
     }
 
-    /// Resize both buffers to `size` bytes (1..=32768), keeping their data.
-    /// Fails without changing anything if either holds more than `size`.
+    /// Resize both buffers to `size` bytes (0..=32768, 0 meaning the
+    /// default size), keeping their data. Fails without changing anything
+    /// if either holds more than that.
     pub fn set_size(&mut self, size: usize) -> bool {
+        if !valid_size(size) {
+            return false;
+        }
+        let size = super::effective_buffer_size(size);
         let mut c = self.core.lock();
-        if !valid_size(size) || c.bufs.read.used() > size || c.bufs.send.used() > size {
+        if c.bufs.read.used() > size || c.bufs.send.used() > size {
             return false;
         }
         c.bufs.read.set_size(size) && c.bufs.send.set_size(size)

@@ -45,9 +45,10 @@ impl Listener {
     }
 
     /// Listen on `addr`; connections accepted from it get buffers of
-    /// `def_size` bytes. Fails if already created or on any socket error.
+    /// `def_size` bytes (0: the default size). Fails if already created, on
+    /// a size over 32768, or on any socket error.
     pub fn create(&mut self, addr: &Address, def_size: usize) -> bool {
-        if self.sock.is_some() || !(1..=MAX_BUFFER_SIZE).contains(&def_size) || !addr.can_listen() {
+        if self.sock.is_some() || def_size > MAX_BUFFER_SIZE || !addr.can_listen() {
             return false;
         }
         let r = match addr {

@@ -23,7 +23,7 @@ pub mod connection;
 pub mod listener;
 pub mod selector;
 
-pub use address::Address;
+pub use address::{Address, AddressError};
 pub use buffer::Buffer;
 pub use connection::{nagle, set_nagle, BufGuard, Buffers, BuffersGuard, Connection};
 pub use listener::Listener;
@@ -31,8 +31,22 @@ pub use selector::Selector;
 
 use address::{DEFAULT_BUFFER_SIZE, MAX_BUFFER_SIZE};
 
+/// The buffer size a connection gets for a requested `size`: 0, which the
+/// original accepts as an address's default size, means
+/// [`DEFAULT_BUFFER_SIZE`], so that such a connection can still send and
+/// receive (buffers of size 0 could do neither).
+pub fn effective_buffer_size(size: usize) -> usize {
+    if size == 0 {
+        DEFAULT_BUFFER_SIZE
+    } else {
+        size
+    }
+}
+
 /// A NAL_ADDRESS: a parsed address (once created) plus the default buffer
-/// size of connections made from it or accepted through a listener on it.
+/// size of connections made from it or accepted through a listener on it
+/// (0..=32768; 0 gives connections [`DEFAULT_BUFFER_SIZE`] bytes, see
+/// [`effective_buffer_size`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NalAddress {
     addr: Option<Address>,
@@ -58,20 +72,23 @@ impl NalAddress {
         *self = NalAddress::default();
     }
 
-    /// Parse `s` and set the default buffer size (1..=32768). Fails when
+    /// Parse `s` and set the default buffer size (0..=32768). Fails when
     /// already created, on a bad size, or on a bad string.
     pub fn create(&mut self, s: &str, def_buffer_size: usize) -> bool {
-        if self.addr.is_some() || !(1..=MAX_BUFFER_SIZE).contains(&def_buffer_size) {
-            return false;
+        matches!(self.try_create(s, def_buffer_size), Ok(true))
+    }
+
+    /// [`create`](Self::create) saying why a string failed to parse:
+    /// `Ok(false)` when already created or on a bad size, `Err` on a bad
+    /// string.
+    pub fn try_create(&mut self, s: &str, def_buffer_size: usize) -> Result<bool, AddressError> {
+        if self.addr.is_some() || def_buffer_size > MAX_BUFFER_SIZE {
+            return Ok(false);
         }
-        match Address::parse(s) {
-            Ok(a) => {
-                self.addr = Some(a);
-                self.def_buffer_size = def_buffer_size;
-                true
-            }
-            Err(_) => false,
-        }
+        let a = Address::parse(s)?;
+        self.addr = Some(a);
+        self.def_buffer_size = def_buffer_size;
+        Ok(true)
     }
 
     pub fn address(&self) -> Option<&Address> {
@@ -82,9 +99,9 @@ impl NalAddress {
         self.def_buffer_size
     }
 
-    /// Set the default buffer size (1..=32768).
+    /// Set the default buffer size (0..=32768).
     pub fn set_def_buffer_size(&mut self, size: usize) -> bool {
-        if !(1..=MAX_BUFFER_SIZE).contains(&size) {
+        if size > MAX_BUFFER_SIZE {
             return false;
         }
         self.def_buffer_size = size;

@@ -115,7 +115,6 @@ fn listen_only_address_cannot_connect() {
     assert!(!c.create(&addr, 100));
     let addr = Address::parse("IP:127.0.0.1:1").unwrap();
     let mut c = Connection::new();
-    assert!(!c.create(&addr, 0));
     assert!(!c.create(&addr, MAX_SIZE + 1));
 }
 
@@ -190,7 +189,12 @@ fn pair_and_reset() {
     assert!(!b.set_size(2));
     assert!(b.set_size(4));
     assert_eq!(b.read_buf().size(), 4);
-    assert!(!b.set_size(0));
+    // 0 means the default size, which the 4 bytes held fit in.
+    assert!(!b.set_size(MAX_SIZE + 1));
+    assert!(b.set_size(0));
+    assert_eq!(b.read_buf().size(), address::DEFAULT_BUFFER_SIZE);
+    assert_eq!(b.read_buf().data(), b"ping");
+    assert!(b.set_size(4));
     // Full read buffer: no readability asked; select times out even though
     // data is pending.
     a.send_buf_mut().write(b"more");
@@ -234,7 +238,7 @@ fn nal_address() {
     let mut a = NalAddress::new();
     assert_eq!(a.def_buffer_size(), address::DEFAULT_BUFFER_SIZE);
     assert!(!a.can_connect() && !a.can_listen());
-    assert!(!a.create("IP:127.0.0.1:80", 0));
+    assert!(!a.create("IP:127.0.0.1:80", MAX_SIZE + 1));
     assert!(!a.create("garbage", 100));
     assert!(a.create("IP:127.0.0.1:80", 100));
     assert!(
@@ -245,9 +249,72 @@ fn nal_address() {
     assert_eq!(a.def_buffer_size(), 100);
     assert!(!a.set_def_buffer_size(MAX_SIZE + 1));
     assert!(a.set_def_buffer_size(MAX_SIZE));
+    assert!(a.set_def_buffer_size(0));
+    assert_eq!(a.def_buffer_size(), 0);
     a.reset();
     assert!(a.create("IP:80", 10));
     assert!(!a.can_connect() && a.can_listen());
+    a.reset();
+    assert!(a.create("UNIX:/tmp/y", 0));
+    assert_eq!(a.def_buffer_size(), 0);
+    a.reset();
+    let e = a.try_create("UNIX:", 10).unwrap_err();
+    assert!(e.original_accepted(), "{e}");
+    assert!(a.address().is_none());
+}
+
+/// Buffer size 0 (accepted as an address's default, a pair's size and
+/// NAL_CONNECTION_set_size's) gives connections the default size, so they
+/// can still send and receive: through a listener and a connect made from
+/// size-0 addresses, and through a size-0 pair.
+#[test]
+fn size_zero_means_default() {
+    let p = tmp_path("zero");
+    let addr = Address::parse(&format!("UNIX:{}", p.display())).unwrap();
+    let mut list = Listener::new();
+    assert!(list.create(&addr, 0));
+    let mut sel = Selector::new();
+    assert!(list.add_to_selector(&sel));
+    let mut client = Connection::new();
+    assert!(client.create(&addr, 0));
+    assert_eq!(client.send_buf().size(), address::DEFAULT_BUFFER_SIZE);
+    assert!(client.add_to_selector(&sel));
+    let msg = vec![7u8; 5000];
+    let mut sent = client.send_buf_mut().write(&msg);
+    let mut server = Connection::new();
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        if got.len() == msg.len() {
+            break;
+        }
+        step(&mut sel);
+        if !server.is_created() && server.accept(&mut list) {
+            assert_eq!(server.read_buf().size(), address::DEFAULT_BUFFER_SIZE);
+            assert!(server.add_to_selector(&sel));
+        }
+        assert!(client.io());
+        if server.is_created() {
+            assert!(server.io());
+            let mut b = server.buffers_mut();
+            let b = &mut *b;
+            b.send.transfer_from(&mut b.read, usize::MAX);
+        }
+        {
+            let mut r = client.read_buf_mut();
+            got.extend_from_slice(r.data());
+            r.clear();
+        }
+        sent += client.send_buf_mut().write(&msg[sent..]);
+    }
+    assert_eq!(got, msg);
+    let (mut a, mut b) = (Connection::new(), Connection::new());
+    assert!(Connection::create_pair(&mut a, &mut b, 0));
+    assert_eq!(a.read_buf().size(), address::DEFAULT_BUFFER_SIZE);
+    assert!(!Connection::create_pair(
+        &mut Connection::new(),
+        &mut Connection::new(),
+        MAX_SIZE + 1
+    ));
 }
 
 #[test]
