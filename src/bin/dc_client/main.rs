@@ -619,7 +619,7 @@ impl Proxy {
     }
 
     fn accept(&mut self) {
-        for _ in 0..256 {
+        for round in 0..256 {
             match self.listener.accept_stream() {
                 Ok(stream) => {
                     if self.clients.len() >= self.cfg.maxconns
@@ -652,6 +652,17 @@ impl Proxy {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // accept(2) fails with EMFILE before it looks for a
+                // connection: only the first call after the listener was
+                // reported readable is sure to have a newcomer waiting. For
+                // the others, stop here; the (level-triggered) listener
+                // reports again if one waits.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && round > 0 =>
+                {
+                    break
+                }
                 Err(e)
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
                         && self.make_room(format_args!("accept failed: {e}")) => {}
@@ -1074,8 +1085,7 @@ impl Proxy {
                     .modify(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
             }
             self.expire(now);
-            if (self.cfg.idle_ms > 0 || self.cfg.clientstall_ms > 0) && now >= self.next_idle_scan
-            {
+            if (self.cfg.idle_ms > 0 || self.cfg.clientstall_ms > 0) && now >= self.next_idle_scan {
                 self.next_idle_scan = self.scan(now);
             }
             self.flush_all();

@@ -222,7 +222,10 @@ mod tests {
     fn renames_uids_from_one_and_routes_back() {
         let mut m = Mux::new();
         let mut up = Vec::new();
-        assert_eq!(m.forward(7, &req(0xDEADBEEF, Cmd::Get, b"abc"), &mut up, 0), 1);
+        assert_eq!(
+            m.forward(7, &req(0xDEADBEEF, Cmd::Get, b"abc"), &mut up, 0),
+            1
+        );
         assert_eq!(
             m.forward(8, &req(0xDEADBEEF, Cmd::Have, b"abc"), &mut up, 0),
             2
