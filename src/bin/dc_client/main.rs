@@ -1006,18 +1006,16 @@ impl Proxy {
         let mut idlers = Vec::new();
         let mut stalled = Vec::new();
         for (t, c) in &self.clients {
-            if c.holds() {
-                if stall > 0 {
-                    let due = c.progress + stall;
-                    if due <= now {
-                        stalled.push((*t, c.unread(), c.inbuf.len(), now - c.progress));
-                    } else {
-                        next = next.min(due);
-                    }
+            if stall > 0 && c.holds() {
+                let due = c.progress + stall;
+                if due <= now {
+                    stalled.push((*t, c.unread(), c.inbuf.len(), now - c.progress));
+                } else {
+                    next = next.min(due);
                 }
                 continue;
             }
-            if idle == 0 || c.inflight > 0 {
+            if idle == 0 || c.inflight > 0 || c.pending_out() {
                 continue;
             }
             let due = c.last_active + idle;
