@@ -368,6 +368,9 @@ fn bad_flags_give_an_error_line_and_nonzero_exit() {
         &["-server", "UNIX:/tmp/x", "-retry", "abc"][..],
         &["-server", "UNIX:/tmp/x", "-idle", "-5"][..],
         &["-server", "UNIX:/tmp/x", "-sockperms", "999"][..],
+        &["-server", "UNIX:/tmp/x", "-deadline", "soon"][..],
+        &["-server", "UNIX:/tmp/x", "-clientstall", "-1"][..],
+        &["-server", "UNIX:/tmp/x", "-maxbuffer", "0"][..],
     ] {
         let (code, _, err) = run(exe, args, Duration::from_secs(5));
         assert_ne!(code, Some(0), "{args:?} accepted");
@@ -378,6 +381,9 @@ fn bad_flags_give_an_error_line_and_nonzero_exit() {
     let (code, out, _) = run(exe, &["-h"], Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(out.contains("-retry"));
+    for f in ["-deadline", "-clientstall", "-maxbuffer"] {
+        assert!(out.contains(f), "{f} missing from -h: {out}");
+    }
 }
 
 /// CPU time (user + system, in clock ticks) used so far by a process.

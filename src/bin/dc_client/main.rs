@@ -79,7 +79,7 @@ const CLI: Cli = Cli {
         Flag::value(
             &["maxconns"],
             "num",
-            "most application connections at once (default 4096)",
+            "most application connections at once; a full table closes one that never completed a request, else the idlest, to make room (default 4096)",
         ),
         Flag::value(
             &["stall"],
