@@ -128,37 +128,52 @@ fn dc_client_drops_only_the_offending_application() {
     assert!(client.alive() && srv.alive());
 }
 
+/// A full table (-maxconns) makes room for a newcomer (issue 13): the
+/// connection that never completed a request goes first, then the one idle
+/// longest; each newcomer is served. One line per eviction (rate-limited).
 #[test]
-fn dc_client_maxconns_refuses_new_and_keeps_established() {
+fn dc_client_maxconns_makes_room_for_new_connections() {
     let dir = TempDir::new("fltc-max");
     let _srv = dc_server(&dir, "srv");
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-maxconns", "3"]);
     let app = dir.path("client");
     sleep(Duration::from_millis(100));
-    let mut held: Vec<UnixStream> = (0..3).map(|_| connect(&app)).collect();
+    let mut held: Vec<UnixStream> = (0..2).map(|_| connect(&app)).collect();
     for (i, c) in held.iter_mut().enumerate() {
         check_served(c, "held", i as u32);
+        sleep(Duration::from_millis(20));
     }
-    for _ in 0..20 {
+    // A silent connection (never completed a request) fills the table.
+    let mut silent = connect(&app);
+    sleep(Duration::from_millis(100));
+    // The newcomer is served; the silent one went for it, though younger
+    // than both idle ones.
+    let mut c1 = connect(&app);
+    check_served(&mut c1, "new", 1);
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)),
+        "silent kept"
+    );
+    // The table is full of connections that completed requests: the one
+    // idle longest (held[0]) makes room for the next newcomer.
+    let mut c2 = connect(&app);
+    check_served(&mut c2, "new", 2);
+    assert!(
+        closed_within(&mut held[0], Duration::from_secs(3)),
+        "oldest kept"
+    );
+    check_served(&mut held[1], "still", 1);
+    for i in 0..20 {
         let mut extra = connect(&app);
-        assert!(
-            closed_within(&mut extra, Duration::from_secs(3)),
-            "connection beyond -maxconns kept"
-        );
+        check_served(&mut extra, "extra", i);
     }
-    for (i, c) in held.iter_mut().enumerate() {
-        check_served(c, "still", i as u32);
-    }
-    drop(held.pop());
-    sleep(Duration::from_millis(200));
-    let mut c = connect(&app);
-    check_served(&mut c, "again", 1);
     assert!(client.alive());
     let log = fs::read_to_string(dir.path("client.log")).unwrap();
-    let lines = log.matches("(-maxconns)").count();
-    assert!(lines >= 1, "{log}");
-    // Rate-limited: 20 refusals in well under a second, at most 5 lines.
+    let lines = log.matches("(-maxconns): closing").count();
+    assert!(lines >= 2, "{log}");
+    // Rate-limited: 22 evictions in well under a second, at most 5 lines.
     assert!(lines <= 6, "{lines} lines: {log}");
+    assert!(log.contains("waiting without a complete request"), "{log}");
 }
 
 /// dc_client SIGKILLed under DC_CTX load and restarted on the same socket

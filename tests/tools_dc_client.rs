@@ -368,6 +368,9 @@ fn bad_flags_give_an_error_line_and_nonzero_exit() {
         &["-server", "UNIX:/tmp/x", "-retry", "abc"][..],
         &["-server", "UNIX:/tmp/x", "-idle", "-5"][..],
         &["-server", "UNIX:/tmp/x", "-sockperms", "999"][..],
+        &["-server", "UNIX:/tmp/x", "-deadline", "soon"][..],
+        &["-server", "UNIX:/tmp/x", "-clientstall", "-1"][..],
+        &["-server", "UNIX:/tmp/x", "-maxbuffer", "0"][..],
     ] {
         let (code, _, err) = run(exe, args, Duration::from_secs(5));
         assert_ne!(code, Some(0), "{args:?} accepted");
@@ -378,6 +381,9 @@ fn bad_flags_give_an_error_line_and_nonzero_exit() {
     let (code, out, _) = run(exe, &["-h"], Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(out.contains("-retry"));
+    for f in ["-deadline", "-clientstall", "-maxbuffer"] {
+        assert!(out.contains(f), "{f} missing from -h: {out}");
+    }
 }
 
 /// CPU time (user + system, in clock ticks) used so far by a process.
@@ -388,14 +394,18 @@ fn cpu_ticks(pid: i32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
-/// Out of file descriptors: dc_client keeps serving the connections it
-/// has, does not spin on the listener, and accepts again once some close.
+/// Out of file descriptors (issue 13): idle connections make room for
+/// newcomers; when every connection has a request in flight (a hung server,
+/// no -deadline) dc_client keeps serving what it has, does not spin on the
+/// listener, and accepts again once some close.
 #[test]
-fn out_of_descriptors_pauses_accepting() {
+fn out_of_descriptors_makes_room_or_pauses_accepting() {
     let dir = TempDir::new("emfile");
+    let fake = Fake::new(&dir.path("srv"));
     let listen = dir.addr("client");
-    let server = dir.addr("nobody");
-    let mut p = Proc::spawn(
+    let server = dir.addr("srv");
+    let log = std::fs::File::create(dir.path("client.log")).unwrap();
+    let mut p = Proc::spawn_with(
         "prlimit",
         &[
             "--nofile=16:16",
@@ -404,17 +414,57 @@ fn out_of_descriptors_pauses_accepting() {
             &server,
             "-listen",
             &listen,
-            "-retry",
-            "100000",
+            "-deadline",
+            "0",
+            "-stall",
+            "0",
         ],
+        std::process::Stdio::null(),
+        std::process::Stdio::from(log),
     );
     wait_for_socket(&dir.path("client"));
-    let req = unhex("001100000000000005000301000178");
-    let ans = "0011000001000000050003010000";
-    let mut conns: Vec<UnixStream> = (0..40).map(|_| connect(&dir.path("client"))).collect();
-    // The first connections were accepted and are served.
-    send(&mut conns[0], &req);
-    assert_eq!(hex(&read_n(&mut conns[0], 14)), ans);
+    let mut up = fake.accept();
+    let req = |uid: u8| unhex(&format!("0011000000000000{uid:02x}000301000178"));
+    // The server's side: take one forwarded HAVE, answer it "absent".
+    let serve = |up: &mut UnixStream| {
+        let f = read_n(up, 15);
+        let mut a = f[..14].to_vec();
+        a[4] = 1;
+        a.push(0);
+        send(up, &a);
+    };
+    // Forty connections kept open, one after the other, each served: the
+    // older idle ones are closed to make room (16 descriptors hold fewer
+    // than ten).
+    let mut conns = Vec::new();
+    for i in 0..40u8 {
+        let mut c = connect(&dir.path("client"));
+        send(&mut c, &req(i));
+        serve(&mut up);
+        assert_eq!(
+            hex(&read_n(&mut c, 15)),
+            format!("0011000001000000{i:02x}000301000100"),
+            "connection {i}"
+        );
+        conns.push(c);
+    }
+    assert!(closed_within(&mut conns[0], Duration::from_secs(3)));
+    // Now every open connection gets a request in flight that the server
+    // never answers: none may be closed for a newcomer.
+    let mut busy = Vec::new();
+    for mut c in conns.drain(..) {
+        let open = !closed_within(&mut c, Duration::from_millis(20));
+        if open {
+            send(&mut c, &req(200));
+            read_n(&mut up, 15);
+            busy.push(c);
+        }
+    }
+    assert!(busy.len() >= 3, "only {} connections open", busy.len());
+    let mut waiting: Vec<UnixStream> = (0..5).map(|_| connect(&dir.path("client"))).collect();
+    for c in &mut waiting {
+        send(c, &req(201));
+    }
     let t0 = cpu_ticks(p.pid());
     std::thread::sleep(Duration::from_millis(500));
     let used = cpu_ticks(p.pid()) - t0;
@@ -423,13 +473,29 @@ fn out_of_descriptors_pauses_accepting() {
         "dc_client burnt {used} ticks while out of descriptors"
     );
     assert!(p.alive());
-    let mut last = conns.pop().unwrap();
-    drop(conns);
-    // The connection that waited in the backlog is accepted now.
-    send(&mut last, &req);
-    assert_eq!(hex(&read_n(&mut last, 14)), ans);
-    let (_, err) = p.terminate();
-    assert!(err.contains("accept failed"), "{err}");
+    // Nothing of the waiting ones was taken.
+    up.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(std::io::Read::read(&mut up, &mut b).is_err(), "forwarded");
+    up.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // One busy application leaves: a waiting connection is accepted and
+    // its request forwarded.
+    drop(busy.pop());
+    serve(&mut up);
+    let mut got = 0;
+    for c in &mut waiting {
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if read_msg(c).is_ok() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 1);
+    p.terminate();
+    let err = std::fs::read_to_string(dir.path("client.log")).unwrap();
+    assert!(err.contains("pausing new connections"), "{err}");
+    assert!(err.contains("to make room"), "{err}");
 }
 
 /// A server whose connects hang (its accept queue is full: SYNs are
@@ -540,7 +606,12 @@ fn expect_have_any_uid(s: &mut UnixStream, want_hex: &str, what: &str) {
 fn a_server_that_stops_answering_is_dropped_after_stall() {
     let dir = TempDir::new("stall");
     let fake = Fake::new(&dir.path("srv"));
-    let client = dc_client(&dir, &dir.addr("srv"), &["-retry", "100", "-stall", "500"]);
+    // No -deadline: the request waits for -stall.
+    let client = dc_client(
+        &dir,
+        &dir.addr("srv"),
+        &["-retry", "100", "-stall", "500", "-deadline", "0"],
+    );
     let mut up = fake.accept();
     let mut app = connect(&dir.path("client"));
     // The connection works: one request answered.

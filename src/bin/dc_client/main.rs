@@ -8,6 +8,20 @@
 //! an empty payload (a failure to the client library); requests in flight
 //! when the server connection dies are answered with the 1-byte payload
 //! 0x02 (DISCONNECTED). The server is retried every `-retry` ms.
+//!
+//! Bounded waits: a request the server has not answered within `-deadline`
+//! ms is answered 0x02 and its late answer discarded by uid. A server that
+//! answered nothing for a whole deadline while requests waited is taken as
+//! down: requests are answered 0x02 at once, except one probe a second
+//! whose answer (any answer) takes it as up again.
+//!
+//! Bounded memory: each application connection has a cap on requests in
+//! flight and on unread answers (its input is not decoded, nor read, past
+//! them); one that holds unread answers or part of a request without
+//! progress for `-clientstall` ms is closed; all application buffers
+//! together stay under `-maxbuffer` MB. When the connection table is full
+//! (`-maxconns`, or out of descriptors) room is made by the shared policy
+//! of `tools::evict`.
 
 mod mux;
 
@@ -15,11 +29,12 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
+use distcache_rs::tools::evict::{pick_victim, Candidate};
 use distcache_rs::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
 
 use mux::Mux;
@@ -64,12 +79,27 @@ const CLI: Cli = Cli {
         Flag::value(
             &["maxconns"],
             "num",
-            "most application connections at once (default 4096)",
+            "most application connections at once; a full table closes one that never completed a request, else the idlest, to make room (default 4096)",
         ),
         Flag::value(
             &["stall"],
             "msecs",
             "reconnect when the server answers nothing this long while requests wait (default 10000; 0 = never)",
+        ),
+        Flag::value(
+            &["deadline"],
+            "msecs",
+            "answer a request 0x02 (DISCONNECTED) when the server has not within this long (default 250; 0 = none)",
+        ),
+        Flag::value(
+            &["clientstall"],
+            "msecs",
+            "close an application connection whose answers go unread, or whose request stays partial, this long (default 30000; 0 = never)",
+        ),
+        Flag::value(
+            &["maxbuffer"],
+            "MB",
+            "most memory buffered for all application connections together (default 32)",
         ),
     ],
 };
@@ -79,15 +109,46 @@ const TOK_SIGNAL: u64 = 1;
 /// First token handed out to connections (clients and the upstream).
 const TOK_FIRST: u64 = 16;
 
+/// Longest frame on the wire.
+const MAX_FRAME: usize = distcache_rs::proto::MAX_FRAME_LEN;
 /// Bytes read from a socket per call.
 const READ_CHUNK: usize = 64 * 1024;
 /// At most this much is read from one connection per event, for fairness.
 const READ_BUDGET: usize = 256 * 1024;
-/// A client with this many requests in flight is not read from until some
-/// are answered.
-const MAX_CLIENT_INFLIGHT: usize = 1024;
-/// A client whose unread answers exceed this is not read from meanwhile.
-const MAX_CLIENT_OUT: usize = 4 << 20;
+/// A client with this many requests in flight is neither decoded nor read
+/// from until some are answered. libdistcache sends one request at a time
+/// per connection; this leaves ample room for a pipelining application
+/// while bounding what its answers can add to its output: at most this
+/// many maximal (32 KB) answers, 2 MB.
+const MAX_CLIENT_INFLIGHT: usize = 64;
+/// A client whose unread answers reach this is neither decoded nor read
+/// from meanwhile. With the in-flight cap, one connection holds at most
+/// about 1 MB + 2 MB of answers and 320 KB of input.
+const MAX_CLIENT_OUT: usize = 1 << 20;
+/// Buffers larger than this are given back to the allocator once empty.
+const KEEP_BUF: usize = 64 * 1024;
+/// Default `-deadline`: the original answers in tens of milliseconds at
+/// p99 with 50,000 sessions; 250 ms is far above a live server's worst and
+/// far below the library's 2 s I/O bound.
+const DEFAULT_DEADLINE_MS: u64 = 250;
+/// While the server is down, one request is forwarded at most this often
+/// as a probe.
+const PROBE_EVERY_MS: u64 = 1000;
+/// Requests answered past their deadline whose late answer has not come:
+/// beyond this many the server connection is made anew (their uids are
+/// reserved until then).
+const MAX_LATE: usize = 65_536;
+/// Default `-clientstall`.
+const DEFAULT_CLIENTSTALL_MS: u64 = 30_000;
+/// Default `-maxbuffer` in MB. Legitimate applications leave nothing
+/// buffered in dc_client between two rounds of its loop (libdistcache sends
+/// one request and reads its answer), so the budget is only ever filled by
+/// connections that do not read; 32 MB keeps dc_client well under 64 MB
+/// RSS however many of them there are, and is still room for a thousand
+/// 32 KB answers waiting at once.
+const DEFAULT_MAXBUFFER_MB: u64 = 32;
+/// Clients are scanned for `-idle` and `-clientstall` at most this often.
+const SCAN_MIN_MS: u64 = 50;
 /// How long a non-blocking connect to the server may take.
 const CONNECT_TIMEOUT_MS: u64 = 5000;
 /// Requests arriving while a connection is being made wait for it this
@@ -112,6 +173,12 @@ struct Config {
     maxconns: usize,
     /// `-stall`: 0 = never.
     stall_ms: u64,
+    /// `-deadline`: 0 = none.
+    deadline_ms: u64,
+    /// `-clientstall`: 0 = never.
+    clientstall_ms: u64,
+    /// `-maxbuffer`, in bytes.
+    maxbuffer: usize,
 }
 
 /// An application connection.
@@ -124,6 +191,16 @@ struct Client {
     inflight: usize,
     last_active: u64,
     interest: u32,
+    /// Last progress while holding something (unread answers, part of a
+    /// request): answer bytes written, a whole request decoded, or the
+    /// moment it started holding something. `-clientstall` counts from it.
+    progress: u64,
+    /// At least one answer was given to this connection.
+    completed_any: bool,
+    /// Accepted, or its last answer given (for `tools::evict`).
+    since: u64,
+    /// The bytes counted for it in `Proxy::buffered`.
+    counted: usize,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
@@ -170,6 +247,27 @@ struct Proxy {
     /// Last sign of life from the server while requests were in flight:
     /// an answer, or the first request after none were waiting.
     up_progress: u64,
+    /// When the server last answered anything.
+    last_answer: u64,
+    /// The server answered nothing for a whole `-deadline` while requests
+    /// waited: requests are answered 0x02 at once, but for probes.
+    down: bool,
+    /// While down, the next request at or after this time is a probe.
+    next_probe: u64,
+    /// Bytes buffered for all application connections (input, output,
+    /// half-received messages).
+    buffered: usize,
+    /// Log lines about -clientstall, -maxbuffer and -maxconns evictions.
+    close_log: tools::RateLimit,
+}
+
+/// The tail of a rate-limited log line.
+fn suppressed(skipped: u64) -> String {
+    if skipped > 0 {
+        format!(" ({skipped} similar lines suppressed)")
+    } else {
+        String::new()
+    }
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -223,13 +321,91 @@ fn flush(s: &mut Stream, buf: &mut Vec<u8>, off: &mut usize) -> io::Result<()> {
 }
 
 impl Client {
+    fn new(stream: Stream, now: u64) -> Client {
+        Client {
+            stream,
+            dec: Decoder::new(Direction::Requests),
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_off: 0,
+            inflight: 0,
+            last_active: now,
+            interest: evloop::READ,
+            progress: now,
+            completed_any: false,
+            since: now,
+            counted: 0,
+        }
+    }
+
     fn pending_out(&self) -> bool {
         self.out_off < self.out.len()
     }
 
+    fn unread(&self) -> usize {
+        self.out.len() - self.out_off
+    }
+
+    /// At its in-flight or output cap: its input is left undecoded.
+    fn saturated(&self) -> bool {
+        self.inflight >= MAX_CLIENT_INFLIGHT || self.unread() >= MAX_CLIENT_OUT
+    }
+
+    /// Holding unread answers or (part of) a request not yet taken.
+    fn holds(&self) -> bool {
+        self.pending_out() || !self.inbuf.is_empty() || self.dec.in_message()
+    }
+
+    /// About to start holding something: the `-clientstall` clock starts.
+    fn start_clock(&mut self, now: u64) {
+        if !self.holds() {
+            self.progress = now;
+        }
+    }
+
+    /// Memory its buffers take (capacity: what the process holds).
+    fn mem(&self) -> usize {
+        let partial = if self.dec.in_message() {
+            distcache_rs::proto::MAX_TOTAL_DATA
+        } else {
+            0
+        };
+        self.inbuf.capacity() + self.out.capacity() + partial
+    }
+
+    /// Give large empty buffers back.
+    fn trim(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > KEEP_BUF {
+            self.out = Vec::new();
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_BUF {
+            self.inbuf = Vec::new();
+        }
+    }
+
+    /// Append an answer for it.
+    fn give(&mut self, uid: u32, cmd: Cmd, payload: &[u8], now: u64) {
+        self.start_clock(now);
+        mux::answer(&mut self.out, uid, cmd, payload);
+        self.completed_any = true;
+        self.since = now;
+    }
+
+    fn candidate(&self, now_ms: u64, now: Instant) -> Candidate {
+        Candidate {
+            completed_any: self.completed_any,
+            in_flight: self.inflight > 0 || self.pending_out(),
+            since: now
+                .checked_sub(Duration::from_millis(now_ms.saturating_sub(self.since)))
+                .unwrap_or(now),
+        }
+    }
+
     fn wanted_interest(&self) -> u32 {
         let mut i = 0;
-        if self.inflight < MAX_CLIENT_INFLIGHT && self.out.len() - self.out_off < MAX_CLIENT_OUT {
+        // Read only once everything read so far is taken: past its caps
+        // the rest stays in its buffer (and the socket), not in memory.
+        if !self.saturated() && self.inbuf.len() < MAX_FRAME {
             i |= evloop::READ;
         }
         if self.pending_out() {
@@ -300,16 +476,17 @@ impl Proxy {
         if let Some(up) = self.up.take() {
             let _ = self.poller.delete(up.stream.as_raw_fd());
         }
-        self.up_out.clear();
+        self.up_out = Vec::new();
         self.up_off = 0;
+        let now = Self::now();
         for p in self.mux.fail_all() {
             if let Some(c) = self.clients.get_mut(&p.client) {
-                mux::answer(&mut c.out, p.uid, p.cmd, payload);
+                c.give(p.uid, p.cmd, payload, now);
                 c.inflight -= 1;
                 self.dirty.push(p.client);
             }
         }
-        self.next_retry = Self::now() + self.cfg.retry_ms;
+        self.next_retry = now + self.cfg.retry_ms;
     }
 
     /// The connect is taking long: fail the requests queued for it (they
@@ -317,9 +494,10 @@ impl Proxy {
     fn fail_queued(&mut self) {
         self.up_out.clear();
         self.up_off = 0;
+        let now = Self::now();
         for p in self.mux.fail_all() {
             if let Some(c) = self.clients.get_mut(&p.client) {
-                mux::answer(&mut c.out, p.uid, p.cmd, &[]);
+                c.give(p.uid, p.cmd, &[], now);
                 c.inflight -= 1;
                 self.dirty.push(p.client);
             }
@@ -378,6 +556,8 @@ impl Proxy {
         let clients = &mut self.clients;
         let dirty = &mut self.dirty;
         let mux = &mut self.mux;
+        let now = tools::now_ms();
+        let mut answered = false;
         let res = {
             let mut off = 0;
             loop {
@@ -388,14 +568,19 @@ impl Proxy {
                     Ok(distcache_rs::proto::Event::Message { consumed, msg }) => {
                         off += consumed;
                         match mux.complete(&msg) {
-                            Ok(p) => {
-                                if let Some(c) = clients.get_mut(&p.client) {
-                                    mux::answer(&mut c.out, p.uid, p.cmd, msg.payload);
-                                    c.inflight -= 1;
-                                    c.last_active = tools::now_ms();
-                                    dirty.push(p.client);
+                            Ok(done) => {
+                                answered = true;
+                                if let mux::Done::Deliver(p) = done {
+                                    if let Some(c) = clients.get_mut(&p.client) {
+                                        c.give(p.uid, p.cmd, msg.payload, now);
+                                        c.inflight -= 1;
+                                        c.last_active = now;
+                                        dirty.push(p.client);
+                                    }
+                                    // Otherwise the client has gone: discard.
                                 }
-                                // Otherwise the client has gone: discard.
+                                // A late answer (its request was already
+                                // answered 0x02): discarded, a sign of life.
                             }
                             Err(f) => {
                                 fault = Some(f);
@@ -410,9 +595,19 @@ impl Proxy {
             Err(e) => return self.upstream_lost(format_args!("corrupt answer: {e}")),
             Ok(used) => {
                 if used > 0 {
-                    self.up_progress = tools::now_ms();
+                    self.up_progress = now;
                 }
                 inbuf.drain(..used);
+            }
+        }
+        if answered {
+            self.last_answer = now;
+            if self.down {
+                self.down = false;
+                log(format_args!(
+                    "server {} answers again; forwarding requests",
+                    self.cfg.server
+                ));
             }
         }
         if let Some(f) = fault {
@@ -424,16 +619,21 @@ impl Proxy {
     }
 
     fn accept(&mut self) {
-        for _ in 0..256 {
+        for round in 0..256 {
             match self.listener.accept_stream() {
                 Ok(stream) => {
-                    if self.clients.len() >= self.cfg.maxconns {
+                    if self.clients.len() >= self.cfg.maxconns
+                        && !self.make_room(format_args!(
+                            "{} connections open (-maxconns)",
+                            self.clients.len()
+                        ))
+                    {
                         if let Some(skipped) = self.limit_log.allow(Self::now()) {
                             // Named only when refusing: accepting stays one
                             // system call.
                             let peer = stream.peer_name();
                             log(format_args!(
-                                "refusing application connection{}: {} connections open (-maxconns){}",
+                                "refusing application connection{}: {} connections open (-maxconns), all with a request in flight{}",
                                 if peer.is_empty() { String::new() } else { format!(" from {peer}") },
                                 self.clients.len(),
                                 if skipped > 0 { format!(" ({skipped} similar lines suppressed)") } else { String::new() }
@@ -448,25 +648,28 @@ impl Proxy {
                         log(format_args!("cannot watch a new connection: {e}"));
                         continue;
                     }
-                    self.clients.insert(
-                        token,
-                        Client {
-                            stream,
-                            dec: Decoder::new(Direction::Requests),
-                            inbuf: Vec::new(),
-                            out: Vec::new(),
-                            out_off: 0,
-                            inflight: 0,
-                            last_active: Self::now(),
-                            interest: evloop::READ,
-                        },
-                    );
+                    self.clients.insert(token, Client::new(stream, Self::now()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // accept(2) fails with EMFILE before it looks for a
+                // connection: only the first call after the listener was
+                // reported readable is sure to have a newcomer waiting. For
+                // the others, stop here; the (level-triggered) listener
+                // reports again if one waits.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && round > 0 =>
+                {
+                    break
+                }
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.make_room(format_args!("accept failed: {e}")) => {}
                 Err(e) => {
-                    // EMFILE and friends: report, keep serving the others,
-                    // and stop accepting for a moment instead of spinning.
+                    // Out of descriptors with every connection busy, and
+                    // friends: report, keep serving the others, and stop
+                    // accepting for a moment instead of spinning.
                     if self.garbage_log.allow(Self::now()).is_some() {
                         log(format_args!("accept failed: {e}; pausing new connections"));
                     }
@@ -478,43 +681,107 @@ impl Proxy {
         }
     }
 
+    /// The connection table is full: close one application connection by
+    /// the shared policy (never one with a request in flight; the server
+    /// connection is not in the table). False if none may go.
+    fn make_room(&mut self, why: std::fmt::Arguments<'_>) -> bool {
+        let now_ms = Self::now();
+        let now = Instant::now();
+        let cands: Vec<(u64, Candidate)> = self
+            .clients
+            .iter()
+            .map(|(t, c)| (*t, c.candidate(now_ms, now)))
+            .collect();
+        let Some(i) = pick_victim(cands.iter().map(|(_, c)| *c)) else {
+            return false;
+        };
+        let (token, cand) = cands[i];
+        if let Some(skipped) = self.close_log.allow(now_ms) {
+            log(format_args!(
+                "{why}: closing the application connection {} for {} ms to make room{}",
+                if cand.completed_any {
+                    "idle"
+                } else {
+                    "waiting without a complete request"
+                },
+                now.duration_since(cand.since).as_millis(),
+                suppressed(skipped)
+            ));
+        }
+        self.close_client(token);
+        true
+    }
+
     fn close_client(&mut self, token: u64) {
         // Closing the socket also removes it from the epoll set (it is
         // never duplicated); stale events for the token find no client.
-        self.clients.remove(&token);
+        if let Some(c) = self.clients.remove(&token) {
+            self.buffered -= c.counted;
+        }
     }
 
     fn on_client(&mut self, token: u64, ev: &Event) {
+        let now = Self::now();
         let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
-        if ev.writable()
-            && c.pending_out()
-            && flush(&mut c.stream, &mut c.out, &mut c.out_off).is_err()
-        {
+        if ev.writable() && c.pending_out() {
+            let left = c.unread();
+            if flush(&mut c.stream, &mut c.out, &mut c.out_off).is_err() {
+                return self.close_client(token);
+            }
+            if c.unread() < left {
+                c.progress = now;
+            }
+        }
+        let mut eof = false;
+        if ev.readable() {
+            if c.interest & evloop::READ == 0 {
+                // Paused by back-pressure: a hang-up still ends it (the
+                // event is level-triggered and would fire again and again).
+                if ev.hangup() {
+                    return self.close_client(token);
+                }
+            } else {
+                let held = c.holds();
+                let (n, end) = match read_some(&mut c.stream, &mut c.inbuf, &mut self.scratch) {
+                    Ok(x) => x,
+                    Err(_) => return self.close_client(token),
+                };
+                if n > 0 {
+                    c.last_active = now;
+                    if !held {
+                        c.progress = now;
+                    }
+                }
+                eof = end;
+            }
+        }
+        if !self.take_requests(token) {
+            return;
+        }
+        if eof {
+            // Answers still on their way are discarded when they arrive.
             return self.close_client(token);
         }
-        if !ev.readable() {
-            return;
-        }
-        if c.interest & evloop::READ == 0 {
-            // Paused by back-pressure: a hang-up still ends it (the event
-            // is level-triggered and would fire again and again).
-            if ev.hangup() {
-                self.close_client(token);
-            }
-            return;
-        }
-        let (n, eof) = match read_some(&mut c.stream, &mut c.inbuf, &mut self.scratch) {
-            Ok(x) => x,
-            Err(_) => return self.close_client(token),
+        self.dirty.push(token);
+    }
+
+    /// Decode the requests buffered for client `token` and forward or
+    /// answer them, stopping at its in-flight or output cap (the rest stays
+    /// buffered until answers are delivered or read). False if the client
+    /// was closed (it sent garbage).
+    fn take_requests(&mut self, token: u64) -> bool {
+        let now = Self::now();
+        let Some(c) = self.clients.get_mut(&token) else {
+            return false;
         };
-        if n > 0 {
-            c.last_active = Self::now();
-        }
+        // Where requests go: to the server (possibly still connecting),
+        // answered 0x02 because it is down (but for a probe), or answered
+        // empty because there is none.
         let connected = match self.up.as_ref().map(|u| u.state) {
             Some(UpState::Up) => true,
-            Some(UpState::Connecting { since }) => Self::now() < since + CONNECT_GRACE_MS,
+            Some(UpState::Connecting { since }) => now < since + CONNECT_GRACE_MS,
             None => false,
         };
         let Client {
@@ -522,71 +789,90 @@ impl Proxy {
             inbuf,
             out,
             inflight,
+            progress,
+            completed_any,
+            since,
             ..
         } = c;
         let mux = &mut self.mux;
         let up_out = &mut self.up_out;
         let up_progress = &mut self.up_progress;
-        let mut answered_locally = false;
-        // An ADD too short to parse makes dc_server drop the connection it
-        // came on: forwarded, it would cut the shared server connection and
-        // fail every other application's requests. Drop only this client.
-        let mut poisoned = false;
-        let res = dec.drain(inbuf, |msg| {
-            if poisoned {
-                return;
+        let down = self.down;
+        let next_probe = &mut self.next_probe;
+        let mut off = 0;
+        let res = loop {
+            if *inflight >= MAX_CLIENT_INFLIGHT || out.len() >= MAX_CLIENT_OUT {
+                // `out` may still hold written bytes before `out_off`:
+                // counting them too only pauses a little earlier.
+                break Ok(off);
             }
-            if msg.cmd == Cmd::Add
-                && matches!(distcache_rs::proto::parse_add(msg.payload), AddParse::Fatal)
-            {
-                poisoned = true;
-                return;
-            }
-            if connected {
-                if mux.in_flight() == 0 {
-                    *up_progress = tools::now_ms();
+            match dec.feed(&inbuf[off..]) {
+                Err(e) => break Err(e.to_string()),
+                Ok(distcache_rs::proto::Event::NeedMore) => break Ok(off),
+                Ok(distcache_rs::proto::Event::Fragment { consumed }) => off += consumed,
+                Ok(distcache_rs::proto::Event::Message { consumed, msg }) => {
+                    off += consumed;
+                    *progress = now;
+                    // An ADD too short to parse makes dc_server drop the
+                    // connection it came on: forwarded, it would cut the
+                    // shared server connection and fail every other
+                    // application's requests. Drop only this client.
+                    if msg.cmd == Cmd::Add
+                        && matches!(distcache_rs::proto::parse_add(msg.payload), AddParse::Fatal)
+                    {
+                        break Err("corrupt ADD request (payload under 8 bytes)".to_string());
+                    }
+                    let forward = connected && (!down || now >= *next_probe);
+                    if forward {
+                        if down {
+                            *next_probe = now + PROBE_EVERY_MS;
+                        }
+                        if mux.in_flight() == 0 && mux.late() == 0 {
+                            *up_progress = now;
+                        }
+                        mux.forward(token, &msg, up_out, now);
+                        *inflight += 1;
+                    } else {
+                        let payload: &[u8] = if connected {
+                            &[status::DISCONNECTED]
+                        } else {
+                            &[]
+                        };
+                        mux::answer(out, msg.uid, msg.cmd, payload);
+                        *completed_any = true;
+                        *since = now;
+                    }
                 }
-                mux.forward(token, &msg, up_out);
-                *inflight += 1;
-            } else {
-                mux::answer(out, msg.uid, msg.cmd, &[]);
-                answered_locally = true;
             }
-        });
-        let res = match res {
-            Ok(_) if poisoned => Err("corrupt ADD request (payload under 8 bytes)".to_string()),
-            Ok(used) => Ok(used),
-            Err(e) => Err(e.to_string()),
         };
         match res {
             Ok(used) => {
                 inbuf.drain(..used);
+                true
             }
             Err(e) => {
-                if let Some(skipped) = self.garbage_log.allow(Self::now()) {
-                    let more = if skipped > 0 {
-                        format!(" ({skipped} similar lines suppressed)")
-                    } else {
-                        String::new()
-                    };
+                if let Some(skipped) = self.garbage_log.allow(now) {
                     log(format_args!(
-                        "dropping a client that sent garbage: {e}{more}"
+                        "dropping a client that sent garbage: {e}{}",
+                        suppressed(skipped)
                     ));
                 }
-                return self.close_client(token);
+                self.close_client(token);
+                false
             }
-        }
-        if answered_locally {
-            self.dirty.push(token);
-        }
-        if eof {
-            // Answers still on their way are discarded when they arrive.
-            self.close_client(token);
         }
     }
 
-    /// Write pending output: the server's batch first, then the clients'.
+    /// Write pending output: the clients' (taking the requests they have
+    /// buffered once answers leave), then the server's batch.
     fn flush_all(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for token in dirty.drain(..) {
+            self.update_client(token);
+        }
+        self.dirty = dirty;
         if let Some(up) = self.up.as_mut() {
             let mut want = evloop::READ;
             if up.state == UpState::Up {
@@ -604,26 +890,68 @@ impl Proxy {
                 let _ = self.poller.modify(up.stream.as_raw_fd(), up.token, want);
             }
         }
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for token in dirty.drain(..) {
-            self.update_client(token, true);
-        }
-        self.dirty = dirty;
     }
 
-    fn update_client(&mut self, token: u64, write: bool) {
+    /// Flush a client's answers, take the requests it has buffered if its
+    /// caps allow now, flush again, and set what to wait for.
+    fn update_client(&mut self, token: u64) {
+        let now = Self::now();
+        for round in 0..2 {
+            let Some(c) = self.clients.get_mut(&token) else {
+                return;
+            };
+            if c.pending_out() {
+                let left = c.unread();
+                if flush(&mut c.stream, &mut c.out, &mut c.out_off).is_err() {
+                    return self.close_client(token);
+                }
+                if c.unread() < left {
+                    c.progress = now;
+                }
+            }
+            let more = !c.inbuf.is_empty() && !c.saturated();
+            if round == 1 || !more || !self.take_requests(token) {
+                break;
+            }
+        }
         let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
-        if write && c.pending_out() && flush(&mut c.stream, &mut c.out, &mut c.out_off).is_err() {
-            return self.close_client(token);
-        }
+        c.trim();
         let want = c.wanted_interest();
         if want != c.interest {
             c.interest = want;
             let _ = self.poller.modify(c.stream.as_raw_fd(), token, want);
+        }
+        let mem = c.mem();
+        self.buffered = self.buffered - c.counted + mem;
+        c.counted = mem;
+    }
+
+    /// All application buffers together are over `-maxbuffer`: close the
+    /// connections holding something that made no progress for longest,
+    /// until under it.
+    fn enforce_budget(&mut self) {
+        while self.buffered > self.cfg.maxbuffer {
+            let victim = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.holds() && c.counted > 0)
+                .min_by_key(|(_, c)| c.progress)
+                .map(|(t, c)| (*t, c.counted, c.progress));
+            let Some((token, held, progress)) = victim else {
+                return;
+            };
+            let now = Self::now();
+            if let Some(skipped) = self.close_log.allow(now) {
+                log(format_args!(
+                    "closing an application connection holding {held} bytes, no progress for {} ms: all application buffers reached {} MB (-maxbuffer){}",
+                    now.saturating_sub(progress),
+                    self.cfg.maxbuffer >> 20,
+                    suppressed(skipped)
+                ));
+            }
+            self.close_client(token);
         }
     }
 
@@ -631,30 +959,92 @@ impl Proxy {
     /// `-stall` ms.
     fn stalled(&self, now: u64) -> bool {
         self.cfg.stall_ms > 0
-            && self.mux.in_flight() > 0
+            && self.mux.in_flight() + self.mux.late() > 0
             && now >= self.up_progress.saturating_add(self.cfg.stall_ms)
     }
 
-    /// Drop clients idle for `-idle` ms; returns when to look again.
-    fn idle_scan(&mut self, now: u64) -> u64 {
+    /// Answer 0x02 the requests forwarded `-deadline` ms ago or more; if
+    /// the server answered nothing since one of them was forwarded, it is
+    /// down.
+    fn expire(&mut self, now: u64) {
+        if self.cfg.deadline_ms == 0 || now < self.cfg.deadline_ms {
+            return;
+        }
+        let gone = self.mux.expire(now - self.cfg.deadline_ms);
+        let n = gone.len();
+        let mut silent = false;
+        for (p, sent) in gone {
+            silent |= self.last_answer < sent;
+            if let Some(c) = self.clients.get_mut(&p.client) {
+                c.give(p.uid, p.cmd, &[status::DISCONNECTED], now);
+                c.inflight -= 1;
+                self.dirty.push(p.client);
+            }
+        }
+        if silent && !self.down {
+            self.down = true;
+            self.next_probe = now + PROBE_EVERY_MS;
+            log(format_args!(
+                "server {} answered nothing for {} ms with {n} request(s) waiting (-deadline): answering 0x02 at once, probing once a second",
+                self.cfg.server, self.cfg.deadline_ms
+            ));
+        }
+        if self.mux.late() > MAX_LATE {
+            self.upstream_lost(format_args!(
+                "{} answers overdue past -deadline",
+                self.mux.late()
+            ));
+        }
+    }
+
+    /// Drop clients idle for `-idle` ms and those stalled for
+    /// `-clientstall` ms; returns when to look again.
+    fn scan(&mut self, now: u64) -> u64 {
         let idle = self.cfg.idle_ms;
-        let mut next = now + idle;
-        let mut victims = Vec::new();
+        let stall = self.cfg.clientstall_ms;
+        let mut next = u64::MAX;
+        let mut idlers = Vec::new();
+        let mut stalled = Vec::new();
         for (t, c) in &self.clients {
-            if c.inflight > 0 || c.pending_out() {
+            if stall > 0 && c.holds() {
+                let due = c.progress + stall;
+                if due <= now {
+                    stalled.push((*t, c.unread(), c.inbuf.len(), now - c.progress));
+                } else {
+                    next = next.min(due);
+                }
+                continue;
+            }
+            if idle == 0 || c.inflight > 0 || c.pending_out() {
                 continue;
             }
             let due = c.last_active + idle;
             if due <= now {
-                victims.push(*t);
+                idlers.push(*t);
             } else {
                 next = next.min(due);
             }
         }
-        for t in victims {
+        for t in idlers {
             self.close_client(t);
         }
-        next
+        for (t, unread, partial, ms) in stalled {
+            if let Some(skipped) = self.close_log.allow(now) {
+                log(format_args!(
+                    "closing an application connection: {unread} bytes of answers unread and {partial} bytes of requests pending, no progress for {ms} ms (-clientstall){}",
+                    suppressed(skipped)
+                ));
+            }
+            self.close_client(t);
+        }
+        let floor = now + SCAN_MIN_MS;
+        if next == u64::MAX {
+            // Nothing due: look again within the shortest period (a client
+            // may start holding something or go idle meanwhile).
+            let p = [idle, stall].into_iter().filter(|&x| x > 0).min();
+            return p.map_or(u64::MAX, |p| (now + p).max(floor));
+        }
+        next.max(floor)
     }
 
     fn run(&mut self, signals: &tools::Signals) -> io::Result<()> {
@@ -692,10 +1082,12 @@ impl Proxy {
                 self.poller
                     .modify(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
             }
-            if self.cfg.idle_ms > 0 && now >= self.next_idle_scan {
-                self.next_idle_scan = self.idle_scan(now).max(now + 1);
+            self.expire(now);
+            if (self.cfg.idle_ms > 0 || self.cfg.clientstall_ms > 0) && now >= self.next_idle_scan {
+                self.next_idle_scan = self.scan(now);
             }
             self.flush_all();
+            self.enforce_budget();
             let now = Self::now();
             let mut wake = u64::MAX;
             match self.up.as_ref().map(|u| u.state) {
@@ -707,12 +1099,17 @@ impl Proxy {
                     }
                 }
                 Some(UpState::Up) => {
-                    if self.cfg.stall_ms > 0 && self.mux.in_flight() > 0 {
+                    if self.cfg.stall_ms > 0 && self.mux.in_flight() + self.mux.late() > 0 {
                         wake = wake.min(self.up_progress + self.cfg.stall_ms);
                     }
                 }
             }
-            if self.cfg.idle_ms > 0 {
+            if self.cfg.deadline_ms > 0 {
+                if let Some(t) = self.mux.oldest_sent() {
+                    wake = wake.min(t + self.cfg.deadline_ms);
+                }
+            }
+            if self.cfg.idle_ms > 0 || self.cfg.clientstall_ms > 0 {
                 wake = wake.min(self.next_idle_scan);
             }
             if let Some(t) = self.accept_paused_until {
@@ -758,6 +1155,16 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     let stall_ms = p
         .num("stall", DEFAULT_STALL_MS, 0, 86_400_000)
         .map_err(fail)?;
+    let deadline_ms = p
+        .num("deadline", DEFAULT_DEADLINE_MS, 0, 86_400_000)
+        .map_err(fail)?;
+    let clientstall_ms = p
+        .num("clientstall", DEFAULT_CLIENTSTALL_MS, 0, 86_400_000)
+        .map_err(fail)?;
+    let maxbuffer = p
+        .num("maxbuffer", DEFAULT_MAXBUFFER_MB, 1, 1 << 20)
+        .map_err(fail)? as usize
+        * (1 << 20);
     let opts = SockOpts {
         owner: p.get("sockowner").map(str::to_string),
         group: p.get("sockgroup").map(str::to_string),
@@ -770,6 +1177,9 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
             idle_ms,
             maxconns,
             stall_ms,
+            deadline_ms,
+            clientstall_ms,
+            maxbuffer,
         },
         listen,
         opts,
@@ -845,6 +1255,11 @@ fn main() -> ExitCode {
         limit_log: tools::RateLimit::new(5),
         accept_paused_until: None,
         up_progress: 0,
+        last_answer: 0,
+        down: false,
+        next_probe: 0,
+        buffered: 0,
+        close_log: tools::RateLimit::new(5),
     };
     if let Some(d) = detached {
         d.ready();
