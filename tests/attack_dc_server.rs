@@ -119,14 +119,15 @@ impl SharedLoad {
                         let got = client.get(id.as_bytes());
                         // Removed again, so the load does not fill the cache.
                         let removed = matches!(client.remove(id.as_bytes()), Ok(true));
+                        // Wrong: another session's data. A failed call
+                        // (even an ADD stored whose answer was lost) is a
+                        // failure, not a wrong answer.
                         match (added, got) {
-                            (Ok(AddOutcome::Stored), Ok(Some(d)))
-                                if *d == *data.as_bytes() && removed =>
-                            {
-                                ok.fetch_add(1, Relaxed);
-                            }
-                            (_, Ok(Some(_))) => {
+                            (_, Ok(Some(d))) if *d != *data.as_bytes() => {
                                 wrong.fetch_add(1, Relaxed);
+                            }
+                            (Ok(AddOutcome::Stored), Ok(Some(_))) if removed => {
+                                ok.fetch_add(1, Relaxed);
                             }
                             _ => {
                                 failed.fetch_add(1, Relaxed);
