@@ -413,3 +413,66 @@ fn new_flags_are_documented_and_checked() {
         assert!(first.contains(flag), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn out_of_descriptors_makes_room_too() {
+    // Finding 2, the EMFILE side: dc_server limited to 64 descriptors
+    // (soft and hard, so it cannot raise them) and 300 dribblers: the
+    // newcomers of a shared connection-per-operation DC_CTX are still
+    // served.
+    use std::os::unix::process::CommandExt;
+    let _g = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    raise_nofile(1024);
+    let dir = TempDir::new("atk-emfile");
+    let sock = dir.path("s");
+    let log_path = dir.path("s.log");
+    let listen = format!("UNIX:{}", sock.display());
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["-listen", &listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(&log_path).unwrap()));
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let _srv = Proc {
+        child: cmd.spawn().unwrap(),
+        name: "dc_server".into(),
+    };
+    wait_for_socket(&sock);
+    let addr = format!("UNIX:{}", sock.display());
+    let load = SharedLoad::start(&addr, 0, 4, "emfile");
+    let mut socks = Vec::new();
+    for _ in 0..300 {
+        if let Ok(mut s) = UnixStream::connect(&sock) {
+            let _ = s.write_all(&[0, 0x11, 0, 0, 1]);
+            socks.push(s);
+        }
+        sleep(Duration::from_millis(1));
+    }
+    let before = load.ok();
+    sleep(Duration::from_millis(1000));
+    let during = load.ok() - before;
+    let closed = socks.iter().filter(|s| closed_by_peer(s)).count();
+    let (ok, failed, wrong) = load.stop();
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    println!(
+        "64 descriptors, 300 dribblers: {closed} closed by the server; DC_CTX {ok} ok \
+         ({during} after the flood), {failed} failed, {wrong} wrong"
+    );
+    assert_eq!(wrong, 0);
+    assert_eq!(failed, 0, "{log}");
+    assert!(during > 0, "{log}");
+    assert!(closed >= 300 - 64, "{closed} dribblers made room");
+    assert!(log.contains("(out of file descriptors"), "{log}");
+}

@@ -757,6 +757,8 @@ impl Server {
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    // Room made for a descriptor went to this newcomer.
+                    fd_room_made = false;
                     if self.nconns >= self.maxconns
                         && !self.make_room(&format!("-maxconns {} reached", self.maxconns))
                     {
@@ -782,8 +784,9 @@ impl Server {
                         && self.make_room(&format!("out of file descriptors: {e}")) =>
                 {
                     // Closing a connection freed a descriptor: accept the
-                    // newcomer (once per batch, in case another process
-                    // holds the system's last descriptors).
+                    // newcomer. If that accept fails again (another process
+                    // took the system's last descriptor), refuse instead of
+                    // closing more.
                     fd_room_made = true;
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
