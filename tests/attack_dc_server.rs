@@ -476,3 +476,38 @@ fn out_of_descriptors_makes_room_too() {
     assert!(closed >= 300 - 64, "{closed} dribblers made room");
     assert!(log.contains("(out of file descriptors"), "{log}");
 }
+
+#[test]
+fn a_table_full_of_requests_in_flight_refuses_the_newcomer() {
+    // Never close a connection with a request in flight: with both slots
+    // of -maxconns 2 owing answers (pipelined GETs their peers do not
+    // read), the newcomer is the one closed, with a log line.
+    let dir = TempDir::new("atk-inflight");
+    let srv = Srv::start(&dir, "s", &["-maxconns", "2", "-stall", "0"]);
+    let mut setup = connect(&srv.sock);
+    let p = add_payload(600_000, b"big", &[0x42; 30_000]);
+    assert_eq!(transact(&mut setup, &request(1, 0, &p)), vec![0]);
+    drop(setup);
+    sleep(Duration::from_millis(100));
+    let get = request(2, 1, b"big");
+    let blob: Vec<u8> = get.iter().copied().cycle().take(get.len() * 100).collect();
+    let mut owed: Vec<UnixStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(&srv.sock);
+            s.write_all(&blob).unwrap();
+            s
+        })
+        .collect();
+    sleep(Duration::from_millis(300));
+    let mut extra = connect(&srv.sock);
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(5)),
+        "newcomer refused"
+    );
+    for s in &owed {
+        assert!(!closed_by_peer(s), "a connection owed answers was kept");
+    }
+    let log = srv.log();
+    assert!(log.contains("every one with a request in flight"), "{log}");
+    owed.clear();
+}
