@@ -8,7 +8,7 @@
 //! allocator; plus the resident-set growth, which includes malloc's own
 //! per-allocation overhead), then run on the full cache a read-mostly mix
 //! (80% GET hit, 10% GET miss, 10% REMOVE + re-ADD) and a stream of ADDs
-//! of new sessions, each evicting the session closest to expiry; report
+//! of new sessions, each evicting the oldest stored session; report
 //! ops/s and p50/p99/p99.9 latency (per operation, timer included).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -139,7 +139,7 @@ fn bench(n: usize) {
         pct(&mut lat, 0.999),
     );
     // Workload B: ADD of new sessions into the full cache, each evicting
-    // the session closest to expiry.
+    // the oldest stored session.
     lat.clear();
     let fresh: Vec<[u8; 32]> = (0..ops / 4).map(|_| rng.id()).collect();
     let t0 = Instant::now();

@@ -281,7 +281,7 @@ fn sessiond_capacity_is_its_own() {
             &dgram(NEW, 300 + u16::from(i), &key(20 + i), &[0x30, i]),
         );
     }
-    // The one closest to expiry (the first) made room for the third.
+    // The oldest stored (the first) made room for the third.
     expect_miss(&s, srv.udp, &key(20));
     expect_hit(&s, srv.udp, &key(21), &[0x30, 1]);
     expect_hit(&s, srv.udp, &key(22), &[0x30, 2]);

@@ -21,9 +21,10 @@ use std::time::Duration;
 use distcache_rs::evloop::{self, Poller};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
-use distcache_rs::server::cache::Cache;
+use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
 use distcache_rs::server::sessiond::{self, SessiondStats};
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
+use distcache_rs::tools::evict::{pick_victim, Candidate};
 use distcache_rs::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
 
 const TOOL: &str = "dc_server";
@@ -62,7 +63,22 @@ const CLI: Cli = Cli {
         Flag::value(
             &["maxconns"],
             "num",
-            "most client connections at once (default 10000)",
+            "most client connections at once; when full, the connection that never \
+             completed a request and waited longest (else the one idle longest) makes room \
+             (default 10000)",
+        ),
+        Flag::value(
+            &["maxtimeout"],
+            "msecs",
+            "store sessions for at most this long; longer timeouts are clamped \
+             (default 86400000, one day)",
+        ),
+        Flag::value(
+            &["maxbuffer"],
+            "MB",
+            "budget for all connections' buffered requests and unsent answers; when \
+             reached, the connection whose answers have not drained for longest is closed \
+             (default 256)",
         ),
         Flag::value(
             &["idle"],
@@ -88,6 +104,10 @@ const CLI: Cli = Cli {
         ),
     ],
 };
+
+/// Default and largest `-maxbuffer` (MB).
+const DEFAULT_MAX_BUFFER_MB: u64 = 256;
+const MAX_BUFFER_MB: u64 = 1 << 20;
 
 /// Largest `-sessions`.
 const MAX_SESSIONS: u64 = 10_000_000;
@@ -135,7 +155,10 @@ struct Config {
     pidfile: Option<PathBuf>,
     killable: bool,
     mintimeout: u64,
+    maxtimeout: u64,
     maxconns: usize,
+    /// `-maxbuffer`, in bytes.
+    maxbuffer: usize,
     idle_ms: u64,
     stall_ms: u64,
     sessiond: Option<SocketAddr>,
@@ -186,6 +209,18 @@ fn config(p: &Parsed) -> Result<Config, String> {
         }
         None => None,
     };
+    let mintimeout = p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?;
+    let maxtimeout = p.num(
+        "maxtimeout",
+        DEFAULT_MAX_TIMEOUT_MS,
+        1,
+        proto::MAX_EXPIRY_MS,
+    )?;
+    if mintimeout > maxtimeout {
+        return Err(format!(
+            "flag -mintimeout: {mintimeout} is above -maxtimeout {maxtimeout}"
+        ));
+    }
     Ok(Config {
         listen,
         daemon: p.has("daemon"),
@@ -199,8 +234,11 @@ fn config(p: &Parsed) -> Result<Config, String> {
         progress: p.num("progress", 0, 0, u64::MAX)?,
         pidfile,
         killable: p.has("killable"),
-        mintimeout: p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?,
+        mintimeout,
+        maxtimeout,
         maxconns: p.num("maxconns", 10_000, 1, 1_000_000)? as usize,
+        maxbuffer: p.num("maxbuffer", DEFAULT_MAX_BUFFER_MB, 1, MAX_BUFFER_MB)? as usize
+            * (1 << 20),
         idle_ms: p.num("idle", DEFAULT_IDLE_MS, 0, 86_400_000)?,
         stall_ms: p.num("stall", DEFAULT_STALL_MS, 0, 86_400_000)?,
         sessiond,
@@ -289,6 +327,7 @@ fn run() -> i32 {
             return fail(detached, e.to_string());
         }
     }
+    release_big_buffers();
     let mut server = match Server::new(listener, udp, &cfg) {
         Ok(s) => s,
         Err(e) => return fail(detached, format!("cannot start the event loop: {e}")),
@@ -331,6 +370,21 @@ fn run() -> i32 {
     code
 }
 
+/// Have malloc give buffers of 128 KB and more their own mappings, returned
+/// to the system when freed. By default glibc raises that threshold each
+/// time such a buffer is freed, after which the per-connection output
+/// buffers of clients that do not read (up to ~512 KB each) come from the
+/// heap and stay in the resident set after -maxbuffer closed their
+/// connections.
+fn release_big_buffers() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes a malloc tunable; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 struct Conn {
     stream: Stream,
     peer: String,
@@ -350,11 +404,31 @@ struct Conn {
     /// request started (for -stall): a peer dribbling bytes of a frame
     /// that never completes makes no progress.
     progress: u64,
+    /// At least one request was answered (for making room, tools::evict).
+    completed: bool,
+    /// When (ms) the connection was accepted or last had a request answered.
+    since: u64,
+    /// Last time (ms) the unsent output shrank, or started to wait (for
+    /// -maxbuffer: the offender is the one whose output has not drained).
+    out_moved: u64,
+    /// Buffer bytes counted in the server's -maxbuffer total.
+    charged: usize,
 }
 
 impl Conn {
     fn unsent(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// A request is owed an answer: answers unsent, or whole requests
+    /// received and not yet processed. Such a connection never makes room.
+    fn in_flight(&self) -> bool {
+        self.unsent() > 0 || whole_frame(&self.inbuf)
+    }
+
+    /// Memory held by the connection's buffers (for -maxbuffer).
+    fn buffered(&self) -> usize {
+        self.inbuf.capacity() + self.out.capacity()
     }
 
     /// Half a request received, or answers the peer does not take.
@@ -503,6 +577,12 @@ struct Server {
     freed: Vec<usize>,
     nconns: usize,
     maxconns: usize,
+    /// `-maxbuffer` (bytes), and what the connections' buffers hold now.
+    maxbuffer: usize,
+    buffered: usize,
+    /// A fixed point that turns the ms clock into the Instants
+    /// tools::evict compares (only the order matters).
+    epoch: std::time::Instant,
     cache: Cache,
     policy: Policy,
     stats: Stats,
@@ -529,6 +609,13 @@ impl Server {
         if let Some(u) = &udp {
             poller.add(u.as_raw_fd(), TOK_SESSIOND, evloop::READ)?;
         }
+        let mut cache = Cache::new(cfg.sessions);
+        cache.set_max_timeout(cfg.maxtimeout);
+        let sessiond = udp.map(|u| {
+            let mut sd = Sessiond::new(u, cfg.sessiond_sessions);
+            sd.cache.set_max_timeout(cfg.maxtimeout);
+            sd
+        });
         Ok(Server {
             poller,
             listener,
@@ -537,7 +624,10 @@ impl Server {
             freed: Vec::new(),
             nconns: 0,
             maxconns: cfg.maxconns,
-            cache: Cache::new(cfg.sessions),
+            maxbuffer: cfg.maxbuffer,
+            buffered: 0,
+            epoch: std::time::Instant::now(),
+            cache,
             policy: Policy {
                 min_timeout_ms: cfg.mintimeout,
             },
@@ -553,7 +643,7 @@ impl Server {
             stall_ms: cfg.stall_ms,
             next_idle_scan: 0,
             last_status_dc: 0,
-            sessiond: udp.map(|u| Sessiond::new(u, cfg.sessiond_sessions)),
+            sessiond,
         })
     }
 
@@ -580,10 +670,14 @@ impl Server {
                 self.sessiond_drain();
             }
             let mut served = 0usize;
+            let mut accept = false;
             for ev in &events {
                 match ev.token {
                     TOK_SESSIOND => {}
-                    TOK_LISTENER => self.accept_some(),
+                    // After the connections: a newcomer accepted in the
+                    // previous round has its request read before more
+                    // newcomers can push it out of a full table.
+                    TOK_LISTENER => accept = true,
                     TOK_SIGNALS => {
                         if let Some(sig) = signals.pending() {
                             return Ok(sig);
@@ -591,6 +685,9 @@ impl Server {
                     }
                     t => {
                         self.conn_event((t - TOK_BASE) as usize, ev.events);
+                        if self.over_budget() {
+                            self.enforce_budget();
+                        }
                         served += 1;
                         if served % SESSIOND_EVERY == 0 {
                             self.sessiond_drain();
@@ -599,6 +696,9 @@ impl Server {
                 }
             }
             self.free.append(&mut self.freed);
+            if accept {
+                self.accept_some();
+            }
             self.expire_idle();
             self.status();
         }
@@ -653,12 +753,17 @@ impl Server {
     }
 
     fn accept_some(&mut self) {
+        let mut fd_room_made = false;
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.nconns >= self.maxconns {
+                    // Room made for a descriptor went to this newcomer.
+                    fd_room_made = false;
+                    if self.nconns >= self.maxconns
+                        && !self.make_room(&format!("-maxconns {} reached", self.maxconns))
+                    {
                         self.note(&format!(
-                            "refusing connection from {peer}: {} connections open (-maxconns)",
+                            "refusing connection from {peer}: {} connections open (-maxconns), every one with a request in flight",
                             self.nconns
                         ));
                         drop(stream);
@@ -672,9 +777,22 @@ impl Server {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+                        && !fd_room_made
+                        && self.nconns > 0
+                        && self.make_room(&format!("out of file descriptors: {e}")) =>
+                {
+                    // Closing a connection freed a descriptor: accept the
+                    // newcomer. If that accept fails again (another process
+                    // took the system's last descriptor), refuse instead of
+                    // closing more.
+                    fd_room_made = true;
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                    // Out of descriptors: accept with the reserve one and
-                    // close at once, so the listener does not spin.
+                    // Out of descriptors and nothing to close: accept with
+                    // the reserve one and close at once, so the listener
+                    // does not spin.
                     self.reserve_fd = None;
                     if let Ok((s, peer)) = self.listener.accept() {
                         drop(s);
@@ -692,6 +810,108 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The table is full: close one connection chosen by the shared policy
+    /// (tools::evict: never completed and waited longest, else idle
+    /// longest, never one with a request in flight), with a log line.
+    /// False when every connection has a request in flight.
+    fn make_room(&mut self, why: &str) -> bool {
+        let epoch = self.epoch;
+        let victim = pick_victim(self.conns.iter().map(|c| match c {
+            Some(c) => Candidate {
+                completed_any: c.completed,
+                in_flight: c.in_flight(),
+                since: epoch + Duration::from_millis(c.since),
+            },
+            // An empty slot is never chosen.
+            None => Candidate {
+                completed_any: true,
+                in_flight: true,
+                since: epoch,
+            },
+        }));
+        let Some(idx) = victim else { return false };
+        let conn = self.conns[idx]
+            .take()
+            .expect("pick_victim skips empty slots");
+        let waited = tools::now_ms().saturating_sub(conn.since);
+        let what = if conn.completed {
+            format!("idle for {waited} ms")
+        } else {
+            format!(
+                "never completed a request in {waited} ms ({} bytes of one pending)",
+                conn.inbuf.len()
+            )
+        };
+        self.note(&format!(
+            "closing connection from {} to make room for a new one ({why}): {what}",
+            conn.peer
+        ));
+        self.close(idx, conn);
+        true
+    }
+
+    /// Over -maxbuffer: release the spare buffers of connections with
+    /// nothing pending, then close, first, the connections whose output has
+    /// not shrunk (or whose partial request has not progressed) for
+    /// longest, until the total is within the budget. A client that reads
+    /// its answers (a multiplexing dc_client) is never the offender.
+    fn enforce_budget(&mut self) {
+        if self.buffered <= self.maxbuffer {
+            return;
+        }
+        for c in self.conns.iter_mut().flatten() {
+            if c.unsent() == 0 && c.inbuf.is_empty() && c.charged > 0 {
+                c.out = Vec::new();
+                c.out_pos = 0;
+                c.inbuf = Vec::new();
+                self.buffered -= c.charged;
+                c.charged = 0;
+            }
+        }
+        if self.buffered <= self.maxbuffer {
+            return;
+        }
+        // (stuck since, slot): an allocation only while over the budget.
+        let mut stuck: Vec<(u64, usize)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                if c.unsent() > 0 {
+                    Some((c.out_moved, i))
+                } else if !c.inbuf.is_empty() {
+                    Some((c.progress, i))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        stuck.sort_unstable();
+        let now = tools::now_ms();
+        for (since, idx) in stuck {
+            if self.buffered <= self.maxbuffer {
+                break;
+            }
+            let conn = self.conns[idx].take().expect("collected above");
+            let msg = format!(
+                "closing connection from {}: {} bytes of answers and {} bytes of requests not drained for {} ms, with {} bytes buffered in all (-maxbuffer {} MB)",
+                conn.peer,
+                conn.unsent(),
+                conn.inbuf.len(),
+                now.saturating_sub(since),
+                self.buffered,
+                self.maxbuffer >> 20
+            );
+            self.note(&msg);
+            self.close(idx, conn);
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.buffered > self.maxbuffer
     }
 
     fn register(&mut self, stream: Stream, peer: String) {
@@ -721,6 +941,10 @@ impl Server {
             eof: false,
             last_active: tools::now_ms(),
             progress: tools::now_ms(),
+            completed: false,
+            since: tools::now_ms(),
+            out_moved: tools::now_ms(),
+            charged: 0,
         });
         self.nconns += 1;
     }
@@ -730,9 +954,12 @@ impl Server {
             return;
         };
         let outcome = self.drive(&mut conn, events);
+        let held = conn.buffered();
+        self.buffered = self.buffered - conn.charged + held;
+        conn.charged = held;
         match outcome {
             Outcome::Keep => {
-                let want = desired_interest(&conn);
+                let want = desired_interest(&conn, self.over_budget());
                 if want != conn.interest {
                     if let Err(e) =
                         self.poller
@@ -758,6 +985,7 @@ impl Server {
     }
 
     fn close(&mut self, idx: usize, conn: Conn) {
+        self.buffered -= conn.charged;
         let _ = self.poller.delete(conn.stream.as_raw_fd());
         drop(conn);
         self.nconns -= 1;
@@ -771,7 +999,10 @@ impl Server {
         // On a hang-up, requests already received are still carried out
         // (a fire-and-forget ADD counts); the answers then fail to send and
         // the connection closes.
-        let paused = conn.eof || conn.unsent() >= OUT_HIGH;
+        // Over -maxbuffer, a connection whose answers wait unsent takes no
+        // more requests until they drain.
+        let over = self.over_budget();
+        let paused = conn.eof || conn.unsent() >= OUT_HIGH || (over && conn.unsent() > 0);
         let input = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP;
         if !paused && events & input as u32 != 0 {
             match conn.stream.read(&mut self.scratch) {
@@ -802,10 +1033,15 @@ impl Server {
                 if conn.unsent() != before {
                     conn.last_active = tools::now_ms();
                     conn.progress = conn.last_active;
+                    conn.out_moved = conn.last_active;
                 }
             }
             // Output drained below the mark: decode what is still buffered.
-            if conn.unsent() < OUT_HIGH && !conn.inbuf.is_empty() && has_frame(&conn.inbuf) {
+            if conn.unsent() < OUT_HIGH
+                && (!over || conn.unsent() == 0)
+                && !conn.inbuf.is_empty()
+                && has_frame(&conn.inbuf)
+            {
                 let before = conn.inbuf.len();
                 let r = self.process_buffered(conn);
                 if let Some(o) = self.stopped(conn, r) {
@@ -939,6 +1175,13 @@ fn has_frame(buf: &[u8]) -> bool {
     buf.len() >= proto::HEADER_LEN + len
 }
 
+/// Whether `buf` starts with a whole frame (a request received and not yet
+/// processed).
+fn whole_frame(buf: &[u8]) -> bool {
+    buf.len() >= proto::HEADER_LEN
+        && buf.len() >= proto::HEADER_LEN + u16::from_be_bytes([buf[12], buf[13]]) as usize
+}
+
 /// Decode and answer requests from the front of `input` until it runs out,
 /// or until the connection's unsent output reaches the high-water mark.
 /// Returns the bytes consumed; an error closes the connection.
@@ -951,7 +1194,12 @@ fn process(
 ) -> Result<usize, Stop> {
     let mut off = 0;
     let mut big = false;
+    let mut answered = false;
     let now = tools::now_ms();
+    if conn.unsent() == 0 {
+        // Answers queued from now on start waiting now.
+        conn.out_moved = now;
+    }
     while conn.unsent() < OUT_HIGH {
         match conn
             .dec
@@ -969,12 +1217,17 @@ fn process(
                         cmd.name()
                     ))
                 })?;
+                answered = true;
                 off += consumed;
             }
         }
     }
     if off > 0 {
         conn.progress = now;
+    }
+    if answered {
+        conn.completed = true;
+        conn.since = now;
     }
     if big && !conn.dec.in_message() {
         // Release the reassembly buffer of a multi-frame message: idle
@@ -1012,8 +1265,8 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
 /// (output backlog, or the peer finished sending) the connection is watched
 /// edge-triggered for WRITE only, so a lingering hang-up condition cannot
 /// wake the loop again and again.
-fn desired_interest(conn: &Conn) -> u32 {
-    let paused = conn.eof || conn.unsent() >= OUT_HIGH;
+fn desired_interest(conn: &Conn, over_budget: bool) -> u32 {
+    let paused = conn.eof || conn.unsent() >= OUT_HIGH || (over_budget && conn.unsent() > 0);
     if paused {
         evloop::WRITE | libc::EPOLLET as u32
     } else if conn.unsent() > 0 {

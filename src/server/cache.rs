@@ -9,9 +9,11 @@
 //!   one bucket and the session's bytes, nothing else;
 //! - the hash is a keyed multiply-fold hash seeded per cache from the OS's
 //!   random source, so clients cannot aim collisions;
-//! - a slot per session (8 bytes: its bucket and its heap position, so both
-//!   can be found from either side as they move), reused through a free
-//!   list;
+//! - a slot per session (16 bytes: its bucket and its heap position, so
+//!   both can be found from either side as they move, and its neighbours
+//!   in insertion order), reused through a free list. The slots form an
+//!   intrusive doubly-linked list from the oldest stored session to the
+//!   newest, so the oldest is found, and any session unlinked, in O(1);
 //! - an intrusive 4-ary min-heap of (expiry, slot) entries (12 bytes, the
 //!   key inline so sifting reads no sessions), giving removal anywhere in
 //!   O(log n). The expiry lives only there: a lookup needs it only while
@@ -19,9 +21,17 @@
 //!
 //! Expired sessions are never returned: every lookup checks the expiry, and
 //! every operation first reclaims a bounded number of expired sessions from
-//! the top of the heap, so memory is reclaimed without scans. When the
-//! cache is full an add evicts from the top of the heap: first sessions that
-//! already expired, then those closest to expiry.
+//! the top of the heap, so memory is reclaimed without scans.
+//!
+//! When the cache is full an add evicts sessions that already expired
+//! (from the top of the heap) and then the OLDEST STORED one (the head of
+//! the insertion list), as Apache's shmcb cyclic cache does: a client that
+//! fills the cache with long-lived sessions sees them age out under normal
+//! traffic, instead of evicting every normal session (which evicting the
+//! session closest to expiry would do). Timeouts are also clamped to
+//! [`Cache::max_timeout`] (one day by default; dc_server's `-maxtimeout`),
+//! so a planted session outlives normal ones by a bounded time even in a
+//! cache that never fills.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -31,6 +41,10 @@ use crate::proto::{MAX_ID_LEN, MAX_TOTAL_DATA};
 
 /// Largest session data stored (the protocol's message limit).
 pub const MAX_DATA_LEN: usize = MAX_TOTAL_DATA;
+
+/// Default [`Cache::max_timeout`]: one day. TLS sessions are normally kept
+/// for minutes to hours; a longer timeout from a client is clamped to it.
+pub const DEFAULT_MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 /// Most sessions one cache holds (slot numbers have 25 bits).
 pub const MAX_CAPACITY: usize = (1 << SLOT_BITS) - 1;
@@ -86,12 +100,17 @@ impl Bucket {
     }
 }
 
-/// Where a stored session's bucket and heap entry are.
+/// Where a stored session's bucket and heap entry are, and its neighbours
+/// in insertion order.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     bucket: u32,
     /// `NO_POS` for a free slot.
     heap_pos: u32,
+    /// The session stored just before this one (`NO_POS`: this is the oldest).
+    older: u32,
+    /// The session stored just after this one (`NO_POS`: this is the newest).
+    newer: u32,
 }
 
 /// A keyed hash for session ids (at most 64 bytes): 16 bytes per round
@@ -157,6 +176,10 @@ pub struct Cache {
     mask: usize,
     heap: Vec<HeapEntry>,
     hasher: IdHasher,
+    /// Head (oldest stored) and tail (newest) of the insertion list.
+    oldest: u32,
+    newest: u32,
+    max_timeout_ms: u64,
 }
 
 /// What a lookup found.
@@ -186,7 +209,22 @@ impl Cache {
             mask: buckets - 1,
             heap: Vec::new(),
             hasher: IdHasher::random(),
+            oldest: NO_POS,
+            newest: NO_POS,
+            max_timeout_ms: DEFAULT_MAX_TIMEOUT_MS,
         }
+    }
+
+    /// The longest a session is stored: an add with a larger timeout stores
+    /// the session for this long (clamped, not refused).
+    pub fn max_timeout(&self) -> u64 {
+        self.max_timeout_ms
+    }
+
+    /// Change [`Cache::max_timeout`] (at least 1 ms). Sessions already
+    /// stored keep their expiry.
+    pub fn set_max_timeout(&mut self, ms: u64) {
+        self.max_timeout_ms = ms.max(1);
     }
 
     /// The maximum number of sessions.
@@ -368,13 +406,54 @@ impl Cache {
         }
     }
 
+    // ---- insertion order (intrusive doubly-linked list of slots) ----
+
+    /// Append `slot` as the newest stored session.
+    fn link_newest(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.older = self.newest;
+        s.newer = NO_POS;
+        match self.newest {
+            NO_POS => self.oldest = slot,
+            n => self.slots[n as usize].newer = slot,
+        }
+        self.newest = slot;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let Slot { older, newer, .. } = self.slots[slot as usize];
+        match older {
+            NO_POS => self.oldest = newer,
+            o => self.slots[o as usize].newer = newer,
+        }
+        match newer {
+            NO_POS => self.newest = older,
+            n => self.slots[n as usize].older = older,
+        }
+    }
+
     /// Remove a stored session entirely.
     fn remove_slot(&mut self, slot: u32) {
-        let Slot { bucket, heap_pos } = self.slots[slot as usize];
+        let Slot {
+            bucket, heap_pos, ..
+        } = self.slots[slot as usize];
         drop(self.remove_bucket(bucket as usize));
         self.heap_remove(heap_pos as usize);
+        self.unlink(slot);
         self.slots[slot as usize].heap_pos = NO_POS;
         self.free.push(slot);
+    }
+
+    /// Make room for one session: an expired one goes first (the heap's
+    /// top), else the oldest stored.
+    fn evict_one(&mut self, now: u64) {
+        let top = self.heap[0];
+        let victim = if { top.expiry } <= now {
+            top.slot
+        } else {
+            self.oldest
+        };
+        self.remove_slot(victim);
     }
 
     /// Reclaim up to `limit` expired sessions.
@@ -396,6 +475,8 @@ impl Cache {
         let fresh = Slot {
             bucket: 0,
             heap_pos: NO_POS,
+            older: NO_POS,
+            newer: NO_POS,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -425,6 +506,7 @@ impl Cache {
         });
         self.heap.push(HeapEntry { expiry, slot });
         self.sift_up(self.heap.len() - 1);
+        self.link_newest(slot);
     }
 
     fn valid_id(id: &[u8]) -> bool {
@@ -446,9 +528,9 @@ impl SessionCache for Cache {
             return true;
         }
         while self.heap.len() >= self.capacity {
-            let top = self.heap[0].slot;
-            self.remove_slot(top);
+            self.evict_one(now_ms);
         }
+        let timeout_ms = timeout_ms.min(self.max_timeout_ms);
         self.insert(now_ms.saturating_add(timeout_ms), id, data);
         true
     }
@@ -527,6 +609,20 @@ mod tests {
             assert_eq!(c.table[b].hash, c.hasher.hash32(id));
             assert_eq!(c.find_bucket(id), Some(b), "findable from its id");
         }
+        // The insertion list links every live slot exactly once, both ways.
+        let mut seen = vec![false; c.slots.len()];
+        let (mut prev, mut cur, mut n) = (NO_POS, c.oldest, 0usize);
+        while cur != NO_POS {
+            let s = c.slots[cur as usize];
+            assert_ne!(s.heap_pos, NO_POS, "listed slot {cur} is live");
+            assert!(!seen[cur as usize], "slot {cur} listed twice");
+            seen[cur as usize] = true;
+            assert_eq!(s.older, prev, "slot {cur} links back");
+            (prev, cur) = (cur, s.newer);
+            n += 1;
+        }
+        assert_eq!(prev, c.newest);
+        assert_eq!(n, live.len(), "every live slot is listed");
     }
 
     #[test]
@@ -600,33 +696,90 @@ mod tests {
     }
 
     #[test]
-    fn eviction_closest_to_expiry_first() {
+    fn eviction_oldest_stored_first() {
         let mut c = Cache::new(3);
         assert!(c.add(0, 300, b"s300", b"x"));
         assert!(c.add(0, 100, b"s100", b"x"));
         assert!(c.add(0, 200, b"s200", b"x"));
+        // Full: the first stored goes, whatever the expiries.
         assert!(c.add(0, 1000, b"n1", b"x"));
-        assert!(!c.have(0, b"s100"));
-        assert!(c.have(0, b"s200") && c.have(0, b"s300") && c.have(0, b"n1"));
+        assert!(!c.have(0, b"s300"));
+        assert!(c.have(0, b"s100") && c.have(0, b"s200") && c.have(0, b"n1"));
+        // A removal anywhere keeps the order of the rest.
+        assert!(c.remove(0, b"s200"));
         assert!(c.add(0, 50, b"n2", b"x"));
-        assert!(!c.have(0, b"s200"));
-        // The new short-lived one is the next victim.
         assert!(c.add(0, 5000, b"n3", b"x"));
-        assert!(!c.have(0, b"n2"));
-        assert!(c.have(0, b"s300") && c.have(0, b"n1") && c.have(0, b"n3"));
+        assert!(!c.have(0, b"s100"));
+        assert!(c.have(0, b"n1") && c.have(0, b"n2") && c.have(0, b"n3"));
+        // A GET does not refresh (insertion order, not LRU).
+        assert!(get(&mut c, 0, b"n1").is_some());
+        assert!(c.add(0, 5000, b"n4", b"x"));
+        assert!(!c.have(0, b"n1"));
         assert_eq!(c.num_items(0), 3);
+        check(&c);
+    }
+
+    #[test]
+    fn planted_long_lived_sessions_age_out() {
+        // Issue 13, finding 5: 100 seven-day ADDs fill a 100-session
+        // cache; 50 normal ADDs after them must all be retrievable.
+        let week = crate::proto::MAX_EXPIRY_MS;
+        for max in [DEFAULT_MAX_TIMEOUT_MS, week] {
+            let mut c = Cache::new(100);
+            c.set_max_timeout(max);
+            for i in 0..100u32 {
+                assert!(c.add(0, week, format!("planted-{i}").as_bytes(), b"evil"));
+            }
+            assert_eq!(c.num_items(0), 100);
+            for i in 0..50u32 {
+                let id = format!("normal-{i}");
+                assert!(c.add(10 + i as u64, 300_000, id.as_bytes(), id.as_bytes()));
+            }
+            for i in 0..50u32 {
+                let id = format!("normal-{i}");
+                assert_eq!(
+                    get(&mut c, 100, id.as_bytes()).as_deref(),
+                    Some(id.as_bytes()),
+                    "{id} (max timeout {max})"
+                );
+            }
+            // The 50 oldest planted ones made room; the rest are still held.
+            assert_eq!(c.num_items(100), 100);
+            assert!(!c.have(100, b"planted-49") && c.have(100, b"planted-50"));
+            check(&c);
+        }
+    }
+
+    #[test]
+    fn timeouts_are_clamped_to_the_maximum() {
+        let mut c = Cache::new(10);
+        assert_eq!(c.max_timeout(), DEFAULT_MAX_TIMEOUT_MS);
+        let week = crate::proto::MAX_EXPIRY_MS;
+        assert!(c.add(0, week, b"long", b"x"), "clamped, not refused");
+        assert!(c.have(DEFAULT_MAX_TIMEOUT_MS - 1, b"long"));
+        assert!(!c.have(DEFAULT_MAX_TIMEOUT_MS, b"long"));
+        c.set_max_timeout(1000);
+        let t = DEFAULT_MAX_TIMEOUT_MS;
+        assert!(c.add(t, 5000, b"a", b"x"));
+        assert!(c.add(t, 500, b"b", b"x"), "shorter ones are untouched");
+        assert!(c.have(t + 499, b"b") && !c.have(t + 500, b"b"));
+        assert!(c.have(t + 999, b"a") && !c.have(t + 1000, b"a"));
+        c.set_max_timeout(0);
+        assert_eq!(c.max_timeout(), 1);
         check(&c);
     }
 
     #[test]
     fn eviction_drops_expired_first() {
         let mut c = Cache::new(3);
-        assert!(c.add(0, 10, b"old", b"x"));
         assert!(c.add(0, 500, b"b", b"x"));
+        assert!(c.add(0, 10, b"old", b"x"));
         assert!(c.add(0, 400, b"c", b"x"));
+        // "b" is the oldest stored, but the expired "old" goes first.
         assert!(c.add(20, 1000, b"new", b"x"));
         assert!(c.have(20, b"b") && c.have(20, b"c") && c.have(20, b"new"));
         assert_eq!(c.num_items(20), 3);
+        check(&c);
     }
 
     #[test]
@@ -637,7 +790,7 @@ mod tests {
             assert!(c.len_raw() <= 100);
         }
         assert_eq!(c.num_items(0), 100);
-        // The 100 longest-lived remain.
+        // The 100 stored last remain.
         for i in 900..1000u32 {
             assert!(c.have(0, &i.to_be_bytes()), "{i}");
         }
@@ -712,7 +865,10 @@ mod tests {
     fn randomized_against_model() {
         use std::collections::HashMap;
         let mut c = Cache::new(64);
-        let mut model: HashMap<Vec<u8>, (u64, Vec<u8>)> = HashMap::new();
+        c.set_max_timeout(150);
+        // id -> (expiry, data, insertion number)
+        let mut model: HashMap<Vec<u8>, (u64, Vec<u8>, u64)> = HashMap::new();
+        let mut stored = 0u64;
         let mut x: u64 = 0x1234_5678;
         let mut rnd = move || {
             x ^= x << 13;
@@ -733,17 +889,18 @@ mod tests {
                     assert_eq!(ok, !model.contains_key(&id));
                     if ok {
                         if model.len() >= 64 {
-                            // Evict the earliest expiry (ties: any).
-                            let min = model.values().map(|v| v.0).min().unwrap();
-                            let victims: Vec<_> = model
+                            // Expired ones are already out of the model:
+                            // the oldest stored live one goes.
+                            let gone = model
                                 .iter()
-                                .filter(|(_, v)| v.0 == min)
+                                .min_by_key(|(_, v)| v.2)
                                 .map(|(k, _)| k.clone())
-                                .collect();
-                            let gone = victims.iter().find(|k| !c.have(now, k)).unwrap().clone();
+                                .unwrap();
+                            assert!(!c.have(now, &gone), "oldest stored evicted");
                             model.remove(&gone);
                         }
-                        model.insert(id, (now + t, data));
+                        stored += 1;
+                        model.insert(id, (now + t.min(150), data, stored));
                     }
                 }
                 1 => assert_eq!(get(&mut c, now, &id), model.get(&id).map(|v| v.1.clone())),

@@ -17,8 +17,10 @@ use crate::proto::{self, status, AddParse, Cmd, MsgRef};
 pub trait SessionCache {
     /// Store a session that expires at `now_ms + timeout_ms`. Returns false
     /// when a live session with this id is already stored (or the store
-    /// refuses it). A full cache makes room by evicting the sessions closest
-    /// to expiry.
+    /// refuses it). The built-in [`cache::Cache`], when full, makes room by
+    /// evicting expired sessions and then the oldest stored, and clamps
+    /// timeouts to its maximum (one day by default); a caller's own store
+    /// (DC_SERVER's `DC_CACHE_cb`) applies its own policy.
     fn add(&mut self, now_ms: u64, timeout_ms: u64, id: &[u8], data: &[u8]) -> bool;
     /// If a live session with this id exists, call `f` with its data and
     /// return true.

@@ -312,3 +312,45 @@ fn unbound_in_server_clients_are_kept_until_bound() {
         [status::NOTOK]
     );
 }
+
+#[test]
+fn a_client_that_does_not_read_holds_bounded_output() {
+    // Issue 13, finding 4 for the engine: the answers waiting for a client
+    // that pipelines GETs and never reads stay under MAX_PENDING_OUTPUT
+    // (plus one answer); its further requests wait in its connection.
+    let mut rig = Rig::new(10);
+    let (mut p, id) = rig.connect(true);
+    let sess = vec![0x5A; 30_000];
+    assert_eq!(
+        call(
+            &mut rig,
+            &mut p,
+            1,
+            Cmd::Add,
+            &add_payload(b"big", &sess, 60_000),
+            0
+        ),
+        [status::OK]
+    );
+    let mut sent = 0u32;
+    let mut worst = 0usize;
+    for _ in 0..200 {
+        // Queue GETs while the client's plug takes them; never read.
+        while sent < 2000 && p.write(false, 10 + sent, Cmd::Get, b"big").is_ok() {
+            if p.commit().is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        rig.sel.select(Some(Duration::from_millis(5))).unwrap();
+        p.conn().io();
+        rig.srv.clients_io(1);
+        let c = rig.srv.client_mut(id).expect("client kept");
+        worst = worst.max(c.plug().core().pending_output());
+    }
+    assert!(sent > 20, "the client pipelined ({sent} GETs)");
+    assert!(
+        (MAX_PENDING_OUTPUT..MAX_PENDING_OUTPUT + 33_000).contains(&worst),
+        "pending output peaked at {worst}"
+    );
+}
