@@ -40,7 +40,7 @@ build: $(B)/stamp-cargo $(B)/libdistcache.so.1.0.1 $(B)/libdistcacheserver.so.1.
 
 $(B)/stamp-cargo: FORCE
 	@mkdir -p $(B)
-	$(CARGO) build --release --lib --bins
+	$(CARGO) build --release --workspace --lib --bins
 	@touch $@
 FORCE:
 .SECONDARY: $(B)/filter-distcache.c $(B)/filter-distcacheserver.c $(B)/marker-distcache.o $(B)/marker-distcacheserver.o
@@ -108,8 +108,8 @@ check: check-rust check-exports check-c check-e2e check-fuzz
 
 check-rust:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
-	$(CARGO) test --release
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) test --release --workspace
 
 $(B)/stamp-testinstall: build
 	rm -rf $(TESTPREFIX)

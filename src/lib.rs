@@ -17,10 +17,8 @@
 
 pub mod capi;
 pub mod client;
-pub mod evloop;
 pub mod nal;
 pub mod plug;
 pub mod proto;
 pub mod server;
-pub mod tools;
 pub mod util;

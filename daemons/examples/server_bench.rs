@@ -142,7 +142,7 @@ fn bench(bin: &PathBuf, n: u64, clients: usize) {
         pct(&mut lat, 0.99) as f64 / 1000.0,
     );
     // Stop the daemon: find it through the socket's peer credentials.
-    let pid = distcache_rs::tools::sys::peer_pid(std::os::fd::AsRawFd::as_raw_fd(&c));
+    let pid = distcache_tools::tools::sys::peer_pid(std::os::fd::AsRawFd::as_raw_fd(&c));
     if let Some(pid) = pid {
         // SAFETY: kill() takes plain integers; the pid is the daemon we started.
         unsafe { libc::kill(pid, libc::SIGTERM) };

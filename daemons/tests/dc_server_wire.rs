@@ -396,7 +396,7 @@ fn replay_wire_json_tcp() {
 #[test]
 fn thousand_concurrent_connections() {
     // This test process needs > 1000 descriptors too.
-    let _ = distcache_rs::tools::raise_nofile_limit();
+    let _ = distcache_tools::tools::raise_nofile_limit();
     let srv = Server::start(false, &["-sessions", "5000"]);
     let n = 1000u32;
     let mut conns: Vec<Conn> = (0..n).map(|_| srv.connect()).collect();
@@ -785,7 +785,7 @@ fn maxconns_makes_room_by_closing_the_idlest() {
 /// 10,000 client connections open at once, all answered.
 #[test]
 fn ten_thousand_concurrent_connections() {
-    let limit = distcache_rs::tools::raise_nofile_limit().unwrap();
+    let limit = distcache_tools::tools::raise_nofile_limit().unwrap();
     if limit < 10_100 {
         eprintln!("SKIPPED: descriptor hard limit {limit} is below 10,100");
         return;
@@ -828,8 +828,8 @@ fn user_and_socket_ownership() {
         eprintln!("SKIPPED: needs root to switch users");
         return;
     }
-    let nobody = distcache_rs::tools::lookup_user("nobody").unwrap();
-    let group = distcache_rs::tools::lookup_group("daemon").unwrap();
+    let nobody = distcache_tools::tools::lookup_user("nobody").unwrap();
+    let group = distcache_tools::tools::lookup_group("daemon").unwrap();
     let mut srv = Server::start(
         false,
         &[

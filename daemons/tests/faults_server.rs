@@ -471,7 +471,7 @@ fn user_switch_drops_supplementary_groups() {
         eprintln!("SKIPPED: needs root to switch users");
         return;
     }
-    let nobody = distcache_rs::tools::lookup_user("nobody").unwrap();
+    let nobody = distcache_tools::tools::lookup_user("nobody").unwrap();
     // Give the starting process extra groups, as a root shell may have.
     let dir = TempDir::new("flt-user");
     fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();

@@ -206,13 +206,23 @@ pub fn parse_json(text: &str) -> Json {
     p.value()
 }
 
+/// The workspace's top folder (this file serves the core crate's tests and,
+/// through `#[path]`, the daemons crate's tests in `daemons/tests/`).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match here.file_name() {
+        Some(n) if n == "daemons" => here.parent().unwrap_or(here).to_path_buf(),
+        _ => here.to_path_buf(),
+    }
+}
+
 /// Path of the shared wire vectors (`DCRS_VECTORS` names wire.json or the
 /// directory holding it).
 pub fn vectors_path() -> PathBuf {
     match std::env::var_os("DCRS_VECTORS") {
         Some(p) if Path::new(&p).is_dir() => PathBuf::from(p).join("wire.json"),
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
+        None => repo_root().join("../shared/vectors/wire.json"),
     }
 }
 
@@ -376,16 +386,6 @@ pub fn wait_for_socket(path: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("nothing listens on {}", path.display());
-}
-
-/// Start dc_client with `-server srv -listen UNIX:<dir>/client` and extra args.
-pub fn dc_client(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
-    let listen = dir.addr("client");
-    let mut args = vec!["-server", server, "-listen", &listen];
-    args.extend_from_slice(extra);
-    let p = Proc::spawn(env!("CARGO_BIN_EXE_dc_client"), &args);
-    wait_for_socket(&dir.path("client"));
-    p
 }
 
 pub fn connect(path: &Path) -> UnixStream {

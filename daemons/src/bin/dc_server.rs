@@ -18,14 +18,14 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use distcache_rs::evloop::{self, Poller};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
 use distcache_rs::server::sessiond::{self, SessiondStats};
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
-use distcache_rs::tools::evict::{pick_victim, Candidate};
-use distcache_rs::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
+use distcache_tools::evloop::{self, Poller};
+use distcache_tools::tools::evict::{pick_victim, Candidate};
+use distcache_tools::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
 
 const TOOL: &str = "dc_server";
 

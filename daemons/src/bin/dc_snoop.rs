@@ -13,10 +13,10 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, status, Cmd, Decoder, Direction, MsgRef};
-use distcache_rs::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
+use distcache_tools::evloop::{self, Event, Poller};
+use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
 
 const CLI: Cli = Cli {
     tool: "dc_snoop",

@@ -40,7 +40,7 @@ use distcache_rs::client::{
 };
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, DC_MIN_TIMEOUT_MS};
-use distcache_rs::tools::{Cli, Flag};
+use distcache_tools::tools::{Cli, Flag};
 
 const CLI: Cli = Cli {
     tool: "dc_test",
@@ -527,7 +527,7 @@ fn parse() -> Result<Params, i32> {
         }
     };
     let seed = match a.get("seed") {
-        Some(v) => distcache_rs::tools::parse_num("seed", v, 0, u64::MAX).map_err(fail)?,
+        Some(v) => distcache_tools::tools::parse_num("seed", v, 0, u64::MAX).map_err(fail)?,
         None => {
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

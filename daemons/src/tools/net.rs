@@ -13,7 +13,7 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::sys;
-use crate::nal::Address;
+use distcache_rs::nal::Address;
 
 /// Owner, group and mode for a UNIX listening socket (`-sockowner`,
 /// `-sockgroup`, `-sockperms`). Ignored for IP listeners.

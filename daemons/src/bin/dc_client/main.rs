@@ -31,11 +31,11 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use distcache_rs::evloop::{self, Event, Poller};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
-use distcache_rs::tools::evict::{pick_victim, Candidate};
-use distcache_rs::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
+use distcache_tools::evloop::{self, Event, Poller};
+use distcache_tools::tools::evict::{pick_victim, Candidate};
+use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
 
 use mux::Mux;
 

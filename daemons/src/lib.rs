@@ -1,0 +1,17 @@
+//! The distcache daemons and tools over the `distcache_rs` core.
+//!
+//! This crate is not part of the C libraries: `libnal.so.1` is built from the
+//! core crate alone, so what lives here (and whatever this crate depends on)
+//! is never linked into Apache or stunnel.
+//!
+//! - [`tools`]: what the four binaries share: single-dash flags, listening
+//!   and connecting sockets, daemonizing, privileges, pid files, signals,
+//!   the make-room policy;
+//! - [`evloop`]: the one epoll readiness loop of the daemons (the library
+//!   keeps poll/ppoll, since an epoll descriptor would cross fork());
+//! - `src/bin/`: one file (or folder) per tool, each its own job only.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod evloop;
+pub mod tools;
