@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 const SESSIONS: u32 = 1000;
 
 fn bin(name: &str) -> PathBuf {
+    // The workspace's target/ is one folder above this crate's.
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/release")
+        .join("../target/release")
         .join(name);
     assert!(p.exists(), "build first: cargo build --release ({p:?})");
     p

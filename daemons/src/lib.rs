@@ -9,9 +9,12 @@
 //!   the make-room policy;
 //! - [`evloop`]: the one epoll readiness loop of the daemons (the library
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
+//! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
+//!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod evloop;
+pub mod sessiond;
 pub mod tools;

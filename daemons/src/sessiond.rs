@@ -9,7 +9,7 @@
 //! The protocol has no authentication: anyone who can reach the port can
 //! read or plant sessions. Bind it to loopback or a private address.
 
-use super::SessionCache;
+use distcache_rs::server::SessionCache;
 
 /// Header length (version, type, timeout, key).
 pub const HEADER_LEN: usize = 36;

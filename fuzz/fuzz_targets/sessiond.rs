@@ -1,4 +1,4 @@
-//! The sessiond datagram parser and handler (server::sessiond).
+//! The sessiond datagram parser and handler (distcache_tools::sessiond).
 //!
 //! Input: a sequence of datagrams, each preceded by a 2-byte big-endian
 //! length (the last one takes the rest), handled in turn against one
@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use distcache_rs::server::cache::Cache;
-use distcache_rs::server::sessiond::{
+use distcache_tools::sessiond::{
     handle, parse, Request, SessiondStats, HEADER_LEN, MAX_VALUE, T_ERR, T_OK, VERSION,
 };
 use libfuzzer_sys::fuzz_target;

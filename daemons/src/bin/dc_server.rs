@@ -5,7 +5,7 @@
 //! DC_SERVER library answers it.
 //!
 //! With `-sessiond <address>` the same loop also serves stunnel's
-//! `sessiond` protocol (UDP datagrams, see `server::sessiond`) from a
+//! `sessiond` protocol (UDP datagrams, see `distcache_tools::sessiond`) from a
 //! separate cache: stunnel sessions and distcache sessions never meet.
 //! stunnel waits only a few milliseconds for a GET answer, so the UDP socket
 //! is drained before any connection is served in every loop iteration, and
@@ -21,9 +21,9 @@ use std::time::Duration;
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
-use distcache_rs::server::sessiond::{self, SessiondStats};
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_tools::evloop::{self, Poller};
+use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
 
