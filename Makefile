@@ -19,6 +19,7 @@ DESTDIR    ?=
 LIBDIR     ?= $(PREFIX)/lib
 INCDIR     ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
 CARGO      ?= cargo
 CC         ?= cc
 CXX        ?= c++
@@ -88,6 +89,8 @@ install: build
 	install -m 0644 $(B)/pc/libnal.pc $(B)/pc/distcache.pc $(B)/pc/distcacheserver.pc \
 	                $(DESTDIR)$(LIBDIR)/pkgconfig/
 	for t in $(TOOLS); do install -m 0755 $(REL)/$$t $(DESTDIR)$(BINDIR)/$$t; done
+	for s in 1 3 8; do install -d $(DESTDIR)$(MANDIR)/man$$s && \
+	  install -m 0644 man/man$$s/*.$$s $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
 
 uninstall:
 	for l in libnal libdistcache libdistcacheserver; do \
@@ -97,6 +100,7 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/distcacheserver.pc
 	rm -rf $(DESTDIR)$(INCDIR)/libnal $(DESTDIR)$(INCDIR)/distcache
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
+	for s in 1 3 8; do for f in man/man$$s/*.$$s; do rm -f $(DESTDIR)$(MANDIR)/man$$s/$${f##*/}; done; done
 
 headers:
 	DCRS_UPDATE_HEADERS=1 $(CARGO) build --release --lib
