@@ -1,12 +1,29 @@
 //! distcache-rs: a drop-in Rust re-implementation of distcache.
 //!
-//! The crate is a safe Rust core with a thin C ABI skin:
-//! - [`nal`]: addresses, buffers, connections, listeners, selectors (libnal);
+//! This crate is the C libraries' code only (a safe Rust core with a thin
+//! C ABI skin); the daemons are the workspace member `daemons/`
+//! (distcache-tools), so nothing they use is linked into the C libraries.
+//!
+//! Layers, bottom up:
 //! - [`proto`]: the distcache wire format and message framing (pure code);
+//! - [`nal`]: addresses, buffers, connections, listeners, selectors (libnal;
+//!   readiness is poll/ppoll, never epoll, since the library lives across
+//!   fork() inside Apache);
 //! - [`plug`]: DC_PLUG, whole messages over a NAL connection's buffers;
-//! - [`client`]: the blocking DC_CTX client logic;
-//! - [`server`]: the session cache and request handling (DC_SERVER, dc_server);
-//! - [`capi`]: every `extern "C"` function, grouped like the C headers.
+//! - [`client`]: the blocking DC_CTX client logic (`client/conn.rs` is its
+//!   one connection type);
+//! - [`server`]: the session cache (`server/cache.rs`) and request handling
+//!   (`server/mod.rs`), shared by DC_SERVER (`server/dcserver.rs`) and the
+//!   dc_server daemon;
+//! - [`capi`]: every `extern "C"` function, grouped like the C headers, each
+//!   behind one panic guard.
+//!
+//! One request, end to end: `DC_CTX_add_session` (`capi/client.rs`) ->
+//! `Client::add` (`client/mod.rs`, payload by `proto::encode_add`) ->
+//! `Conn::exchange` (`client/conn.rs`: UNIX or TCP, framed by
+//! `proto/frame.rs`) -> dc_server (`daemons/src/bin/dc_server.rs`, or
+//! dc_client in front of it) -> `server::handle_request` (`server/mod.rs`)
+//! -> `Cache::add` (`server/cache.rs`) -> the answer back the same way.
 //!
 //! The cdylib built from this crate is installed as `libnal.so.1` and holds
 //! every exported symbol; `libdistcache.so.1` and `libdistcacheserver.so.1`
