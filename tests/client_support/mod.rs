@@ -176,28 +176,7 @@ pub struct Peer {
 /// Pid of the process at the other end of `s` (SO_PEERCRED), -1 if unknown.
 fn peer_pid(s: &UnixStream) -> i32 {
     use std::os::unix::io::AsRawFd;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for writes of the given size; the fd
-    // is owned by `s` for the whole call.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if r == 0 && cred.pid > 0 {
-        cred.pid
-    } else {
-        -1
-    }
+    distcache_tools::tools::sys::peer_pid(s.as_raw_fd()).unwrap_or(-1)
 }
 
 impl Peer {
