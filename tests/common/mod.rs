@@ -2,8 +2,9 @@
 //! `wire.json`, hex, temp directories, child processes that are killed
 //! when the test ends, and socket helpers.
 //!
-//! wire.json is found through env DCRS_VECTORS (the file, or the directory
-//! holding it), else `../shared/vectors/wire.json` beside the repository.
+//! wire.json is the repository's own copy, `tests/vectors/wire.json`
+//! (format and origin: tests/vectors/README.md); env DCRS_VECTORS may name
+//! another copy (the file, or the directory holding it) explicitly.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -206,21 +207,31 @@ pub fn parse_json(text: &str) -> Json {
     p.value()
 }
 
-/// Path of the shared wire vectors (`DCRS_VECTORS` names wire.json or the
-/// directory holding it).
+/// Path of the wire vectors: `tests/vectors/wire.json` in the crate root,
+/// unless `DCRS_VECTORS` names another wire.json (or the directory holding
+/// it) explicitly. The crate root is the one `cargo test` names at run time
+/// (so a test binary reused by another checkout reads that checkout's copy),
+/// else the one it was compiled in.
 pub fn vectors_path() -> PathBuf {
     match std::env::var_os("DCRS_VECTORS") {
         Some(p) if Path::new(&p).is_dir() => PathBuf::from(p).join("wire.json"),
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire.json"),
+        None => crate_root().join("tests/vectors/wire.json"),
     }
+}
+
+/// The crate root: `CARGO_MANIFEST_DIR` of this run, else of the build.
+pub fn crate_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// All cases of `wire.json` in file order.
 pub fn wire_cases() -> Vec<Json> {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (set DCRS_VECTORS)", path.display()));
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     match parse_json(&text) {
         Json::Arr(a) => a,
         _ => panic!("{} is not an array", path.display()),
