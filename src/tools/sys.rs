@@ -1,7 +1,7 @@
 //! Process-level helpers for the tools: users and groups, privileges,
 //! daemonizing, pid files, signals, resource limits, clocks.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -10,63 +10,10 @@ use std::time::Instant;
 
 use once_cell::sync::Lazy;
 
-/// A user found in the password database.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::sysdb::{lookup_group, lookup_user, user_name, User};
 
 fn not_found(what: &str, name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("unknown {what} '{name}'"))
-}
-
-/// Look a user up by name (or numeric uid).
-pub fn lookup_user(name: &str) -> io::Result<User> {
-    let c = CString::new(name).map_err(|_| not_found("user", name))?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: an all-zero passwd is a valid value for an out-parameter.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives the use of pw.
-    let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if r == 0 && !res.is_null() {
-        return Ok(User {
-            name: name.to_string(),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        });
-    }
-    if let Ok(uid) = name.parse::<u32>() {
-        // SAFETY: as above.
-        let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-        if r == 0 && !res.is_null() {
-            // SAFETY: pw_name points into buf, NUL-terminated, on success.
-            let n = unsafe { CStr::from_ptr(pw.pw_name) };
-            return Ok(User {
-                name: n.to_string_lossy().into_owned(),
-                uid: pw.pw_uid,
-                gid: pw.pw_gid,
-            });
-        }
-    }
-    Err(not_found("user", name))
-}
-
-/// Look a group up by name (or numeric gid).
-pub fn lookup_group(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| not_found("group", name))?;
-    let mut buf = vec![0 as libc::c_char; 65536];
-    // SAFETY: an all-zero group is a valid value for an out-parameter.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if r == 0 && !res.is_null() {
-        return Ok(gr.gr_gid);
-    }
-    name.parse::<u32>().map_err(|_| not_found("group", name))
 }
 
 /// Switch to `user` (supplementary groups, gid, then uid). Call after the
@@ -503,16 +450,6 @@ pub fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn users_and_groups() {
-        let root = lookup_user("root").unwrap();
-        assert_eq!((root.uid, root.gid), (0, 0));
-        assert_eq!(lookup_user("0").unwrap().name, "root");
-        assert!(lookup_user("no-such-user-dcrs").is_err());
-        assert_eq!(lookup_group("0").unwrap(), 0);
-        assert!(lookup_group("no-such-group-dcrs").is_err());
-    }
 
     #[test]
     fn pidfile_write_and_remove() {
