@@ -7,20 +7,14 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_dc_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_dc_client");
-
-fn is_root() -> bool {
-    // SAFETY: getuid() takes no arguments and cannot fail.
-    unsafe { libc::getuid() == 0 }
-}
 
 /// Run a tool that is expected to fail at start-up.
 fn run_fail(exe: &str, args: &[&str]) -> String {
