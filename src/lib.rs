@@ -22,5 +22,6 @@ pub mod nal;
 pub mod plug;
 pub mod proto;
 pub mod server;
+pub mod sysdb;
 pub mod tools;
 pub mod util;

@@ -315,13 +315,28 @@ fn run() -> i32 {
         Ok(s) => s,
         Err(e) => return fail(detached, format!("cannot set up signal handling: {e}")),
     };
+    let run_as = match cfg.user.as_deref().map(tools::lookup_user).transpose() {
+        Ok(u) => u,
+        Err(e) => return fail(detached, format!("flag -user: {e}")),
+    };
     let pidfile = match &cfg.pidfile {
-        Some(p) => match tools::PidFile::write(p) {
+        Some(p) => match tools::PidFile::write_for(p, run_as.as_ref()) {
             Ok(f) => Some(f),
             Err(e) => return fail(detached, e.to_string()),
         },
         None => None,
     };
+    if let Some(u) = &run_as {
+        let files = [
+            pidfile.as_ref().map(|p| ("pid file", p.path())),
+            listener.unix_path().map(|p| ("socket", p)),
+        ];
+        for (what, path) in files.into_iter().flatten() {
+            if let Some(w) = tools::removal_warning(what, path, u) {
+                log(&w);
+            }
+        }
+    }
     if let Some(u) = &cfg.user {
         if let Err(e) = tools::drop_privileges(u) {
             return fail(detached, e.to_string());
