@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod dcserver;
 pub mod sessiond;
+pub mod snapshot;
 
 use crate::proto::{self, status, AddParse, Cmd, MsgRef};
 
