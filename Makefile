@@ -152,7 +152,7 @@ check-fuzz:
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)
 
-# Not part of check: dcbench (../shared/bench, or DCRS_SHARED) against our
+# Not part of check: dcbench (bench/dcbench.c) against our
 # servers, and redis-server/redis-benchmark when installed.
 bench: $(B)/stamp-testinstall
 	bash scripts/bench.sh full $(TESTPREFIX)

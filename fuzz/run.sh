@@ -27,14 +27,12 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
-# DCRS_VECTORS may name wire.json or its directory.
-WIRE=
-for w in "${DCRS_VECTORS:-}" "${DCRS_VECTORS:-}/wire.json" \
-         "$ROOT/../shared/vectors/wire.json" /work/shared/vectors/wire.json; do
-    if [ -f "$w" ]; then WIRE=$w; break; fi
-done
-if [ -z "$WIRE" ]; then
-    echo "fuzz/run.sh: wire.json not found (set DCRS_VECTORS)" >&2
+# The repository's wire vectors (tests/vectors/README.md); DCRS_VECTORS may
+# name another wire.json or its directory explicitly.
+WIRE=${DCRS_VECTORS:-$ROOT/tests/vectors/wire.json}
+[ -d "$WIRE" ] && WIRE=$WIRE/wire.json
+if [ ! -f "$WIRE" ]; then
+    echo "fuzz/run.sh: $WIRE not found" >&2
     exit 1
 fi
 python3 "$HERE/seeds.py" "$WIRE" "$HERE/seeds"

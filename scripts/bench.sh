@@ -4,8 +4,8 @@
 #   scripts/bench.sh full|short PREFIX
 #
 # PREFIX is an install of this project (the Makefile passes build/prefix).
-# The load generator is the neutral ../shared/bench/dcbench.c (or
-# $DCRS_SHARED/bench/dcbench.c), compiled against PREFIX. Every cell gets a
+# The load generator is the neutral bench/dcbench.c (bench/README.md),
+# compiled against PREFIX. Every cell gets a
 # fresh dc_server (and dc_client) so the stored population is exactly the
 # cell's; dcbench pre-populates it and reports ops/s, latency percentiles and
 # the CPU% of the server processes (-pid). Debian's redis-server and
@@ -22,9 +22,8 @@ MODE=${1:-full}
 PREFIX=${2:-build/prefix}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case $PREFIX in /*) ;; *) PREFIX=$ROOT/$PREFIX ;; esac
-SHARED=${DCRS_SHARED:-$ROOT/../shared}
 OUTDIR=${BENCH_OUT:-$ROOT/build/bench}
-SRC=$SHARED/bench/dcbench.c
+SRC=$ROOT/bench/dcbench.c
 
 case $MODE in
 full)
@@ -118,7 +117,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 [ -z "${BENCH_CELLS:-}" ] || CELLS=$BENCH_CELLS
 
 [ -x "$PREFIX/bin/dc_server" ] || die "no install in $PREFIX (run make build/stamp-testinstall)"
-[ -f "$SRC" ] || die "no $SRC (set DCRS_SHARED to the shared/ directory)"
+[ -f "$SRC" ] || die "no $SRC"
 mkdir -p "$OUTDIR"
 REPORT=$OUTDIR/$MODE.md
 RAW=$OUTDIR/$MODE-raw.txt

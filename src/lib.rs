@@ -38,4 +38,5 @@ pub mod nal;
 pub mod plug;
 pub mod proto;
 pub mod server;
+pub mod sysdb;
 pub mod util;

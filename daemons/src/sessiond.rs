@@ -3,8 +3,10 @@
 //! zero-padded key) followed by up to 512 bytes of DER session.
 //!
 //! NEW stores (overwriting), GET is answered with OK + value or ERR, REMOVE
-//! deletes; NEW and REMOVE are never answered. The facts come from
-//! `../shared/spec/SESSIOND.md` (measured against stunnel 5.68).
+//! deletes; NEW and REMOVE are never answered. stunnel ships no protocol
+//! document: these facts were established for stunnel 5.68 (Debian 12's
+//! stunnel4) from how its client side behaves, confirmed by experiments
+//! with the real stunnel4 binary.
 //!
 //! The protocol has no authentication: anyone who can reach the port can
 //! read or plant sessions. Bind it to loopback or a private address.

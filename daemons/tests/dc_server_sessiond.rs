@@ -1,7 +1,7 @@
 //! Integration tests of `dc_server -sessiond`: stunnel's UDP session cache
 //! protocol served next to the distcache protocol, over a separate cache.
-//! Every test drives the real binary over its UDP port (datagram layout in
-//! `../shared/spec/SESSIOND.md`).
+//! Every test drives the real binary over its UDP port (datagram layout as
+//! established for stunnel 5.68: see the header of src/server/sessiond.rs).
 
 mod common;
 

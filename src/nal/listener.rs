@@ -5,7 +5,6 @@
 //! that file; a path where a live server listens, or a path that is not a
 //! socket, makes [`Listener::create`] fail.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -16,6 +15,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use super::address::{Address, MAX_BUFFER_SIZE};
 use super::connection::apply_nagle;
 use super::selector::{Registration, Selector, SlotObj, EV_READ};
+use crate::sysdb::parse_octal;
 
 const BACKLOG: i32 = 1024;
 
@@ -163,14 +163,6 @@ impl Listener {
     }
 }
 
-/// Parse a permission string: 1 to 4 octal digits.
-pub(crate) fn parse_octal(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(s, 8).ok()
-}
-
 fn listen_tcp(addr: std::net::SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -252,43 +244,12 @@ fn proc_unix_listening(path: &Path) -> bool {
 
 /// (uid, primary gid) of a user name or numeric uid.
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let c = CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: passwd is plain old data; zeroed is a valid value.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers refer to live local storage of the stated sizes;
-    // getpwnam_r writes only within them.
-    let rc =
-        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if rc == 0 && !res.is_null() {
-        return Some((pw.pw_uid, pw.pw_gid));
-    }
-    let uid: u32 = name.parse().ok()?;
-    // SAFETY: as above, for getpwuid_r.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if rc == 0 && !res.is_null() {
-        Some((pw.pw_uid, pw.pw_gid))
-    } else {
-        None
-    }
+    crate::sysdb::lookup_user(name).ok().map(|u| (u.uid, u.gid))
 }
 
 /// gid of a group name or numeric gid.
 fn lookup_group(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: group is plain old data; zeroed is a valid value.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers refer to live local storage of the stated sizes;
-    // getgrnam_r writes only within them.
-    let rc =
-        unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if rc == 0 && !res.is_null() {
-        return Some(gr.gr_gid);
-    }
-    name.parse().ok()
+    crate::sysdb::lookup_group(name).ok()
 }
 
 #[cfg(test)]
@@ -307,15 +268,5 @@ mod tests {
         assert!(!proc_unix_listening(&p));
         assert!(p.exists());
         let _ = std::fs::remove_file(&p);
-    }
-
-    #[test]
-    fn octal() {
-        assert_eq!(parse_octal("660"), Some(0o660));
-        assert_eq!(parse_octal("0777"), Some(0o777));
-        assert_eq!(parse_octal("4755"), Some(0o4755));
-        for bad in ["", "8", "66a", "77777", "-1", " 6"] {
-            assert_eq!(parse_octal(bad), None, "{bad:?}");
-        }
     }
 }

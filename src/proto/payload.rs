@@ -76,7 +76,7 @@ pub enum AddParse<'a> {
 }
 
 /// Validate an ADD payload in the original server's order (see
-/// `../shared/vectors/README.md`: timeout, then consistency, then id range,
+/// `tests/vectors/README.md`: timeout, then consistency, then id range,
 /// then data range).
 pub fn parse_add(payload: &[u8]) -> AddParse<'_> {
     if payload.len() < 8 {

@@ -509,6 +509,28 @@ impl Cache {
         self.link_newest(slot);
     }
 
+    /// Call `f(id, data, expiry)` for every live session at `now_ms`,
+    /// oldest stored first (expiry on the cache's clock); stops at the
+    /// first error. For snapshots: reloading them in this order keeps the
+    /// eviction order.
+    pub fn try_for_each_live<E>(
+        &self,
+        now_ms: u64,
+        mut f: impl FnMut(&[u8], &[u8], u64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut cur = self.oldest;
+        while cur != NO_POS {
+            let s = self.slots[cur as usize];
+            let expiry = self.heap[s.heap_pos as usize].expiry;
+            if expiry > now_ms {
+                let (id, data) = self.table[s.bucket as usize].parts();
+                f(id, data, expiry)?;
+            }
+            cur = s.newer;
+        }
+        Ok(())
+    }
+
     fn valid_id(id: &[u8]) -> bool {
         !id.is_empty() && id.len() <= MAX_ID_LEN
     }

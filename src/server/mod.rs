@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod dcserver;
+pub mod snapshot;
 
 use crate::proto::{self, status, AddParse, Cmd, MsgRef};
 

@@ -2,8 +2,9 @@
 //! `wire.json`, hex, temp directories, child processes that are killed
 //! when the test ends, and socket helpers.
 //!
-//! wire.json is found through env DCRS_VECTORS (the file, or the directory
-//! holding it), else `../shared/vectors/wire.json` beside the repository.
+//! wire.json is the repository's own copy, `tests/vectors/wire.json`
+//! (format and origin: tests/vectors/README.md); env DCRS_VECTORS may name
+//! another copy (the file, or the directory holding it) explicitly.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -207,30 +208,41 @@ pub fn parse_json(text: &str) -> Json {
 }
 
 /// The workspace's top folder (this file serves the core crate's tests and,
-/// through `#[path]`, the daemons crate's tests in `daemons/tests/`).
+/// through `#[path]`, the daemons crate's tests in `daemons/tests/`), found
+/// from the crate root `cargo test` names at run time (so a test binary
+/// reused by another checkout reads that checkout's files), else the one it
+/// was compiled in.
 pub fn repo_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let here = crate_root();
     match here.file_name() {
-        Some(n) if n == "daemons" => here.parent().unwrap_or(here).to_path_buf(),
-        _ => here.to_path_buf(),
+        Some(n) if n == "daemons" => here.parent().map(Path::to_path_buf).unwrap_or(here),
+        _ => here,
     }
 }
 
-/// Path of the shared wire vectors (`DCRS_VECTORS` names wire.json or the
-/// directory holding it).
+/// Path of the wire vectors: `tests/vectors/wire.json` at the workspace's
+/// top, unless `DCRS_VECTORS` names another wire.json (or the directory
+/// holding it) explicitly.
 pub fn vectors_path() -> PathBuf {
     match std::env::var_os("DCRS_VECTORS") {
         Some(p) if Path::new(&p).is_dir() => PathBuf::from(p).join("wire.json"),
         Some(p) => PathBuf::from(p),
-        None => repo_root().join("../shared/vectors/wire.json"),
+        None => repo_root().join("tests/vectors/wire.json"),
     }
+}
+
+/// The crate root: `CARGO_MANIFEST_DIR` of this run, else of the build.
+pub fn crate_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// All cases of `wire.json` in file order.
 pub fn wire_cases() -> Vec<Json> {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (set DCRS_VECTORS)", path.display()));
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     match parse_json(&text) {
         Json::Arr(a) => a,
         _ => panic!("{} is not an array", path.display()),

@@ -21,6 +21,7 @@ use std::time::Duration;
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
+use distcache_rs::server::snapshot;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_tools::evloop::{self, Poller};
 use distcache_tools::sessiond::{self, SessiondStats};
@@ -102,6 +103,17 @@ const CLI: Cli = Cli {
             "maximum stunnel sessions stored, apart from the distcache ones \
              (default: the -sessions value)",
         ),
+        Flag::value(
+            &["snapshot"],
+            "file",
+            "keep sessions across restarts: load this file at start, write it on \
+             SIGTERM/SIGINT. It holds session secrets: keep it on tmpfs (/run)",
+        ),
+        Flag::value(
+            &["snapshot-interval"],
+            "secs",
+            "also write the -snapshot file this often (default 0 = only at shutdown)",
+        ),
     ],
 };
 
@@ -163,6 +175,9 @@ struct Config {
     stall_ms: u64,
     sessiond: Option<SocketAddr>,
     sessiond_sessions: usize,
+    snapshot: Option<PathBuf>,
+    /// `-snapshot-interval`, in ms (0: only at shutdown).
+    snapshot_every_ms: u64,
 }
 
 /// Parse a `-sessiond` address: `host:port` (stunnel's own syntax, e.g.
@@ -216,6 +231,27 @@ fn config(p: &Parsed) -> Result<Config, String> {
         1,
         proto::MAX_EXPIRY_MS,
     )?;
+    let snapshot = match p.get("snapshot") {
+        Some("") => return Err("flag -snapshot: empty path".into()),
+        Some(f) => {
+            let abs =
+                tools::absolute_path(f.as_ref()).map_err(|e| format!("flag -snapshot: {e}"))?;
+            match abs.parent() {
+                Some(d) if d.is_dir() => Some(abs),
+                _ => {
+                    return Err(format!(
+                        "flag -snapshot: no directory for {}",
+                        abs.display()
+                    ))
+                }
+            }
+        }
+        None => None,
+    };
+    let snapshot_every = p.num("snapshot-interval", 0, 0, 604_800)?;
+    if snapshot.is_none() && p.has("snapshot-interval") {
+        return Err("flag -snapshot-interval: needs -snapshot <file>".into());
+    }
     if mintimeout > maxtimeout {
         return Err(format!(
             "flag -mintimeout: {mintimeout} is above -maxtimeout {maxtimeout}"
@@ -243,6 +279,8 @@ fn config(p: &Parsed) -> Result<Config, String> {
         stall_ms: p.num("stall", DEFAULT_STALL_MS, 0, 86_400_000)?,
         sessiond,
         sessiond_sessions: p.num("sessiond-sessions", sessions, 1, MAX_SESSIONS)? as usize,
+        snapshot,
+        snapshot_every_ms: snapshot_every * 1000,
     })
 }
 
@@ -315,13 +353,28 @@ fn run() -> i32 {
         Ok(s) => s,
         Err(e) => return fail(detached, format!("cannot set up signal handling: {e}")),
     };
+    let run_as = match cfg.user.as_deref().map(tools::lookup_user).transpose() {
+        Ok(u) => u,
+        Err(e) => return fail(detached, format!("flag -user: {e}")),
+    };
     let pidfile = match &cfg.pidfile {
-        Some(p) => match tools::PidFile::write(p) {
+        Some(p) => match tools::PidFile::write_for(p, run_as.as_ref()) {
             Ok(f) => Some(f),
             Err(e) => return fail(detached, e.to_string()),
         },
         None => None,
     };
+    if let Some(u) = &run_as {
+        let files = [
+            pidfile.as_ref().map(|p| ("pid file", p.path())),
+            listener.unix_path().map(|p| ("socket", p)),
+        ];
+        for (what, path) in files.into_iter().flatten() {
+            if let Some(w) = tools::removal_warning(what, path, u) {
+                log(&w);
+            }
+        }
+    }
     if let Some(u) = &cfg.user {
         if let Err(e) = tools::drop_privileges(u) {
             return fail(detached, e.to_string());
@@ -363,6 +416,7 @@ fn run() -> i32 {
             1
         }
     };
+    server.save_snapshot();
     // Dropping the server closes every connection and removes the UNIX
     // socket file; the pid file goes last.
     drop(server);
@@ -600,6 +654,10 @@ struct Server {
     /// Distcache operations at the last status line.
     last_status_dc: u64,
     sessiond: Option<Sessiond>,
+    /// `-snapshot`, `-snapshot-interval` (ms) and when the next write is due.
+    snapshot: Option<PathBuf>,
+    snapshot_every_ms: u64,
+    next_snapshot: u64,
 }
 
 impl Server {
@@ -611,6 +669,9 @@ impl Server {
         }
         let mut cache = Cache::new(cfg.sessions);
         cache.set_max_timeout(cfg.maxtimeout);
+        if let Some(p) = &cfg.snapshot {
+            cache = snapshot::load_and_log(p, cache, tools::now_ms(), &mut |l| log(l));
+        }
         let sessiond = udp.map(|u| {
             let mut sd = Sessiond::new(u, cfg.sessiond_sessions);
             sd.cache.set_max_timeout(cfg.maxtimeout);
@@ -644,7 +705,26 @@ impl Server {
             next_idle_scan: 0,
             last_status_dc: 0,
             sessiond,
+            snapshot: cfg.snapshot.clone(),
+            snapshot_every_ms: cfg.snapshot_every_ms,
+            next_snapshot: tools::now_ms().saturating_add(cfg.snapshot_every_ms),
         })
+    }
+
+    /// Write the -snapshot file (logs how it went).
+    fn save_snapshot(&self) {
+        if let Some(p) = &self.snapshot {
+            snapshot::write_and_log(&self.cache, tools::now_ms(), p, &mut |l| log(l));
+        }
+    }
+
+    /// Write the -snapshot file if -snapshot-interval says it is due.
+    fn snapshot_if_due(&mut self) {
+        let now = tools::now_ms();
+        if self.snapshot_every_ms > 0 && now >= self.next_snapshot {
+            self.save_snapshot();
+            self.next_snapshot = tools::now_ms().saturating_add(self.snapshot_every_ms);
+        }
     }
 
     /// A rate-limited log line.
@@ -701,6 +781,7 @@ impl Server {
             }
             self.expire_idle();
             self.status();
+            self.snapshot_if_due();
         }
     }
 

@@ -233,16 +233,12 @@ pub fn parse_num(name: &str, v: &str, min: u64, max: u64) -> Result<u64, String>
     }
 }
 
-/// Parse an octal file mode (up to 0o7777) for flag `-name`.
+/// Parse an octal file mode for flag `-name`: 1 to 4 octal digits, the
+/// syntax [`distcache_rs::sysdb::parse_octal`] accepts everywhere.
 pub fn parse_octal(name: &str, v: &str) -> Result<u32, String> {
-    let digits = v.strip_prefix("0o").unwrap_or(v);
-    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(format!("flag -{name}: '{v}' is not an octal mode"));
-    }
-    match u32::from_str_radix(digits, 8) {
-        Ok(m) if m <= 0o7777 => Ok(m),
-        _ => Err(format!("flag -{name}: {v} is out of range (0..7777)")),
-    }
+    distcache_rs::sysdb::parse_octal(v).ok_or_else(|| {
+        format!("flag -{name}: '{v}' is not an octal mode (1 to 4 digits 0-7, e.g. 660)")
+    })
 }
 
 #[cfg(test)]

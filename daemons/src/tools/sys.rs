@@ -1,72 +1,20 @@
 //! Process-level helpers for the tools: users and groups, privileges,
 //! daemonizing, pid files, signals, resource limits, clocks.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use once_cell::sync::Lazy;
 
-/// A user found in the password database.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use distcache_rs::sysdb::{lookup_group, lookup_user, user_name, User};
 
 fn not_found(what: &str, name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("unknown {what} '{name}'"))
-}
-
-/// Look a user up by name (or numeric uid).
-pub fn lookup_user(name: &str) -> io::Result<User> {
-    let c = CString::new(name).map_err(|_| not_found("user", name))?;
-    let mut buf = vec![0 as libc::c_char; 16384];
-    // SAFETY: an all-zero passwd is a valid value for an out-parameter.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives the use of pw.
-    let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if r == 0 && !res.is_null() {
-        return Ok(User {
-            name: name.to_string(),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        });
-    }
-    if let Ok(uid) = name.parse::<u32>() {
-        // SAFETY: as above.
-        let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
-        if r == 0 && !res.is_null() {
-            // SAFETY: pw_name points into buf, NUL-terminated, on success.
-            let n = unsafe { CStr::from_ptr(pw.pw_name) };
-            return Ok(User {
-                name: n.to_string_lossy().into_owned(),
-                uid: pw.pw_uid,
-                gid: pw.pw_gid,
-            });
-        }
-    }
-    Err(not_found("user", name))
-}
-
-/// Look a group up by name (or numeric gid).
-pub fn lookup_group(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| not_found("group", name))?;
-    let mut buf = vec![0 as libc::c_char; 65536];
-    // SAFETY: an all-zero group is a valid value for an out-parameter.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut res: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call.
-    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
-    if r == 0 && !res.is_null() {
-        return Ok(gr.gr_gid);
-    }
-    name.parse::<u32>().map_err(|_| not_found("group", name))
 }
 
 /// Switch to `user` (supplementary groups, gid, then uid). Call after the
@@ -234,42 +182,114 @@ pub fn absolute_path(p: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// A pid file; removed by [`PidFile::remove`] or on drop.
+/// A pid file; removed by [`PidFile::remove`] or on drop, and then only
+/// while it still holds our pid.
+///
+/// Written without following symbolic links: the pid goes to a new file
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`) in the same directory, renamed over the
+/// path, so a link planted at the path (or at the temporary name) never
+/// makes us write elsewhere. A path that is a symbolic link or not a
+/// regular file is refused.
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
     removed: bool,
 }
 
+/// How many temporary names [`PidFile::write`] tries before giving up
+/// (each try fails only if the name already exists).
+const PID_TMP_TRIES: u32 = 8;
+
 impl PidFile {
     /// Write our pid (decimal, newline) to `path` (made absolute).
     pub fn write(path: &Path) -> io::Result<PidFile> {
+        PidFile::write_for(path, None)
+    }
+
+    /// Like [`PidFile::write`]; with `owner` (the `-user` the daemon is
+    /// about to become) the file is given to that user, so that it can
+    /// still be removed at exit from a sticky directory such as /tmp.
+    pub fn write_for(path: &Path, owner: Option<&User>) -> io::Result<PidFile> {
         let abs = absolute_path(path)?;
-        let err = |e: io::Error| {
-            let dir = abs
-                .parent()
-                .map(|d| d.display().to_string())
-                .unwrap_or_default();
-            let hint = match e.kind() {
-                io::ErrorKind::NotFound => format!(" (directory {dir} does not exist)"),
-                io::ErrorKind::PermissionDenied => format!(" (directory {dir} is not writable)"),
-                _ => String::new(),
-            };
+        let shown = abs.display().to_string();
+        let refuse = |kind: io::ErrorKind, why: String| {
             io::Error::new(
-                e.kind(),
-                format!("cannot write pid file {}: {e}{hint}", abs.display()),
+                kind,
+                format!("flag -pidfile: cannot write pid file {shown}: {why}"),
             )
         };
-        if let Some(pid) = live_owner(&abs) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "cannot write pid file {}: it belongs to running process {pid}",
-                    abs.display()
-                ),
-            ));
+        let dir = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let err = |e: io::Error| {
+            let d = dir.display();
+            let hint = match e.kind() {
+                io::ErrorKind::NotFound => format!(" (directory {d} does not exist)"),
+                io::ErrorKind::PermissionDenied => format!(" (directory {d} is not writable)"),
+                _ => String::new(),
+            };
+            refuse(e.kind(), format!("{e}{hint}"))
+        };
+        match fs::symlink_metadata(&abs) {
+            Ok(md) if md.file_type().is_symlink() => {
+                return Err(refuse(
+                    io::ErrorKind::InvalidInput,
+                    "it is a symbolic link (refusing to write through it)".into(),
+                ))
+            }
+            Ok(md) if !md.file_type().is_file() => {
+                return Err(refuse(
+                    io::ErrorKind::InvalidInput,
+                    "it exists and is not a regular file".into(),
+                ))
+            }
+            Ok(_) => {
+                if let Some(pid) = live_owner(&abs) {
+                    return Err(refuse(
+                        io::ErrorKind::AlreadyExists,
+                        format!("it belongs to running process {pid}"),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
         }
-        fs::write(&abs, format!("{}\n", std::process::id())).map_err(err)?;
+        let name = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = format!("{}\n", std::process::id());
+        let mut tries = 0;
+        let (tmp, mut file) = loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let tmp = dir.join(format!(".{name}.{}.{nanos:x}.tmp", std::process::id()));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < PID_TMP_TRIES => {
+                    tries += 1;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let done = (|| {
+            file.write_all(text.as_bytes())?;
+            if let Some(u) = owner {
+                std::os::unix::fs::fchown(&file, Some(u.uid), Some(u.gid))?;
+            }
+            drop(file);
+            fs::rename(&tmp, &abs)
+        })();
+        if let Err(e) = done {
+            let _ = fs::remove_file(&tmp);
+            return Err(err(e));
+        }
         Ok(PidFile {
             path: abs,
             removed: false,
@@ -280,18 +300,38 @@ impl PidFile {
         &self.path
     }
 
-    /// Remove the file now.
+    /// Remove the file now (if it still holds our pid).
     pub fn remove(mut self) -> io::Result<()> {
         self.removed = true;
-        fs::remove_file(&self.path)
+        if holds_our_pid(&self.path) {
+            fs::remove_file(&self.path)
+        } else {
+            Ok(())
+        }
     }
+}
+
+/// The contents of a regular file, read without following a symbolic link
+/// at `path` (and at most a few bytes: a pid file is one short line).
+fn read_nofollow(path: &Path) -> Option<String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut s = String::new();
+    io::Read::read_to_string(&mut io::Read::take(f, 64), &mut s).ok()?;
+    Some(s)
 }
 
 /// The pid in an existing pid file, if it names another running process
 /// of the same program (a stale file, or a pid reused by something else,
 /// does not count).
 fn live_owner(path: &Path) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let pid: u32 = read_nofollow(path)?.trim().parse().ok()?;
     if pid == 0 || pid == std::process::id() || pid > i32::MAX as u32 {
         return None;
     }
@@ -311,10 +351,7 @@ fn live_owner(path: &Path) -> Option<u32> {
 /// Whether the pid file still holds our pid (another process may have
 /// replaced it; then it is theirs to remove).
 fn holds_our_pid(path: &Path) -> bool {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-        == Some(std::process::id())
+    read_nofollow(path).and_then(|t| t.trim().parse::<u32>().ok()) == Some(std::process::id())
 }
 
 impl Drop for PidFile {
@@ -325,6 +362,79 @@ impl Drop for PidFile {
             }
         }
     }
+}
+
+/// The supplementary groups of `user` (its primary group included), at
+/// most 1024.
+fn groups_of(user: &User) -> Vec<u32> {
+    let Ok(c) = CString::new(user.name.clone()) else {
+        return vec![user.gid];
+    };
+    let mut n: libc::c_int = 1024;
+    let mut groups = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: groups has room for n entries; getgrouplist writes at most n
+    // and stores the real count in n.
+    let r = unsafe { libc::getgrouplist(c.as_ptr(), user.gid, groups.as_mut_ptr(), &mut n) };
+    if r < 0 {
+        return vec![user.gid];
+    }
+    groups.truncate(n.max(0) as usize);
+    groups
+}
+
+/// Why `user` could not remove the file at `path` (owned by `file_uid`)
+/// once the daemon runs as that user, or `None` if it can: removing needs
+/// write and search permission on the directory, and in a sticky
+/// directory (such as /tmp) owning the file or the directory.
+pub fn removal_blocker(path: &Path, file_uid: u32, user: &User) -> Option<String> {
+    if user.uid == 0 {
+        return None;
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let md = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot inspect directory {}: {e}", dir.display())),
+    };
+    let mode = md.mode();
+    let bits = if md.uid() == user.uid {
+        (mode >> 6) & 0o7
+    } else if groups_of(user).contains(&md.gid()) {
+        (mode >> 3) & 0o7
+    } else {
+        mode & 0o7
+    };
+    let about = || {
+        format!(
+            "directory {} (owner {}, mode {:04o})",
+            dir.display(),
+            user_name(md.uid()),
+            mode & 0o7777
+        )
+    };
+    if bits & 0o3 != 0o3 {
+        return Some(format!("{} is not writable by that user", about()));
+    }
+    if mode & 0o1000 != 0 && md.uid() != user.uid && file_uid != user.uid {
+        return Some(format!(
+            "{} is sticky and the file belongs to {}",
+            about(),
+            user_name(file_uid)
+        ));
+    }
+    None
+}
+
+/// The one-line warning for a file (`what`: "pid file", "socket") that
+/// `-user` `user` will not be able to remove at exit, or `None`.
+pub fn removal_warning(what: &str, path: &Path, user: &User) -> Option<String> {
+    let uid = fs::symlink_metadata(path).map(|m| m.uid()).unwrap_or(0);
+    removal_blocker(path, uid, user).map(|why| {
+        format!(
+            "warning: -user {} cannot remove {what} {} at exit: {why}; it will be left behind (give that user a directory of its own, e.g. /run/distcache)",
+            user.name,
+            path.display()
+        )
+    })
 }
 
 /// Signal handling through a signalfd: SIGTERM, SIGINT and SIGHUP (and
@@ -503,16 +613,6 @@ pub fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn users_and_groups() {
-        let root = lookup_user("root").unwrap();
-        assert_eq!((root.uid, root.gid), (0, 0));
-        assert_eq!(lookup_user("0").unwrap().name, "root");
-        assert!(lookup_user("no-such-user-dcrs").is_err());
-        assert_eq!(lookup_group("0").unwrap(), 0);
-        assert!(lookup_group("no-such-group-dcrs").is_err());
-    }
 
     #[test]
     fn pidfile_write_and_remove() {

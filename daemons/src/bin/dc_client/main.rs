@@ -1196,6 +1196,19 @@ fn main() -> ExitCode {
         eprintln!("dc_client: {e}");
         ExitCode::from(1)
     };
+    // Resolved before -daemon changes the directory to /.
+    let pidfile_path = match p.get("pidfile") {
+        Some("") => return ExitCode::from(CLI.fail("flag -pidfile: empty path") as u8),
+        Some(f) => match tools::absolute_path(f.as_ref()) {
+            Ok(a) => Some(a),
+            Err(e) => return ExitCode::from(CLI.fail(&format!("flag -pidfile: {e}")) as u8),
+        },
+        None => None,
+    };
+    let run_as = match p.get("user").map(tools::lookup_user).transpose() {
+        Ok(u) => u,
+        Err(e) => return ExitCode::from(CLI.fail(&format!("flag -user: {e}")) as u8),
+    };
     let listener = match tools::listen(&listen, &opts) {
         Ok(l) => l,
         Err(e) => return fatal(e),
@@ -1208,15 +1221,34 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let _pidfile = match p.get("pidfile") {
-        Some(path) => match tools::PidFile::write(std::path::Path::new(path)) {
+    let _pidfile = match &pidfile_path {
+        Some(path) => match tools::PidFile::write_for(path, run_as.as_ref()) {
             Ok(f) => Some(f),
-            Err(e) => return fatal(e),
+            Err(e) => {
+                if let Some(d) = detached {
+                    d.fail(&format!("dc_client: {e}"));
+                }
+                return fatal(e);
+            }
         },
         None => None,
     };
+    if let Some(u) = &run_as {
+        let files = [
+            _pidfile.as_ref().map(|p| ("pid file", p.path())),
+            listener.unix_path().map(|p| ("socket", p)),
+        ];
+        for (what, path) in files.into_iter().flatten() {
+            if let Some(w) = tools::removal_warning(what, path, u) {
+                eprintln!("dc_client: {w}");
+            }
+        }
+    }
     if let Some(user) = p.get("user") {
         if let Err(e) = tools::drop_privileges(user) {
+            if let Some(d) = detached {
+                d.fail(&format!("dc_client: {e}"));
+            }
             return fatal(e);
         }
     }

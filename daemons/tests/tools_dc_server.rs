@@ -2,8 +2,7 @@
 //! and TCP, many concurrent clients, misbehaving clients, flags, pid file
 //! and signals.
 //!
-//! wire.json is found through env DCRS_VECTORS (the file, or the directory
-//! holding it), else `../shared/vectors/wire.json` beside the repository.
+//! The cases come from `tests/vectors/wire.json` (see tests/vectors/README.md).
 
 mod common;
 

@@ -7,8 +7,7 @@
 //! client's socket (SHUT_WR) and expect the fixed behaviour where one is
 //! recorded (the request is still answered, then the connection closes).
 //!
-//! wire.json is found through env DCRS_VECTORS (the file, or the directory
-//! holding it), else `../shared/vectors/wire.json` beside the repository.
+//! The cases come from `tests/vectors/wire.json` (see tests/vectors/README.md).
 
 mod common;
 

@@ -1,0 +1,215 @@
+//! Safe defaults and honest warnings (issue 14 item 4, issue 13 finding 7),
+//! tested through the real binaries: pid files that never follow a
+//! symbolic link, warnings for exposed TCP listeners, squatted UNIX socket
+//! paths, socket modes applied before the socket appears, files removable
+//! by the `-user` at exit, and the sessiond source allow list.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_dc_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_dc_client");
+
+/// Run a tool that is expected to fail at start-up.
+fn run_fail(exe: &str, args: &[&str]) -> String {
+    let (code, _, err) = run(exe, args, Duration::from_secs(10));
+    assert_ne!(code, Some(0), "{exe} {args:?} started: {err}");
+    err
+}
+
+/// Wait until `path` no longer exists.
+fn gone_within(path: &Path, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while path.exists() || fs::symlink_metadata(path).is_ok() {
+        if t0.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+// ------------------------------------------------------------ pid files
+
+/// A symbolic link planted at the -pidfile path is refused with one line
+/// naming the flag and the path, and the link's target is not touched
+/// (issue 13 finding 7). Both daemons.
+#[test]
+fn pidfile_symlink_is_refused_and_target_untouched() {
+    let dir = TempDir::new("sd-pidlink");
+    let target = dir.path("precious");
+    fs::write(&target, b"root's data\n").unwrap();
+    let link = dir.path("x.pid");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let link_s = link.to_str().unwrap();
+    for (exe, args) in [
+        (
+            SERVER,
+            vec!["-listen", &dir.addr("s")[..], "-pidfile", link_s],
+        ),
+        (
+            CLIENT,
+            vec![
+                "-server",
+                "IP:127.0.0.1:9",
+                "-listen",
+                &dir.addr("c")[..],
+                "-pidfile",
+                link_s,
+            ],
+        ),
+    ] {
+        let err = run_fail(exe, &args);
+        let line = err.lines().next().unwrap_or_default();
+        assert!(
+            line.contains("-pidfile") && line.contains(link_s) && line.contains("symbolic link"),
+            "{exe}: {err}"
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"root's data\n", "{exe}");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // No temporary file left behind, no socket left behind.
+        let names: Vec<_> = fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["precious", "x.pid"], "{exe}: {names:?}");
+    }
+    // A dangling link (to a file that does not exist yet) is refused too,
+    // and nothing is created at its target.
+    let dangling = dir.path("d.pid");
+    std::os::unix::fs::symlink(dir.path("created"), &dangling).unwrap();
+    let err = run_fail(
+        SERVER,
+        &[
+            "-listen",
+            &dir.addr("s"),
+            "-pidfile",
+            dangling.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!dir.path("created").exists());
+    // A directory or a socket at the path: not a regular file.
+    fs::create_dir(dir.path("adir")).unwrap();
+    let err = run_fail(
+        SERVER,
+        &[
+            "-listen",
+            &dir.addr("s"),
+            "-pidfile",
+            dir.path("adir").to_str().unwrap(),
+        ],
+    );
+    let line = err.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("-pidfile") && line.contains("not a regular file"),
+        "{err}"
+    );
+}
+
+/// A stale regular pid file is replaced (a new inode renamed over it), the
+/// file holds our pid, and it is removed at exit.
+#[test]
+fn pidfile_replaced_and_removed_at_exit() {
+    let dir = TempDir::new("sd-pidreg");
+    let pf = dir.path("srv.pid");
+    // A pid nobody runs: stale.
+    fs::write(&pf, b"999999999\n").unwrap();
+    let old_ino = fs::metadata(&pf).unwrap().ino();
+    let p = Proc::spawn(
+        SERVER,
+        &["-listen", &dir.addr("s"), "-pidfile", pf.to_str().unwrap()],
+    );
+    wait_for_socket(&dir.path("s"));
+    let md = fs::symlink_metadata(&pf).unwrap();
+    assert!(md.file_type().is_file());
+    assert_ne!(md.ino(), old_ino, "written in place instead of renamed");
+    assert_eq!(md.mode() & 0o777, 0o644);
+    assert_eq!(fs::read_to_string(&pf).unwrap(), format!("{}\n", p.pid()));
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!pf.exists(), "pid file left behind");
+    // dc_client too (also with a relative path and -daemon, which changes
+    // directory to /: the path is resolved before).
+    let pc = dir.path("cli.pid");
+    let c = Proc::spawn(
+        CLIENT,
+        &[
+            "-server",
+            "IP:127.0.0.1:9",
+            "-listen",
+            &dir.addr("c"),
+            "-pidfile",
+            pc.to_str().unwrap(),
+        ],
+    );
+    wait_for_socket(&dir.path("c"));
+    assert_eq!(fs::read_to_string(&pc).unwrap(), format!("{}\n", c.pid()));
+    let (code, err) = c.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!pc.exists(), "dc_client pid file left behind");
+    let script = format!(
+        "cd {} && exec {CLIENT} -server IP:127.0.0.1:9 -listen {} -daemon -pidfile rel.pid",
+        dir.0.display(),
+        dir.addr("d")
+    );
+    let (code, _, err) = run("sh", &["-c", &script], Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    let rel = dir.path("rel.pid");
+    let pid: i32 = fs::read_to_string(&rel).unwrap().trim().parse().unwrap();
+    // SAFETY: plain kill(2) of the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(
+        gone_within(&rel, Duration::from_secs(5)),
+        "daemon's pid file left behind"
+    );
+}
+
+/// A pid file that another process overwrote with its own pid is left to
+/// that process at exit.
+#[test]
+fn pidfile_with_another_pid_is_not_removed() {
+    let dir = TempDir::new("sd-pidother");
+    let pf = dir.path("srv.pid");
+    let p = Proc::spawn(
+        SERVER,
+        &["-listen", &dir.addr("s"), "-pidfile", pf.to_str().unwrap()],
+    );
+    wait_for_socket(&dir.path("s"));
+    fs::write(&pf, b"12345\n").unwrap();
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read_to_string(&pf).unwrap(), "12345\n");
+    // Replaced by a symbolic link meanwhile: neither the link nor its
+    // target is removed.
+    let target = dir.path("t");
+    let p = Proc::spawn(
+        SERVER,
+        &[
+            "-listen",
+            &dir.addr("s"),
+            "-pidfile",
+            dir.path("b.pid").to_str().unwrap(),
+        ],
+    );
+    wait_for_socket(&dir.path("s"));
+    let pid = p.pid();
+    fs::write(&target, format!("{pid}\n")).unwrap();
+    fs::remove_file(dir.path("b.pid")).unwrap();
+    std::os::unix::fs::symlink(&target, dir.path("b.pid")).unwrap();
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(fs::symlink_metadata(dir.path("b.pid")).is_ok());
+    assert_eq!(fs::read_to_string(&target).unwrap(), format!("{pid}\n"));
+}
