@@ -31,8 +31,8 @@ TOOLS      := dc_server dc_client dc_test dc_snoop
 # Extra libraries a static link against libnal.a needs (Rust std).
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
-.PHONY: all build install uninstall check check-rust check-headers \
-        check-exports check-c check-tools check-fuzz demo headers clean bench bench-short fuzz
+.PHONY: all build install uninstall headers check test check-rust check-exports \
+        check-c check-c-quick check-e2e check-fuzz demo bench bench-short clean
 
 all: build
 
@@ -110,6 +110,12 @@ headers:
 check: check-rust check-exports check-c check-e2e check-fuzz
 	@echo "make check: all test suites passed"
 
+# The edit-compile-test loop: fmt, clippy, every Rust unit and integration
+# test (header drift included), the exports and the C API tests without
+# their valgrind re-runs. No fuzzing, no Apache or stunnel.
+test: check-rust check-exports check-c-quick
+	@echo "make test: fast tier passed (make check is the full gate)"
+
 check-rust:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
@@ -131,6 +137,9 @@ check-exports: $(B)/stamp-testinstall
 
 check-c: $(B)/stamp-testinstall
 	sh capi-tests/run.sh $(TESTPREFIX)
+
+check-c-quick: $(B)/stamp-testinstall
+	DCRS_NO_VALGRIND=1 sh capi-tests/run.sh $(TESTPREFIX)
 
 # End-to-end tests with real third-party programs. They need Debian's
 # apache2, apache2-dev, openssl, dpkg-dev and a deb-src entry, and stunnel4

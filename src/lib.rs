@@ -39,4 +39,3 @@ pub mod plug;
 pub mod proto;
 pub mod server;
 pub mod sysdb;
-pub mod util;
