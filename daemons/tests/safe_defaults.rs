@@ -213,3 +213,41 @@ fn pidfile_with_another_pid_is_not_removed() {
     assert!(fs::symlink_metadata(dir.path("b.pid")).is_ok());
     assert_eq!(fs::read_to_string(&target).unwrap(), format!("{pid}\n"));
 }
+
+// ------------------------------------------------------------ exposed TCP listeners
+
+/// A TCP listener on the wildcard gets one start-up warning that names the
+/// flag and the address; an explicit loopback address gets none. Both
+/// daemons, since both carry sessions without authentication.
+#[test]
+fn wildcard_tcp_listen_warns_and_loopback_does_not() {
+    let dir = TempDir::new("expose");
+    // dc_server on every interface.
+    let port = free_port();
+    let wild = format!("IP:{port}");
+    let p = Proc::spawn(SERVER, &["-listen", &wild]);
+    wait_for_tcp(port);
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    let want = format!(
+        "warning: -listen address 0.0.0.0:{port} is not loopback or private (the wildcard: every interface); there is no authentication"
+    );
+    assert_eq!(err.matches(&want).count(), 1, "{err}");
+    // dc_server on loopback: silent.
+    let port = free_port();
+    let lo = format!("IP:127.0.0.1:{port}");
+    let p = Proc::spawn(SERVER, &["-listen", &lo]);
+    wait_for_tcp(port);
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // dc_client listening on the wildcard (its upstream need not exist).
+    let port = free_port();
+    let wild = format!("IP:0.0.0.0:{port}");
+    let upstream = dir.addr("none");
+    let p = Proc::spawn(CLIENT, &["-listen", &wild, "-server", &upstream]);
+    wait_for_tcp(port);
+    let (_, err) = p.terminate();
+    let want = format!("warning: -listen address 0.0.0.0:{port} is not loopback or private");
+    assert_eq!(err.matches(&want).count(), 1, "{err}");
+}

@@ -30,6 +30,9 @@ use distcache_tools::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockO
 
 const TOOL: &str = "dc_server";
 
+/// What a host that reaches an exposed -listen address can do.
+const NO_AUTH: &str = "there is no authentication and no encryption: anyone who reaches it can read and plant TLS sessions; bind a private address and firewall the port";
+
 const CLI: Cli = Cli {
     tool: TOOL,
     synopsis: "-listen <address> [options]",
@@ -318,10 +321,19 @@ fn run() -> i32 {
             return 1;
         }
     };
-    if let Some(a) = cfg.sessiond.filter(|a| !is_private(*a)) {
-        log(&format!(
-            "warning: sessiond address {a} is not loopback or private; anyone who reaches it can read and plant TLS sessions"
-        ));
+    if let Some(w) = cfg.sessiond.and_then(|a| {
+        tools::net::exposure_warning(
+            "sessiond",
+            a,
+            "anyone who reaches it can read and plant TLS sessions",
+        )
+    }) {
+        log(&w);
+    }
+    if let Address::Ip { addr, .. } = &cfg.listen {
+        if let Some(w) = tools::net::exposure_warning("-listen", *addr, NO_AUTH) {
+            log(&w);
+        }
     }
     let listener = match tools::listen(&cfg.listen, &cfg.sock) {
         Ok(l) => l,
@@ -608,17 +620,6 @@ fn bind_sessiond(addr: SocketAddr) -> io::Result<UdpSocket> {
     s.bind(&addr.into()).map_err(what)?;
     s.set_nonblocking(true).map_err(what)?;
     Ok(s.into())
-}
-
-/// Loopback or an RFC 1918 / link-local address.
-fn is_private(a: SocketAddr) -> bool {
-    match a {
-        SocketAddr::V4(v) => {
-            let ip = v.ip();
-            ip.is_loopback() || ip.is_private() || ip.is_link_local()
-        }
-        SocketAddr::V6(_) => false,
-    }
 }
 
 struct Server {

@@ -57,6 +57,39 @@ fn ctx(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Loopback, RFC 1918 or link-local IPv4; loopback, unique-local
+/// (fc00::/7) or link-local (fe80::/10) IPv6. The wildcard is none of them.
+pub fn is_private(a: SocketAddr) -> bool {
+    match a {
+        SocketAddr::V4(v) => {
+            let ip = v.ip();
+            ip.is_loopback() || ip.is_private() || ip.is_link_local()
+        }
+        SocketAddr::V6(v) => {
+            let ip = v.ip();
+            let first = ip.segments()[0];
+            ip.is_loopback() || first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80
+        }
+    }
+}
+
+/// The one start-up warning for a listening address that hosts beyond
+/// loopback and private networks can reach (`what` names the listener,
+/// `risk` says what such a host can do there); None when it is private.
+pub fn exposure_warning(what: &str, a: SocketAddr, risk: &str) -> Option<String> {
+    if is_private(a) {
+        return None;
+    }
+    let every = if a.ip().is_unspecified() {
+        " (the wildcard: every interface)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "warning: {what} address {a} is not loopback or private{every}; {risk}"
+    ))
+}
+
 /// Create a non-blocking listener on `addr` (SO_REUSEADDR for IP).
 ///
 /// For a UNIX path that already exists: if something accepts connections
@@ -491,5 +524,47 @@ mod tests {
         };
         assert!(peer.starts_with("127.0.0.1:"), "{peer}");
         assert!(connect(&Address::parse("IP:9").unwrap()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::{exposure_warning, is_private};
+
+    #[test]
+    fn private_and_public_addresses() {
+        for a in [
+            "127.0.0.1:1",
+            "10.0.0.5:9001",
+            "192.168.1.2:1",
+            "172.16.0.1:1",
+            "169.254.1.1:1",
+            "[::1]:1",
+            "[fd00::1]:1",
+            "[fe80::1]:1",
+        ] {
+            assert!(is_private(a.parse().unwrap()), "{a}");
+            assert_eq!(
+                exposure_warning("listen", a.parse().unwrap(), "r"),
+                None,
+                "{a}"
+            );
+        }
+        for a in [
+            "0.0.0.0:1",
+            "8.8.8.8:1",
+            "172.32.0.1:1",
+            "[::]:1",
+            "[2001:db8::1]:1",
+        ] {
+            assert!(!is_private(a.parse().unwrap()), "{a}");
+        }
+        let w = exposure_warning("listen", "0.0.0.0:9001".parse().unwrap(), "risk").unwrap();
+        assert_eq!(w, "warning: listen address 0.0.0.0:9001 is not loopback or private (the wildcard: every interface); risk");
+        let w = exposure_warning("listen", "8.8.8.8:1".parse().unwrap(), "risk").unwrap();
+        assert_eq!(
+            w,
+            "warning: listen address 8.8.8.8:1 is not loopback or private; risk"
+        );
     }
 }

@@ -1209,6 +1209,12 @@ fn main() -> ExitCode {
         Ok(u) => u,
         Err(e) => return ExitCode::from(CLI.fail(&format!("flag -user: {e}")) as u8),
     };
+    if let Address::Ip { addr, .. } = &listen {
+        let risk = "there is no authentication and no encryption: anyone who reaches it can read and plant TLS sessions through this proxy; listen on a UNIX socket or a private address";
+        if let Some(w) = tools::net::exposure_warning("-listen", *addr, risk) {
+            log(format_args!("{w}"));
+        }
+    }
     let listener = match tools::listen(&listen, &opts) {
         Ok(l) => l,
         Err(e) => return fatal(e),
