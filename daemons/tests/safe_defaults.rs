@@ -251,3 +251,49 @@ fn wildcard_tcp_listen_warns_and_loopback_does_not() {
     let want = format!("warning: -listen address 0.0.0.0:{port} is not loopback or private");
     assert_eq!(err.matches(&want).count(), 1, "{err}");
 }
+
+// ------------------------------------------------------------ squatted socket paths
+
+/// A live socket at dc_client's listen path that belongs to another user
+/// is named in the refusal (who took the path); a live socket of our own
+/// is refused without that note.
+#[test]
+fn a_squatted_listen_path_names_the_squatter() {
+    let dir = TempDir::new("squat");
+    let path = dir.path("scache");
+    let addr = dir.addr("scache");
+    let upstream = dir.addr("none");
+    let _mine = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let err = run_fail(CLIENT, &["-listen", &addr, "-server", &upstream]);
+    assert!(
+        err.contains("another process is accepting connections there"),
+        "{err}"
+    );
+    assert!(!err.contains("belongs to user"), "{err}");
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot hand the socket to another user; skipping that half");
+        return;
+    }
+    let nobody = distcache_rs::sysdb::lookup_user("nobody").unwrap();
+    std::os::unix::fs::chown(&path, Some(nobody.uid), None).unwrap();
+    let err = run_fail(CLIENT, &["-listen", &addr, "-server", &upstream]);
+    let want = format!("(the socket belongs to user nobody, uid {}:", nobody.uid);
+    assert!(err.contains(&want), "{err}");
+    // -sockowner nobody: the socket is expected to be nobody's; no note.
+    let err = run_fail(
+        CLIENT,
+        &[
+            "-listen",
+            &addr,
+            "-server",
+            &upstream,
+            "-sockowner",
+            "nobody",
+        ],
+    );
+    assert!(!err.contains("belongs to user"), "{err}");
+    // dc_server shares the listener code.
+    let err = run_fail(SERVER, &["-listen", &addr]);
+    assert!(err.contains(&want), "{err}");
+}

@@ -118,6 +118,25 @@ fn listen_tcp(sa: SocketAddr) -> io::Result<Listener> {
     Ok(Listener::Tcp(s.into()))
 }
 
+/// When a live socket at our listen path belongs to a user other than ours
+/// and other than `-sockowner`'s, the words that name that user (the path
+/// may have been taken first by another local user, and clients configured
+/// for it would talk to that user's process).
+fn squatter_note(owner: u32, opts: &SockOpts) -> String {
+    let sockowner = opts
+        .owner
+        .as_deref()
+        .and_then(|u| sys::lookup_user(u).ok())
+        .map(|u| u.uid);
+    if owner == sys::euid() || Some(owner) == sockowner {
+        return String::new();
+    }
+    format!(
+        " (the socket belongs to user {}, uid {owner}: another user's process may have taken the path first; listen in a directory only the daemon's user can write, such as /run/distcache/)",
+        sys::user_name(owner)
+    )
+}
+
 fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
     let path = absolute(p)?;
     let shown = path.display().to_string();
@@ -134,7 +153,8 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
                         format!(
-                        "cannot listen on {shown}: another process is accepting connections there"
+                        "cannot listen on {shown}: another process is accepting connections there{}",
+                        squatter_note(md.uid(), opts)
                     ),
                     ))
                 }

@@ -17,6 +17,12 @@ fn not_found(what: &str, name: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("unknown {what} '{name}'"))
 }
 
+/// The effective user id of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Switch to `user` (supplementary groups, gid, then uid). Call after the
 /// listening socket exists. Succeeds without change if we already are that
 /// user.
