@@ -295,3 +295,148 @@ mod tests {
         assert_eq!(c.num_items(0), 1);
     }
 }
+
+/// The sources whose datagrams are served (`-sessiond-allow`): IPv4
+/// networks, each an address and a prefix length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allow(Vec<(u32, u8)>);
+
+impl Allow {
+    /// All of 127.0.0.0/8: the default with a loopback bind address.
+    pub fn loopback() -> Allow {
+        Allow(vec![(0x7f00_0000, 8)])
+    }
+
+    /// Parse `CIDR[,CIDR...]`, each `a.b.c.d/len` or `a.b.c.d` (a /32).
+    pub fn parse(s: &str) -> Result<Allow, String> {
+        let mut nets = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let (ip, len) = match part.split_once('/') {
+                Some((ip, len)) => (ip, len.parse::<u8>().ok().filter(|l| *l <= 32)),
+                None => (part, Some(32)),
+            };
+            let ip: std::net::Ipv4Addr = ip
+                .parse()
+                .map_err(|_| format!("'{part}' is not an IPv4 address or a.b.c.d/len network"))?;
+            let len = len.ok_or_else(|| format!("'{part}': the prefix length must be 0..32"))?;
+            nets.push((u32::from(ip) & mask(len), len));
+        }
+        if nets.is_empty() {
+            return Err("empty list".into());
+        }
+        Ok(Allow(nets))
+    }
+
+    /// Whether datagrams from `ip` are served.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let std::net::IpAddr::V4(v4) = ip else {
+            return false;
+        };
+        let a = u32::from(v4);
+        self.0.iter().any(|&(net, len)| a & mask(len) == net)
+    }
+}
+
+fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
+}
+
+/// Slots of the per-source answer limiter (fixed: a spoofed flood of
+/// sources cannot grow it).
+pub const ANSWER_SLOTS: usize = 1024;
+/// Answers a second per source address (sources sharing a slot share it).
+pub const ANSWERS_PER_SEC: u32 = 1000;
+
+/// Rate limit on answers per non-loopback source: a token bucket per slot
+/// of a fixed table indexed by a hash of the address, so a GET with a
+/// spoofed source cannot turn the server into a reflector beyond
+/// [`ANSWERS_PER_SEC`] toward any one victim. Sources that share a slot
+/// share its bucket (conservative: never more answers than the limit).
+pub struct AnswerLimit {
+    /// (tokens, time of the last refill in ms).
+    slots: Vec<(u32, u64)>,
+    per_sec: u32,
+}
+
+impl AnswerLimit {
+    pub fn new(per_sec: u32) -> AnswerLimit {
+        AnswerLimit {
+            slots: vec![(per_sec, 0); ANSWER_SLOTS],
+            per_sec,
+        }
+    }
+
+    /// Whether an answer to `ip` may be sent now (takes a token).
+    pub fn take(&mut self, ip: std::net::IpAddr, now_ms: u64) -> bool {
+        if ip.is_loopback() {
+            return true;
+        }
+        let key = match ip {
+            std::net::IpAddr::V4(v) => u64::from(u32::from(v)),
+            std::net::IpAddr::V6(v) => {
+                let b = u128::from(v);
+                (b as u64) ^ ((b >> 64) as u64)
+            }
+        };
+        // Fibonacci hashing of the address onto the table.
+        let h = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % ANSWER_SLOTS;
+        let (tokens, last) = &mut self.slots[h];
+        let elapsed = now_ms.saturating_sub(*last);
+        if elapsed > 0 {
+            let refill = (elapsed.min(1000) * u64::from(self.per_sec) / 1000) as u32;
+            if refill > 0 {
+                *tokens = (*tokens + refill).min(self.per_sec);
+                *last = now_ms;
+            }
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod allow_tests {
+    use super::*;
+
+    #[test]
+    fn cidr_lists() {
+        let a = Allow::parse("10.0.0.0/24, 192.168.1.7").unwrap();
+        assert!(a.allows("10.0.0.200".parse().unwrap()));
+        assert!(!a.allows("10.0.1.1".parse().unwrap()));
+        assert!(a.allows("192.168.1.7".parse().unwrap()));
+        assert!(!a.allows("192.168.1.8".parse().unwrap()));
+        assert!(!a.allows("::1".parse().unwrap()));
+        assert!(Allow::parse("0.0.0.0/0")
+            .unwrap()
+            .allows("8.8.8.8".parse().unwrap()));
+        assert!(Allow::loopback().allows("127.9.9.9".parse().unwrap()));
+        assert!(!Allow::loopback().allows("10.0.0.1".parse().unwrap()));
+        for bad in ["", "10.0.0.0/33", "x", "10.0.0/8", "10.0.0.0/", "::1/128"] {
+            assert!(Allow::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_are_limited_per_source_and_refill() {
+        let mut l = AnswerLimit::new(10);
+        let ip = "10.1.2.3".parse().unwrap();
+        let sent = (0..50).filter(|_| l.take(ip, 5000)).count();
+        assert_eq!(sent, 10);
+        // Loopback is never limited.
+        assert!((0..50).all(|_| l.take("127.0.0.1".parse().unwrap(), 5000)));
+        // Half a second later: half the bucket back.
+        let sent = (0..50).filter(|_| l.take(ip, 5500)).count();
+        assert_eq!(sent, 5);
+        // Another source has its own bucket (unless it shares the slot).
+        let other = "10.9.9.9".parse().unwrap();
+        assert!(l.take(other, 5500));
+    }
+}

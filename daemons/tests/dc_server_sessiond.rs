@@ -317,7 +317,17 @@ fn address_forms() {
         .port();
     let listen2 = dir.addr("dc2");
     let wild = format!("IP:{port2}");
-    let p2 = Proc::spawn(BIN, &["-listen", &listen2, "-sessiond", &wild]);
+    let p2 = Proc::spawn(
+        BIN,
+        &[
+            "-listen",
+            &listen2,
+            "-sessiond",
+            &wild,
+            "-sessiond-allow",
+            "127.0.0.1/32",
+        ],
+    );
     wait_for_socket(&dir.path("dc2"));
     let to2: SocketAddr = format!("127.0.0.1:{port2}").parse().unwrap();
     expect_miss(&s, to2, &key(31));
@@ -352,5 +362,80 @@ fn address_forms() {
         );
         assert_eq!(code, Some(1), "-sessiond {bad:?} accepted");
         assert!(err.contains("-sessiond"), "{err}");
+    }
+}
+
+/// `-sessiond-allow`: datagrams from other sources are dropped unanswered,
+/// logged and counted (`refused=` in the status line); the default with a
+/// loopback bind address is 127.0.0.0/8; a non-loopback bind address needs
+/// the flag; the flag needs -sessiond.
+#[test]
+fn sources_outside_the_allow_list_are_refused() {
+    let srv = Server::start(&["-sessiond-allow", "127.0.0.1/32"]);
+    let good = sock();
+    // 127.0.0.2 is a local address on Linux, yet outside 127.0.0.1/32.
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let k = key(40);
+    send(&good, srv.udp, &dgram(NEW, 300, &k, &der(4, 120)));
+    other.send_to(&dgram(GET, 0, &k, &[]), srv.udp).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        other.recv_from(&mut buf).is_err(),
+        "a source outside -sessiond-allow got an answer"
+    );
+    // A NEW from the refused source plants nothing.
+    let k2 = key(41);
+    other
+        .send_to(&dgram(NEW, 300, &k2, &der(5, 120)), srv.udp)
+        .unwrap();
+    expect_hit(&good, srv.udp, &k, &der(4, 120));
+    expect_miss(&good, srv.udp, &k2);
+    let status = srv.last_status();
+    assert!(status.contains("refused=2"), "{status}");
+
+    // Default with a loopback address: all of 127/8 is served.
+    let srv = Server::start(&[]);
+    let k3 = key(42);
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    expect_miss(&other, srv.udp, &k3);
+    let status = srv.last_status();
+    assert!(status.contains("refused=0"), "{status}");
+
+    // A wildcard or other non-loopback bind address needs the flag.
+    let dir = TempDir::new("sdallow");
+    let (code, _, err) = run(
+        BIN,
+        &["-listen", &dir.addr("a"), "-sessiond", "IP:9"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "flag -sessiond-allow: required when -sessiond 0.0.0.0:9 is not a loopback address"
+        ),
+        "{err}"
+    );
+    for (args, want) in [
+        (
+            vec!["-sessiond-allow", "127.0.0.1/32"],
+            "flag -sessiond-allow: needs -sessiond",
+        ),
+        (
+            vec!["-sessiond", "127.0.0.1:9", "-sessiond-allow", "10.0.0.0/40"],
+            "flag -sessiond-allow: '10.0.0.0/40': the prefix length must be 0..32",
+        ),
+    ] {
+        let addr = dir.addr("b");
+        let mut all = vec!["-listen", addr.as_str()];
+        all.extend(args);
+        let (code, _, err) = run(BIN, &all, Duration::from_secs(10));
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
     }
 }

@@ -101,6 +101,12 @@ const CLI: Cli = Cli {
              (e.g. 127.0.0.1:9002). NO AUTHENTICATION: bind to loopback or a private address",
         ),
         Flag::value(
+            &["sessiond-allow"],
+            "cidr,...",
+            "serve sessiond datagrams only from these IPv4 sources (a.b.c.d/len or a.b.c.d; \
+             default with a loopback -sessiond: 127.0.0.0/8; required otherwise)",
+        ),
+        Flag::value(
             &["sessiond-sessions"],
             "num",
             "maximum stunnel sessions stored, apart from the distcache ones \
@@ -177,6 +183,7 @@ struct Config {
     idle_ms: u64,
     stall_ms: u64,
     sessiond: Option<SocketAddr>,
+    sessiond_allow: sessiond::Allow,
     sessiond_sessions: usize,
     snapshot: Option<PathBuf>,
     /// `-snapshot-interval`, in ms (0: only at shutdown).
@@ -219,6 +226,19 @@ fn config(p: &Parsed) -> Result<Config, String> {
         tools::lookup_group(g).map_err(|e| format!("flag -sockgroup: {e}"))?;
     }
     let sessiond = p.get("sessiond").map(sessiond_address).transpose()?;
+    let sessiond_allow = match (sessiond, p.get("sessiond-allow")) {
+        (None, Some(_)) => return Err("flag -sessiond-allow: needs -sessiond".into()),
+        (_, Some(list)) => {
+            sessiond::Allow::parse(list).map_err(|e| format!("flag -sessiond-allow: {e}"))?
+        }
+        (Some(a), None) if !a.ip().is_loopback() => {
+            return Err(format!(
+                "flag -sessiond-allow: required when -sessiond {a} is not a loopback address \
+                 (list the stunnel hosts, e.g. 10.0.0.0/24)"
+            ))
+        }
+        _ => sessiond::Allow::loopback(),
+    };
     let sessions = p.num("sessions", 512, 1, MAX_SESSIONS)?;
     let pidfile = match p.get("pidfile") {
         Some("") => return Err("flag -pidfile: empty path".into()),
@@ -281,6 +301,7 @@ fn config(p: &Parsed) -> Result<Config, String> {
         idle_ms: p.num("idle", DEFAULT_IDLE_MS, 0, 86_400_000)?,
         stall_ms: p.num("stall", DEFAULT_STALL_MS, 0, 86_400_000)?,
         sessiond,
+        sessiond_allow,
         sessiond_sessions: p.num("sessiond-sessions", sessions, 1, MAX_SESSIONS)? as usize,
         snapshot,
         snapshot_every_ms: snapshot_every * 1000,
@@ -528,6 +549,12 @@ struct Sessiond {
     stats: SessiondStats,
     /// GET answers that could not be sent (socket buffer full, ...).
     unsent: u64,
+    /// `-sessiond-allow`, and the datagrams from other sources dropped.
+    allow: sessiond::Allow,
+    refused: u64,
+    /// Answers per non-loopback source, and the answers it withheld.
+    limit: sessiond::AnswerLimit,
+    limited: u64,
     /// One datagram; a byte longer than the largest legal request, so an
     /// oversized datagram (truncated by the kernel to this size) is still
     /// recognised as too long.
@@ -539,12 +566,16 @@ struct Sessiond {
 }
 
 impl Sessiond {
-    fn new(sock: UdpSocket, capacity: usize) -> Sessiond {
+    fn new(sock: UdpSocket, capacity: usize, allow: sessiond::Allow) -> Sessiond {
         Sessiond {
             sock,
             cache: Cache::new(capacity),
             stats: SessiondStats::default(),
             unsent: 0,
+            allow,
+            refused: 0,
+            limit: sessiond::AnswerLimit::new(sessiond::ANSWERS_PER_SEC),
+            limited: 0,
             buf: vec![0u8; sessiond::HEADER_LEN + sessiond::MAX_VALUE + 1],
             reply: Vec::with_capacity(sessiond::HEADER_LEN + sessiond::MAX_VALUE),
             logs: RateLimit::new(5),
@@ -580,6 +611,13 @@ impl Sessiond {
                     continue;
                 }
             };
+            if !self.allow.allows(peer.ip()) {
+                self.refused += 1;
+                self.note(&format!(
+                    "dropped a datagram from {peer}: not in -sessiond-allow"
+                ));
+                continue;
+            }
             let now = tools::now_ms();
             match sessiond::handle(
                 &mut self.cache,
@@ -589,6 +627,13 @@ impl Sessiond {
                 &mut self.reply,
             ) {
                 Ok(false) => {}
+                Ok(true) if !self.limit.take(peer.ip(), now) => {
+                    self.limited += 1;
+                    self.note(&format!(
+                        "withheld an answer to {peer}: more than {} answers a second to one source",
+                        sessiond::ANSWERS_PER_SEC
+                    ));
+                }
                 Ok(true) => loop {
                     match self.sock.send_to(&self.reply, peer) {
                         Ok(_) => break,
@@ -674,7 +719,7 @@ impl Server {
             cache = snapshot::load_and_log(p, cache, tools::now_ms(), &mut |l| log(l));
         }
         let sessiond = udp.map(|u| {
-            let mut sd = Sessiond::new(u, cfg.sessiond_sessions);
+            let mut sd = Sessiond::new(u, cfg.sessiond_sessions, cfg.sessiond_allow.clone());
             sd.cache.set_max_timeout(cfg.maxtimeout);
             sd
         });
@@ -1211,12 +1256,14 @@ impl Server {
             Some(sd) => {
                 let t = sd.stats;
                 format!(
-                    " sessiond: news={} gets={} hits={} removes={} dropped={} unsent={} items={}/{}",
+                    " sessiond: news={} gets={} hits={} removes={} dropped={} refused={} limited={} unsent={} items={}/{}",
                     t.news,
                     t.gets,
                     t.hits,
                     t.removes,
                     t.dropped,
+                    sd.refused,
+                    sd.limited,
                     sd.unsent,
                     sd.cache.num_items(now),
                     sd.cache.capacity()
