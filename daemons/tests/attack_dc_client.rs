@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::sleep;
@@ -17,37 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use distcache_rs::proto::{self, Cmd, Decoder, Direction};
-
-fn dc_server(dir: &TempDir, name: &str, extra: &[&str]) -> Proc {
-    let log = fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
-    let listen = dir.addr(name);
-    let mut args = vec!["-listen", &listen, "-sessions", "10000"];
-    args.extend_from_slice(extra);
-    let p = Proc::spawn_with(
-        env!("CARGO_BIN_EXE_dc_server"),
-        &args,
-        Stdio::null(),
-        Stdio::from(log),
-    );
-    wait_for_socket(&dir.path(name));
-    p
-}
-
-/// dc_client with stderr in `client.log`.
-fn dc_client_logged(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
-    let log = fs::File::create(dir.path("client.log")).unwrap();
-    let listen = dir.addr("client");
-    let mut args = vec!["-server", server, "-listen", &listen];
-    args.extend_from_slice(extra);
-    let p = Proc::spawn_with(
-        env!("CARGO_BIN_EXE_dc_client"),
-        &args,
-        Stdio::null(),
-        Stdio::from(log),
-    );
-    wait_for_socket(&dir.path("client"));
-    p
-}
 
 fn client_log(dir: &TempDir) -> String {
     fs::read_to_string(dir.path("client.log")).unwrap()
@@ -101,7 +69,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[test]
 fn greedy_readers_keep_dc_client_memory_bounded() {
     let dir = TempDir::new("atk-greedy");
-    let _srv = dc_server(&dir, "srv", &[]);
+    let _srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-clientstall", "3000"]);
     let app = dir.path("client");
     let base = rss_kb(client.pid());
@@ -192,7 +160,7 @@ fn greedy_readers_keep_dc_client_memory_bounded() {
 #[test]
 fn maxbuffer_closes_the_stalest_connection() {
     let dir = TempDir::new("atk-budget");
-    let _srv = dc_server(&dir, "srv", &[]);
+    let _srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-maxbuffer", "2"]);
     let app = dir.path("client");
     let id = b"big";
@@ -257,7 +225,7 @@ fn dribbler_flood_does_not_lock_applications_out() {
         println!("descriptor hard limit {limit}: flooding with {flood} sockets only");
     }
     let dir = TempDir::new("atk-flood");
-    let _srv = dc_server(&dir, "srv", &[]);
+    let _srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &[]);
     let app = dir.path("client");
     let target = dir.addr("client");
@@ -354,7 +322,7 @@ fn dribbler_flood_does_not_lock_applications_out() {
 #[test]
 fn clientstall_closes_a_partial_request() {
     let dir = TempDir::new("atk-partial");
-    let _srv = dc_server(&dir, "srv", &[]);
+    let _srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-clientstall", "300"]);
     let app = dir.path("client");
     let mut d = connect(&app);

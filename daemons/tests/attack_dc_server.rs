@@ -9,7 +9,6 @@ mod common;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -24,36 +23,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_dc_server");
 /// The attacks hold thousands of descriptors and much CPU: one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
 
-/// dc_server on `dir/name` with stderr in `dir/name.log`.
-struct Srv {
-    proc: Proc,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
 impl Srv {
-    fn start(dir: &TempDir, name: &str, extra: &[&str]) -> Srv {
-        let sock = dir.path(name);
-        let log = dir.path(&format!("{name}.log"));
-        let listen = format!("UNIX:{}", sock.display());
-        let mut args = vec!["-listen", listen.as_str()];
-        args.extend_from_slice(extra);
-        let proc = Proc::spawn_with(
-            BIN,
-            &args,
-            Stdio::null(),
-            Stdio::from(fs::File::create(&log).unwrap()),
-        );
-        wait_for_socket(&sock);
-        sleep(Duration::from_millis(50));
-        Srv { proc, sock, log }
-    }
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn addr(&self) -> String {
-        format!("UNIX:{}", self.sock.display())
-    }
     /// Resident set size of the server, in bytes.
     fn rss(&self) -> u64 {
         let s = fs::read_to_string(format!("/proc/{}/status", self.proc.pid())).unwrap();

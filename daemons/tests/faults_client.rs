@@ -15,34 +15,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn dc_server(dir: &TempDir, name: &str) -> Proc {
-    let log = fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
-    let p = Proc::spawn_with(
-        env!("CARGO_BIN_EXE_dc_server"),
-        &["-listen", &dir.addr(name), "-sessions", "10000"],
-        Stdio::null(),
-        Stdio::from(log),
-    );
-    wait_for_socket(&dir.path(name));
-    p
-}
-
-/// dc_client with stderr in a file (a pipe nobody reads could fill up).
-fn dc_client_logged(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
-    let log = fs::File::create(dir.path("client.log")).unwrap();
-    let listen = dir.addr("client");
-    let mut args = vec!["-server", server, "-listen", &listen];
-    args.extend_from_slice(extra);
-    let p = Proc::spawn_with(
-        env!("CARGO_BIN_EXE_dc_client"),
-        &args,
-        Stdio::null(),
-        Stdio::from(log),
-    );
-    wait_for_socket(&dir.path("client"));
-    p
-}
-
 /// The request byte strings of wire.json that a server or proxy must
 /// reject by closing the connection.
 fn malformed_requests() -> Vec<(String, Vec<u8>)> {
@@ -98,7 +70,7 @@ fn extra_hostile() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn dc_client_drops_only_the_offending_application() {
     let dir = TempDir::new("fltc-wire");
-    let mut srv = dc_server(&dir, "srv");
+    let mut srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-retry", "100"]);
     let app = dir.path("client");
     let mut good: Vec<UnixStream> = (0..4).map(|_| connect(&app)).collect();
@@ -134,7 +106,7 @@ fn dc_client_drops_only_the_offending_application() {
 #[test]
 fn dc_client_maxconns_makes_room_for_new_connections() {
     let dir = TempDir::new("fltc-max");
-    let _srv = dc_server(&dir, "srv");
+    let _srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &["-maxconns", "3"]);
     let app = dir.path("client");
     sleep(Duration::from_millis(100));
@@ -182,7 +154,7 @@ fn dc_client_maxconns_makes_room_for_new_connections() {
 #[test]
 fn dc_client_killed_and_restarted() {
     let dir = TempDir::new("fltc-kill");
-    let _srv = dc_server(&dir, "srv");
+    let _srv = dc_server_logged(&dir, "srv", &[]);
     let mut client = dc_client_logged(&dir, &dir.addr("srv"), &[]);
     let target = dir.addr("client");
     let mut load = Load::start(LoadSpec {
@@ -215,7 +187,7 @@ fn dc_client_killed_and_restarted() {
 #[test]
 fn dc_snoop_drops_only_the_offending_connection() {
     let dir = TempDir::new("fltc-snoop");
-    let mut srv = dc_server(&dir, "srv");
+    let mut srv = dc_server_logged(&dir, "srv", &[]);
     let log = fs::File::create(dir.path("snoop.out")).unwrap();
     let listen = dir.addr("snoop");
     let server = dir.addr("srv");

@@ -11,7 +11,6 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -19,42 +18,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dc_server");
-
-/// dc_server on `dir/name` with stderr in `dir/name.log`.
-struct Srv {
-    proc: Proc,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Srv {
-    fn start(dir: &TempDir, name: &str, extra: &[&str]) -> Srv {
-        let sock = dir.path(name);
-        let log = dir.path(&format!("{name}.log"));
-        let listen = format!("UNIX:{}", sock.display());
-        let mut args = vec!["-listen", listen.as_str()];
-        args.extend_from_slice(extra);
-        let proc = Proc::spawn_with(
-            BIN,
-            &args,
-            Stdio::null(),
-            Stdio::from(fs::File::create(&log).unwrap()),
-        );
-        wait_for_socket(&sock);
-        // Let the readiness probe's connection go away.
-        sleep(Duration::from_millis(50));
-        Srv { proc, sock, log }
-    }
-    fn conn(&self) -> UnixStream {
-        connect(&self.sock)
-    }
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn addr(&self) -> String {
-        format!("UNIX:{}", self.sock.display())
-    }
-}
 
 fn frame(uid: u32, op: u8, complete: bool, payload: &[u8]) -> Vec<u8> {
     let mut v = vec![0x00, 0x11, 0x00, 0x00, 0x00];

@@ -16,3 +16,74 @@ pub fn dc_client(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
     wait_for_socket(&dir.path("client"));
     p
 }
+
+/// dc_server on `dir/name` with `-sessions 10000` and `extra`, its stderr
+/// in `dir/name.log` (a pipe nobody reads could fill up).
+pub fn dc_server_logged(dir: &TempDir, name: &str, extra: &[&str]) -> Proc {
+    let log = std::fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
+    let listen = dir.addr(name);
+    let mut args = vec!["-listen", &listen, "-sessions", "10000"];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_server"),
+        &args,
+        std::process::Stdio::null(),
+        std::process::Stdio::from(log),
+    );
+    wait_for_socket(&dir.path(name));
+    p
+}
+
+/// dc_client on `dir/client` in front of `server`, its stderr in
+/// `dir/client.log`.
+pub fn dc_client_logged(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
+    let log = std::fs::File::create(dir.path("client.log")).unwrap();
+    let listen = dir.addr("client");
+    let mut args = vec!["-server", server, "-listen", &listen];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn_with(
+        env!("CARGO_BIN_EXE_dc_client"),
+        &args,
+        std::process::Stdio::null(),
+        std::process::Stdio::from(log),
+    );
+    wait_for_socket(&dir.path("client"));
+    p
+}
+
+/// dc_server on `dir/name` (only `-listen` and `extra`), its stderr in
+/// `dir/name.log`.
+pub struct Srv {
+    pub proc: Proc,
+    pub sock: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+}
+
+impl Srv {
+    pub fn start(dir: &TempDir, name: &str, extra: &[&str]) -> Srv {
+        let sock = dir.path(name);
+        let log = dir.path(&format!("{name}.log"));
+        let listen = format!("UNIX:{}", sock.display());
+        let mut args = vec!["-listen", listen.as_str()];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn_with(
+            env!("CARGO_BIN_EXE_dc_server"),
+            &args,
+            std::process::Stdio::null(),
+            std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+        );
+        wait_for_socket(&sock);
+        // Let the readiness probe's connection go away.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        Srv { proc, sock, log }
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn addr(&self) -> String {
+        format!("UNIX:{}", self.sock.display())
+    }
+    pub fn conn(&self) -> std::os::unix::net::UnixStream {
+        connect(&self.sock)
+    }
+}
