@@ -32,7 +32,7 @@ TOOLS      := dc_server dc_client dc_test dc_snoop
 STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 
 .PHONY: all build install uninstall headers check test check-rust check-exports \
-        check-c check-c-quick check-e2e check-fuzz demo bench bench-short clean
+        check-c check-c-quick check-e2e check-fuzz check-clone demo bench bench-short clean
 
 all: build
 
@@ -107,7 +107,7 @@ headers:
 
 # ---------------------------------------------------------------- tests
 
-check: check-rust check-exports check-c check-e2e check-fuzz
+check: check-rust check-exports check-c check-e2e check-fuzz check-clone
 	@echo "make check: all test suites passed"
 
 # The edit-compile-test loop: fmt, clippy, every Rust unit and integration
@@ -157,6 +157,12 @@ check-e2e: $(B)/stamp-testinstall
 # Longer: `sh fuzz/run.sh SECONDS [TARGET...]`, see fuzz/README.md.
 check-fuzz:
 	sh fuzz/run.sh 60
+
+# A clone of HEAD in an empty temporary directory passes `make test`: the
+# repository reads nothing outside itself. Last, since the clone's build
+# shares target/.
+check-clone:
+	sh scripts/check-clone.sh
 
 demo: $(B)/stamp-testinstall
 	sh scripts/demo.sh $(TESTPREFIX)
