@@ -117,9 +117,10 @@ fn generate(manifest: &Path, out_dir: &Path, h: &Header, update: bool) {
         .insert("timeval".to_string(), "struct timeval".to_string());
     let mut b = cbindgen::Builder::new().with_config(cfg);
     for s in h.srcs {
-        let p = manifest.join(s);
-        println!("cargo:rerun-if-changed={}", p.display());
-        b = b.with_src(p);
+        // Relative to the package root, so that a checkout moved elsewhere
+        // (or a clone sharing this target/) does not rerun the script.
+        println!("cargo:rerun-if-changed={s}");
+        b = b.with_src(manifest.join(s));
     }
     let bindings = b
         .generate()
