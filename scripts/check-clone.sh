@@ -20,6 +20,10 @@ $f
 "*) continue ;; esac
     [ -e "$ROOT/$f" ] && touch -r "$ROOT/$f" "$f"
 done
+# Directories too: build.rs watches include/prelude as a whole.
+find . -path ./.git -prune -o -type d -print | while IFS= read -r d; do
+    [ -d "$ROOT/$d" ] && touch -r "$ROOT/$d" "$d"
+done
 mkdir -p "$ROOT/target"
 ln -s "$ROOT/target" target
 echo "check-clone: make test in $T/distcache-rs (nothing beside it)"
