@@ -307,6 +307,7 @@ fn size_zero_means_default() {
         sent += client.send_buf_mut().write(&msg[sent..]);
     }
     assert_eq!(got, msg);
+    let _ = std::fs::remove_file(&p);
     let (mut a, mut b) = (Connection::new(), Connection::new());
     assert!(Connection::create_pair(&mut a, &mut b, 0));
     assert_eq!(a.read_buf().size(), address::DEFAULT_BUFFER_SIZE);

@@ -236,6 +236,17 @@ cross() {
     is_reused "$W/c/$tag.res"
 }
 
+# After a failed round: enough of each log to tell which side failed
+# without a rerun (the Apache logs are replaced at the next phase).
+diag() { # diag LAST_CLIENT_OUTPUT
+    local f
+    for f in "$W"/dc/server.log "$W"/dc/client.log "$W"/A/logs/error.log "$W"/B/logs/error.log "$1"; do
+        [ -s "$f" ] || continue
+        echo "apache-e2e: --- last lines of ${f#"$W"/}"
+        tail -n 8 "$f"
+    done
+}
+
 serial_rounds() { # serial_rounds LABEL
     local label=$1 v name i good total
     for v in -tls1_2 -tls1_3; do
@@ -252,6 +263,7 @@ serial_rounds() { # serial_rounds LABEL
             ok "$label $name: $good/$total sessions made on one Apache resumed on the other (alternating A->B, B->A)"
         else
             bad "$label $name: only $good/$total cross-server resumptions"
+            diag "$W/c/$label$v-$N.res"
         fi
     done
 }
@@ -274,6 +286,7 @@ parallel_round() { # parallel_round LABEL VFLAG
         ok "$label: $PAR parallel resumptions on B of sessions made on A, all resumed"
     else
         bad "$label: $good/$PAR parallel resumptions"
+        diag "$W/c/p$PAR.res"
     fi
 }
 

@@ -168,35 +168,60 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
     }
-    let sock =
-        UnixListener::bind(&path).map_err(|e| ctx(e, format!("cannot listen on {shown}")))?;
-    let md = fs::symlink_metadata(&path).map_err(|e| ctx(e, format!("cannot stat {shown}")))?;
-    let l = Listener::Unix {
-        sock,
-        path: path.clone(),
-        id: (md.dev(), md.ino()),
+    // Bind without listening, with the final mode from the start (umask
+    // around bind), then owner and group, and only then listen: a UNIX
+    // socket refuses connections until listen(2), so nobody can connect
+    // while its owner, group or mode are still the defaults.
+    let what = || format!("cannot listen on {shown}");
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ctx(e, what()))?;
+    s.set_cloexec(true).map_err(|e| ctx(e, what()))?;
+    let sa = SockAddr::unix(&path).map_err(|e| ctx(e, what()))?;
+    let bound = match opts.perms {
+        Some(m) => {
+            // One umask change at a time (the tests bind from several
+            // threads), so that each restores what was there before.
+            static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = UMASK.lock().unwrap_or_else(|p| p.into_inner());
+            let old = sys::set_umask(!m & 0o777);
+            let r = s.bind(&sa);
+            sys::set_umask(old);
+            r
+        }
+        None => s.bind(&sa),
     };
-    // From here on, dropping `l` removes the file again on error.
+    bound.map_err(|e| ctx(e, what()))?;
+    let md = fs::symlink_metadata(&path).map_err(|e| ctx(e, format!("cannot stat {shown}")))?;
+    let id = (md.dev(), md.ino());
+    // From here on, an error removes the file again (the guard below).
+    let remove = |e: io::Error| {
+        remove_if_ours(&path, id);
+        e
+    };
     let uid = match &opts.owner {
-        Some(u) => Some(sys::lookup_user(u)?.uid),
+        Some(u) => Some(sys::lookup_user(u).map_err(remove)?.uid),
         None => None,
     };
     let gid = match &opts.group {
-        Some(g) => Some(sys::lookup_group(g)?),
+        Some(g) => Some(sys::lookup_group(g).map_err(remove)?),
         None => None,
     };
     if uid.is_some() || gid.is_some() {
         std::os::unix::fs::lchown(&path, uid, gid)
-            .map_err(|e| ctx(e, format!("cannot change owner/group of {shown}")))?;
+            .map_err(|e| remove(ctx(e, format!("cannot change owner/group of {shown}"))))?;
     }
     if let Some(m) = opts.perms {
+        // The umask cannot add bits; this makes the mode exact.
         fs::set_permissions(&path, fs::Permissions::from_mode(m))
-            .map_err(|e| ctx(e, format!("cannot change mode of {shown}")))?;
+            .map_err(|e| remove(ctx(e, format!("cannot change mode of {shown}"))))?;
     }
-    if let Listener::Unix { sock, .. } = &l {
-        sock.set_nonblocking(true)?;
-    }
-    Ok(l)
+    s.listen(1024).map_err(|e| remove(ctx(e, what())))?;
+    s.set_nonblocking(true)
+        .map_err(|e| remove(ctx(e, what())))?;
+    Ok(Listener::Unix {
+        sock: s.into(),
+        path,
+        id,
+    })
 }
 
 /// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: one system call where
@@ -283,16 +308,21 @@ impl AsRawFd for Listener {
     }
 }
 
+/// Remove the socket file at `path` if it is still the one we created.
+fn remove_if_ours(path: &Path, id: (u64, u64)) {
+    if let Ok(md) = fs::symlink_metadata(path) {
+        if (md.dev(), md.ino()) == id {
+            if let Err(e) = fs::remove_file(path) {
+                eprintln!("cannot remove socket {}: {e}", path.display());
+            }
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix { path, id, .. } = self {
-            if let Ok(md) = fs::symlink_metadata(&*path) {
-                if (md.dev(), md.ino()) == *id {
-                    if let Err(e) = fs::remove_file(&*path) {
-                        eprintln!("cannot remove socket {}: {e}", path.display());
-                    }
-                }
-            }
+            remove_if_ours(path, *id);
         }
     }
 }
@@ -457,6 +487,40 @@ mod tests {
         let d = std::env::temp_dir().join(format!("dcrs-net-{}-{name}", std::process::id()));
         let _ = fs::remove_file(&d);
         d
+    }
+
+    /// -sockperms is the socket's mode from bind(2) on, whatever the umask
+    /// (the umask can only narrow it, so chmod makes it exact), and the
+    /// socket only listens once owner, group and mode are final. A failure
+    /// on the way leaves no file behind.
+    #[test]
+    fn unix_listen_applies_perms_before_listening() {
+        let p = tmp("perms.sock");
+        let addr = Address::Unix(p.clone());
+        for m in [0o600, 0o666, 0o660] {
+            let opts = SockOpts {
+                perms: Some(m),
+                ..SockOpts::default()
+            };
+            let l = listen(&addr, &opts).unwrap();
+            let mode = fs::symlink_metadata(&p).unwrap().mode() & 0o7777;
+            assert_eq!(mode, m, "-sockperms {m:o}");
+            // The process's own umask is back as it was.
+            let now = sys::set_umask(0o022);
+            sys::set_umask(now);
+            assert_ne!(now, !m & 0o777, "umask left at the bind value");
+            let _c = connect(&addr).unwrap();
+            drop(l);
+            assert!(!p.exists(), "listener removes its socket");
+        }
+        let opts = SockOpts {
+            owner: Some("no-such-user-dcrs".into()),
+            perms: Some(0o600),
+            ..SockOpts::default()
+        };
+        let e = listen(&addr, &opts).unwrap_err();
+        assert!(e.to_string().contains("no-such-user-dcrs"), "{e}");
+        assert!(!p.exists(), "a failed listen leaves no socket file");
     }
 
     #[test]

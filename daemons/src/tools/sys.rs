@@ -23,6 +23,15 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Set the process's file-creation mask, returning the previous one. The
+/// mask is process-wide: only the daemons call this, while they are still
+/// single-threaded (binding their listeners), never the libraries, which
+/// live in threaded hosts.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask takes a mode and cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
 /// Switch to `user` (supplementary groups, gid, then uid). Call after the
 /// listening socket exists. Succeeds without change if we already are that
 /// user.
