@@ -24,12 +24,9 @@ for p in "${PKGS[@]}"; do
     fi
 done
 
-say "building the packages (make deb)"
+say "building the packages and running lintian on them (make deb: fails on a lintian error)"
 make --no-print-directory deb
 ls -l build/deb/*.deb
-
-say "lintian"
-lintian --fail-on error build/deb/*.changes
 
 MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 LIBDIR=/usr/lib/$MULTIARCH
