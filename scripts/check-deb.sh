@@ -38,6 +38,7 @@ purge() {
     done
 }
 trap purge EXIT
+trap 'exit 130' INT TERM
 
 say "installing ${PKGS[*]} with apt-get"
 debs=()
