@@ -180,13 +180,14 @@ bench-short: $(B)/stamp-testinstall
 # dpkg-buildpackage writes by default. lintian runs when it is installed.
 DEBDIR  := $(CURDIR)/$(B)/deb
 DEBARCH  = $(shell dpkg --print-architecture)
+DEBVER   = $(shell dpkg-parsechangelog -SVersion)
 .PHONY: deb check-deb
 deb:
 	rm -rf $(DEBDIR) && mkdir -p $(DEBDIR)
 	DCRS_DEB_DESTDIR=$(DEBDIR) dpkg-buildpackage -us -uc -b \
 	    --buildinfo-option=-u$(DEBDIR) --changes-option=-u$(DEBDIR) \
-	    --buildinfo-file=$(DEBDIR)/distcache-rs_$(VERSION)_$(DEBARCH).buildinfo \
-	    --changes-file=$(DEBDIR)/distcache-rs_$(VERSION)_$(DEBARCH).changes
+	    --buildinfo-file=$(DEBDIR)/distcache-rs_$(DEBVER)_$(DEBARCH).buildinfo \
+	    --changes-file=$(DEBDIR)/distcache-rs_$(DEBVER)_$(DEBARCH).changes
 	@ls -l $(DEBDIR)
 	@if command -v lintian >/dev/null 2>&1; then lintian --fail-on error $(DEBDIR)/*.changes; \
 	else echo "deb: lintian not installed, packages not checked (apt-get install lintian)"; fi
