@@ -6,6 +6,7 @@
 #   make demo                 dc_server + dc_client + dc_test load on a temp dir
 #   make headers              regenerate include/ from the Rust declarations
 #   make bench / bench-short  benchmark matrix vs redis (BENCHMARKS.md; ~6 min / 40 s)
+#   make deb / check-deb      Debian packages into build/deb/; build, install, test, purge
 #
 # Library layout (see README.md): the Rust cdylib holds every symbol and is
 # installed as libnal.so.1.0.1 (SONAME libnal.so.1). libdistcache.so.1 and
@@ -54,11 +55,13 @@ $(B)/filter-%.c: capi-tests/symbols.txt
 
 $(B)/lib%.so.1.0.1: $(B)/filter-%.c $(B)/stamp-cargo
 	$(CC) -shared -fPIC -O2 -o $@ $< -Wl,-soname,lib$*.so.1 \
-	    -Wl,--filter,libnal.so.1 -Wl,-z,defs -Wl,--no-as-needed $(REL)/libdistcache_rs.so
+	    -Wl,--filter,libnal.so.1 -Wl,-z,defs $(LDFLAGS) -Wl,--no-as-needed $(REL)/libdistcache_rs.so
 
 $(B)/marker-%.o:
 	@mkdir -p $(B)
-	echo 'int distcache_rs_lib$*_marker;' | $(CC) -x c -c -O2 -fPIC -o $@ -
+	@# A function, not just a variable: an archive without code is an error for lintian.
+	echo 'int distcache_rs_lib$*_marker(void); int distcache_rs_lib$*_marker(void) { return 1; }' | \
+	    $(CC) -x c -c -O2 -fPIC -o $@ -
 
 # The static archives: libnal.a holds everything; the other two exist so
 # that the usual link lines (-ldistcache -lnal) work with -static too.
@@ -174,6 +177,31 @@ bench: $(B)/stamp-testinstall
 
 bench-short: $(B)/stamp-testinstall
 	bash scripts/bench.sh short $(TESTPREFIX)
+
+# ---------------------------------------------------------------- Debian packages
+
+# libdistcache1, libdistcache-dev and distcache-tools (debian/), built with
+# the release build in target/ and the builder's own Rust toolchain. Every
+# output (.deb, .buildinfo, .changes) goes to build/deb/, not to `..` where
+# dpkg-buildpackage writes by default. lintian runs when it is installed.
+DEBDIR  := $(CURDIR)/$(B)/deb
+DEBARCH  = $(shell dpkg --print-architecture)
+DEBVER   = $(shell dpkg-parsechangelog -SVersion)
+.PHONY: deb check-deb
+deb:
+	rm -rf $(DEBDIR) && mkdir -p $(DEBDIR)
+	DCRS_DEB_DESTDIR=$(DEBDIR) dpkg-buildpackage -us -uc -b \
+	    --buildinfo-option=-u$(DEBDIR) --changes-option=-u$(DEBDIR) \
+	    --buildinfo-file=$(DEBDIR)/distcache-rs_$(DEBVER)_$(DEBARCH).buildinfo \
+	    --changes-file=$(DEBDIR)/distcache-rs_$(DEBVER)_$(DEBARCH).changes
+	@ls -l $(DEBDIR)
+	@if command -v lintian >/dev/null 2>&1; then lintian --fail-on error $(DEBDIR)/*.changes; \
+	else echo "deb: lintian not installed, packages not checked (apt-get install lintian)"; fi
+
+# Builds the packages, installs them with apt-get, runs the Apache
+# end-to-end test against the installed system libraries, purges them.
+check-deb:
+	bash scripts/check-deb.sh
 
 clean:
 	$(CARGO) clean

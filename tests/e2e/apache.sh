@@ -9,6 +9,10 @@
 #   openssl s_client -> apache B --mod_socache_dc--/
 #
 # usage: tests/e2e/apache.sh <install-prefix>
+#        tests/e2e/apache.sh <prefix> <libdir>   (installed system packages:
+#          /usr /usr/lib/x86_64-linux-gnu; the module links and runs with the
+#          system's defaults: no LD_LIBRARY_PATH, no -I/-L, the system's
+#          pkg-config path; scripts/check-deb.sh runs it so)
 # env:   DCRS_E2E_N (cross-server resumptions per TLS version, default 20)
 #        DCRS_E2E_PAR (parallel resumptions, default 32)
 #        DCRS_CACHE (where the fetched mod_socache_dc.c is kept,
@@ -18,7 +22,13 @@
 # (.ci/run sets all of that up). Prints "apache-e2e: N passed, M failed".
 set -u -o pipefail
 
-PREFIX=$(cd "${1:?usage: apache.sh <prefix>}" && pwd -P)
+PREFIX=$(cd "${1:?usage: apache.sh <prefix> [<libdir>]}" && pwd -P)
+SYSTEM=0
+LIBDIR=$PREFIX/lib
+if [ $# -ge 2 ]; then
+    SYSTEM=1
+    LIBDIR=$(cd "$2" && pwd -P)
+fi
 N=${DCRS_E2E_N:-20}
 PAR=${DCRS_E2E_PAR:-32}
 CACHE=${DCRS_CACHE:-$HOME/.cache/distcache-rs}
@@ -51,8 +61,14 @@ finish() {
     [ "$FAIL" -eq 0 ] && exit 0 || exit 1
 }
 trap finish EXIT
-export LD_LIBRARY_PATH="$PREFIX/lib"
-export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+if [ "$SYSTEM" = 1 ]; then
+    unset LD_LIBRARY_PATH PKG_CONFIG_PATH
+    LINKDIRS=()
+else
+    export LD_LIBRARY_PATH="$PREFIX/lib"
+    export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+    LINKDIRS=(-I"$PREFIX/include" -L"$PREFIX/lib")
+fi
 
 # ------------------------------------------------ 1. Apache's own module source
 SRC="$CACHE/mod_socache_dc.c"
@@ -81,7 +97,7 @@ say "mod_socache_dc.c from Debian $(cat "$CACHE/mod_socache_dc.c.version" 2>/dev
 # ------------------------------------------------ 2. build it against our prefix
 mkdir -p "$W/m1" "$W/m2"
 cp "$SRC" "$W/m1/" && cp "$SRC" "$W/m2/"
-if (cd "$W/m1" && "$APXS" -c -I"$PREFIX/include" -L"$PREFIX/lib" -ldistcache -lnal mod_socache_dc.c) >"$W/m1/build.log" 2>&1; then
+if (cd "$W/m1" && "$APXS" -c "${LINKDIRS[@]}" -ldistcache -lnal mod_socache_dc.c) >"$W/m1/build.log" 2>&1; then
     ok "apxs build with Apache's link line (-ldistcache -lnal)"
 else
     tail -20 "$W/m1/build.log"
@@ -96,11 +112,23 @@ else
 fi
 MODULE="$W/m1/.libs/mod_socache_dc.so"
 chmod -R a+rX "$W/m1"
-if ldd "$MODULE" | grep -q "libdistcache.so.1 => $PREFIX/lib/"; then
-    ok "module resolves libdistcache.so.1 from our prefix"
-else
-    ldd "$MODULE"
-    bad "module does not resolve libdistcache.so.1 from our prefix"
+# Compared as real paths: with a merged /usr, ld.so may name /lib/... for /usr/lib/...
+resolved() { ldd "$MODULE" | awk -v l="$1" '$1 == l && $2 == "=>" { print $3 }' | xargs -r readlink -f; }
+for l in libdistcache.so.1 libnal.so.1; do
+    if [ -n "$(resolved "$l")" ] && [ "$(resolved "$l")" = "$(readlink -f "$LIBDIR/$l")" ]; then
+        ok "module resolves $l from $LIBDIR"
+    else
+        ldd "$MODULE"
+        bad "module does not resolve $l from $LIBDIR"
+    fi
+done
+if [ "$SYSTEM" = 1 ]; then
+    pcdir=$(pkg-config --variable=libdir distcache 2>/dev/null)
+    if [ "$pcdir" = "$LIBDIR" ] && [ "$(pkg-config --variable=libdir libnal)" = "$LIBDIR" ]; then
+        ok "pkg-config: distcache and libnal name libdir=$LIBDIR"
+    else
+        bad "pkg-config names libdir '$pcdir', not $LIBDIR"
+    fi
 fi
 
 # ------------------------------------------------ 3. cache daemons, certificate
