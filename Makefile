@@ -21,6 +21,8 @@ LIBDIR     ?= $(PREFIX)/lib
 INCDIR     ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 CARGO      ?= cargo
 CC         ?= cc
 CXX        ?= c++
@@ -94,6 +96,11 @@ install: build
 	for t in $(TOOLS); do install -m 0755 $(REL)/$$t $(DESTDIR)$(BINDIR)/$$t; done
 	for s in 1 3 8; do install -d $(DESTDIR)$(MANDIR)/man$$s && \
 	  install -m 0644 man/man$$s/*.$$s $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	for u in dc_server dc_client; do \
+	  sed 's|@BINDIR@|$(BINDIR)|g' systemd/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; done
+	install -m 0644 systemd/distcache.sysusers $(DESTDIR)$(SYSUSERSDIR)/distcache.conf
 
 uninstall:
 	for l in libnal libdistcache libdistcacheserver; do \
@@ -104,6 +111,8 @@ uninstall:
 	rm -rf $(DESTDIR)$(INCDIR)/libnal $(DESTDIR)$(INCDIR)/distcache
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
 	for s in 1 3 8; do for f in man/man$$s/*.$$s; do rm -f $(DESTDIR)$(MANDIR)/man$$s/$${f##*/}; done; done
+	rm -f $(DESTDIR)$(UNITDIR)/dc_server.service $(DESTDIR)$(UNITDIR)/dc_client.service \
+	      $(DESTDIR)$(SYSUSERSDIR)/distcache.conf
 
 headers:
 	DCRS_UPDATE_HEADERS=1 $(CARGO) build --release --lib

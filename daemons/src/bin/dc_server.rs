@@ -60,6 +60,15 @@ const CLI: Cli = Cli {
         Flag::value(&["pidfile"], "path", "write the process id to this file"),
         Flag::switch(&["killable"], "shut down cleanly on SIGUSR1/SIGUSR2"),
         Flag::value(
+            &["logfile"],
+            "path",
+            "append log lines to this file (reopened on SIGUSR2)",
+        ),
+        Flag::switch(
+            &["syslog"],
+            "log to syslog, facility daemon (the default with -daemon)",
+        ),
+        Flag::value(
             &["mintimeout"],
             "msecs",
             "store sessions for at least this long (default 0)",
@@ -175,6 +184,7 @@ struct Config {
     progress: u64,
     pidfile: Option<PathBuf>,
     killable: bool,
+    log: tools::log::Target,
     mintimeout: u64,
     maxtimeout: u64,
     maxconns: usize,
@@ -293,6 +303,7 @@ fn config(p: &Parsed) -> Result<Config, String> {
         progress: p.num("progress", 0, 0, u64::MAX)?,
         pidfile,
         killable: p.has("killable"),
+        log: tools::log::target_from(p)?,
         mintimeout,
         maxtimeout,
         maxconns: p.num("maxconns", 10_000, 1, 1_000_000)? as usize,
@@ -309,7 +320,7 @@ fn config(p: &Parsed) -> Result<Config, String> {
 }
 
 fn log(msg: &str) {
-    eprintln!("{TOOL}: {msg}");
+    tools::log::line(format_args!("{msg}"));
 }
 
 fn main() {
@@ -325,6 +336,10 @@ fn run() -> i32 {
         Ok(c) => c,
         Err(msg) => return CLI.fail(&msg),
     };
+    if let Err(e) = tools::log::setup(TOOL, &cfg.log) {
+        return CLI.fail(&format!("flag -logfile: {e}"));
+    }
+    let mut notify = tools::notify::Notifier::from_env();
     match tools::raise_nofile_limit() {
         Ok(n) if (n as usize) < cfg.maxconns + 32 => log(&format!(
             "warning: descriptor limit {n} is below -maxconns {}",
@@ -338,7 +353,7 @@ fn run() -> i32 {
     let udp = match cfg.sessiond.map(bind_sessiond).transpose() {
         Ok(u) => u,
         Err(e) => {
-            log(&e.to_string());
+            tools::log::fatal(&e.to_string());
             return 1;
         }
     };
@@ -359,7 +374,7 @@ fn run() -> i32 {
     let listener = match tools::listen(&cfg.listen, &cfg.sock) {
         Ok(l) => l,
         Err(e) => {
-            log(&e.to_string());
+            tools::log::fatal(&e.to_string());
             return 1;
         }
     };
@@ -367,7 +382,7 @@ fn run() -> i32 {
         match tools::daemonize(cfg.pidfile.is_none()) {
             Ok(d) => Some(d),
             Err(e) => {
-                log(&format!("cannot detach: {e}"));
+                tools::log::fatal(&format!("cannot detach: {e}"));
                 return 1;
             }
         }
@@ -376,7 +391,7 @@ fn run() -> i32 {
     };
     // Start-up after detaching: failures are reported through the parent.
     let fail = |detached: Option<tools::Detached>, msg: String| {
-        log(&msg);
+        tools::log::fatal(&msg);
         if let Some(d) = detached {
             d.fail(&format!("{TOOL}: {msg}"));
         }
@@ -424,6 +439,7 @@ fn run() -> i32 {
     if let Some(d) = detached {
         d.ready();
     }
+    notify.ready(&format!("listening on {}", cfg.listen));
     if !cfg.daemon {
         log(&format!(
             "listening on {}, up to {} sessions",
@@ -436,7 +452,7 @@ fn run() -> i32 {
             ));
         }
     }
-    let code = match server.serve(&signals) {
+    let code = match server.serve(&signals, &mut notify) {
         Ok(sig) => {
             log(&format!(
                 "caught {}, shutting down",
@@ -449,6 +465,7 @@ fn run() -> i32 {
             1
         }
     };
+    notify.stopping();
     server.save_snapshot();
     // Dropping the server closes every connection and removes the UNIX
     // socket file; the pid file goes last.
@@ -784,11 +801,20 @@ impl Server {
     }
 
     /// Run until a stop signal arrives; returns it.
-    fn serve(&mut self, signals: &tools::Signals) -> io::Result<i32> {
+    fn serve(
+        &mut self,
+        signals: &tools::Signals,
+        notify: &mut tools::notify::Notifier,
+    ) -> io::Result<i32> {
         let mut events = Vec::new();
+        // At least once a second (the status line, the clocks), and twice
+        // per systemd watchdog interval.
+        let sleep = notify.max_sleep().map_or(Duration::from_millis(1000), |w| {
+            w.min(Duration::from_millis(1000))
+        });
         loop {
-            self.poller
-                .wait(Some(Duration::from_millis(1000)), &mut events)?;
+            notify.tick(tools::now_ms());
+            self.poller.wait(Some(sleep), &mut events)?;
             // stunnel waits only a few milliseconds for a GET answer:
             // datagrams go first, and are looked for again every few
             // connections, never queued behind distcache work.

@@ -230,7 +230,7 @@ impl Snoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Out of descriptors or similar: pause instead of spinning.
-                    eprintln!("dc_snoop: accept failed: {e}; pausing new connections");
+                    tools::log::line(format_args!("accept failed: {e}; pausing new connections"));
                     let _ = self.poller.modify(self.listener.as_raw_fd(), TOK_LISTEN, 0);
                     self.accept_paused_until = Some(tools::now_ms() + 100);
                     return;
@@ -254,7 +254,7 @@ impl Snoop {
             if self.poller.add(client.as_raw_fd(), n * 2, ci).is_err()
                 || self.poller.add(server.as_raw_fd(), n * 2 + 1, si).is_err()
             {
-                eprintln!("dc_snoop: cannot watch connection {n}");
+                tools::log::line(format_args!("cannot watch connection {n}"));
                 continue;
             }
             let msg = format!("open from {peer} -> {}", self.server);

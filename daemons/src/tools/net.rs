@@ -313,7 +313,7 @@ fn remove_if_ours(path: &Path, id: (u64, u64)) {
     if let Ok(md) = fs::symlink_metadata(path) {
         if (md.dev(), md.ino()) == id {
             if let Err(e) = fs::remove_file(path) {
-                eprintln!("cannot remove socket {}: {e}", path.display());
+                super::log::line(format_args!("cannot remove socket {}: {e}", path.display()));
             }
         }
     }

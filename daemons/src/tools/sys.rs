@@ -373,7 +373,10 @@ impl Drop for PidFile {
     fn drop(&mut self) {
         if !self.removed && holds_our_pid(&self.path) {
             if let Err(e) = fs::remove_file(&self.path) {
-                eprintln!("cannot remove pid file {}: {e}", self.path.display());
+                super::log::line(format_args!(
+                    "cannot remove pid file {}: {e}",
+                    self.path.display()
+                ));
             }
         }
     }
@@ -454,11 +457,14 @@ pub fn removal_warning(what: &str, path: &Path, user: &User) -> Option<String> {
 
 /// Signal handling through a signalfd: SIGTERM, SIGINT and SIGHUP (and
 /// SIGUSR1/2 with `killable`) become readable events on [`Signals::fd`]; otherwise
-/// SIGUSR1/2 are ignored. SIGPIPE is ignored. Poll the fd for READ and call
-/// [`Signals::pending`].
+/// SIGUSR1/2 are ignored. SIGPIPE is ignored. When the lines go to a
+/// `-logfile` ([`super::log::reopens_on_usr2`], so install after
+/// [`super::log::setup`]), SIGUSR2 reopens it instead (with `killable`,
+/// SIGUSR1 still stops). Poll the fd for READ and call [`Signals::pending`].
 #[derive(Debug)]
 pub struct Signals {
     fd: OwnedFd,
+    reopen: bool,
 }
 
 impl Signals {
@@ -468,19 +474,25 @@ impl Signals {
         // SIGHUP (terminal gone) would kill us without clean-up by
         // default: treat it as a stop request too.
         let mut stop = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-        let ignore: &[i32] = if killable {
-            stop.extend([libc::SIGUSR1, libc::SIGUSR2]);
-            &[libc::SIGPIPE]
+        let reopen = super::log::reopens_on_usr2();
+        let mut ignore = vec![libc::SIGPIPE];
+        if killable {
+            stop.push(libc::SIGUSR1);
         } else {
-            &[libc::SIGPIPE, libc::SIGUSR1, libc::SIGUSR2]
-        };
+            ignore.push(libc::SIGUSR1);
+        }
+        if killable || reopen {
+            stop.push(libc::SIGUSR2);
+        } else {
+            ignore.push(libc::SIGUSR2);
+        }
         // SAFETY: set is a valid sigset_t; signal numbers are valid.
         unsafe {
             libc::sigemptyset(&mut set);
             for s in &stop {
                 libc::sigaddset(&mut set, *s);
             }
-            for s in ignore {
+            for s in &ignore {
                 libc::signal(*s, libc::SIG_IGN);
             }
             if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
@@ -495,6 +507,7 @@ impl Signals {
         // SAFETY: fd is a fresh descriptor we own.
         Ok(Signals {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            reopen,
         })
     }
 
@@ -503,8 +516,18 @@ impl Signals {
         self.fd.as_raw_fd()
     }
 
-    /// The next delivered stop signal, if any (non-blocking).
+    /// The next delivered stop signal, if any (non-blocking). A SIGUSR2
+    /// that reopens the log file is handled here and not returned.
     pub fn pending(&self) -> Option<i32> {
+        loop {
+            match self.next() {
+                Some(libc::SIGUSR2) if self.reopen => super::log::reopen(),
+                other => return other,
+            }
+        }
+    }
+
+    fn next(&self) -> Option<i32> {
         // SAFETY: an all-zero signalfd_siginfo is valid.
         let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let sz = std::mem::size_of::<libc::signalfd_siginfo>();

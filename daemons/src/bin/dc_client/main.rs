@@ -67,6 +67,15 @@ const CLI: Cli = Cli {
         Flag::value(&["sockperms"], "octal", "mode of the UNIX listening socket"),
         Flag::value(&["pidfile"], "path", "write the process id to this file"),
         Flag::value(
+            &["logfile"],
+            "path",
+            "append log lines to this file (reopened on SIGUSR2)",
+        ),
+        Flag::switch(
+            &["syslog"],
+            "log to syslog, facility daemon (the default with -daemon)",
+        ),
+        Flag::value(
             &["retry"],
             "msecs",
             "retry period while the server is unreachable (default 5000)",
@@ -271,7 +280,7 @@ fn suppressed(skipped: u64) -> String {
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
-    eprintln!("{} dc_client: {msg}", tools::timestamp());
+    tools::log::line(msg);
 }
 
 /// Read what is available into `buf` (through `scratch`). Returns
@@ -1047,7 +1056,11 @@ impl Proxy {
         next.max(floor)
     }
 
-    fn run(&mut self, signals: &tools::Signals) -> io::Result<()> {
+    fn run(
+        &mut self,
+        signals: &tools::Signals,
+        notify: &mut tools::notify::Notifier,
+    ) -> io::Result<()> {
         self.poller
             .add(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
         self.poller.add(signals.fd(), TOK_SIGNAL, evloop::READ)?;
@@ -1115,8 +1128,12 @@ impl Proxy {
             if let Some(t) = self.accept_paused_until {
                 wake = wake.min(t);
             }
-            let timeout =
+            notify.tick(now);
+            let mut timeout =
                 (wake != u64::MAX).then(|| Duration::from_millis(wake.saturating_sub(now)));
+            if let Some(w) = notify.max_sleep() {
+                timeout = Some(timeout.map_or(w, |t| t.min(w)));
+            }
             self.poller.wait(timeout, &mut events)?;
             for ev in &events {
                 match ev.token {
@@ -1192,8 +1209,14 @@ fn main() -> ExitCode {
         Ok(x) => x,
         Err(code) => return ExitCode::from(code as u8),
     };
+    match tools::log::target_from(&p).map(|t| tools::log::setup("dc_client", &t)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return ExitCode::from(CLI.fail(&format!("flag -logfile: {e}")) as u8),
+        Err(m) => return ExitCode::from(CLI.fail(&m) as u8),
+    }
+    let mut notify = tools::notify::Notifier::from_env();
     let fatal = |e: io::Error| {
-        eprintln!("dc_client: {e}");
+        tools::log::fatal(&e.to_string());
         ExitCode::from(1)
     };
     // Resolved before -daemon changes the directory to /.
@@ -1246,7 +1269,7 @@ fn main() -> ExitCode {
         ];
         for (what, path) in files.into_iter().flatten() {
             if let Some(w) = tools::removal_warning(what, path, u) {
-                eprintln!("dc_client: {w}");
+                log(format_args!("{w}"));
             }
         }
     }
@@ -1263,12 +1286,14 @@ fn main() -> ExitCode {
         Err(e) => return fatal(e),
     };
     match tools::raise_nofile_limit() {
-        Ok(n) if (n as usize) < cfg.maxconns + 32 => eprintln!(
-            "dc_client: warning: descriptor limit {n} is below -maxconns {}",
+        Ok(n) if (n as usize) < cfg.maxconns + 32 => log(format_args!(
+            "warning: descriptor limit {n} is below -maxconns {}",
             cfg.maxconns
-        ),
+        )),
         Ok(_) => {}
-        Err(e) => eprintln!("dc_client: warning: cannot raise the descriptor limit: {e}"),
+        Err(e) => log(format_args!(
+            "warning: cannot raise the descriptor limit: {e}"
+        )),
     }
     let poller = match Poller::new() {
         Ok(p) => p,
@@ -1302,8 +1327,11 @@ fn main() -> ExitCode {
     if let Some(d) = detached {
         d.ready();
     }
-    match proxy.run(&signals) {
+    notify.ready(&format!("proxying {listen} to {}", proxy.cfg.server));
+    let code = match proxy.run(&signals, &mut notify) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(e),
-    }
+    };
+    notify.stopping();
+    code
 }
