@@ -809,6 +809,81 @@ mod tests {
         assert_eq!(r(&format!("GET /metrics HTTP/1.1\r\n{many}\r\n")), 431);
     }
 
+    fn quiet(_: &str) {}
+
+    /// An endpoint on a loopback port that was free a moment ago.
+    fn endpoint() -> (Endpoint, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = Address::parse(&format!("IP:127.0.0.1:{port}")).unwrap();
+        (Endpoint::bind(&addr, quiet).unwrap(), port)
+    }
+
+    /// Run the endpoint's events until `done` says so (bounded).
+    fn pump(ep: &mut Endpoint, p: &mut Poller, body: usize, done: &dyn Fn(&Endpoint) -> bool) {
+        let mut evs = Vec::new();
+        for _ in 0..200 {
+            if done(ep) {
+                return;
+            }
+            p.wait(Some(Duration::from_millis(10)), &mut evs).unwrap();
+            for ev in &evs {
+                assert!(Endpoint::owns(ev.token));
+                ep.event(p, ev.token, ev.events, &mut |_| "x".repeat(body));
+            }
+        }
+        panic!("endpoint never got there");
+    }
+
+    #[test]
+    fn a_scraper_that_does_not_read_the_answer_is_dropped() {
+        use std::net::TcpStream;
+        let mut p = Poller::new().unwrap();
+        let (mut ep, port) = endpoint();
+        ep.register(&p).unwrap();
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        // An answer far larger than the socket buffers, never read.
+        pump(&mut ep, &mut p, 64 << 20, &|ep| {
+            ep.stats.ok == 1 && ep.slots.iter().flatten().any(|s| s.answering)
+        });
+        assert_eq!(ep.next_deadline().map(|d| d > tools::now_ms()), Some(true));
+        ep.expire(&p, tools::now_ms());
+        assert_eq!(ep.stats.timeouts, 0, "not yet due");
+        ep.expire(&p, tools::now_ms() + SCRAPE_TIMEOUT_MS);
+        assert_eq!(ep.stats.timeouts, 1);
+        assert!(ep.slots.iter().all(Option::is_none));
+        assert_eq!(ep.next_deadline(), None);
+        // The peer sees the connection end, short of the whole answer.
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert!(got < 64 << 20, "{got}");
+    }
+
+    #[test]
+    fn a_17th_connection_is_refused() {
+        use std::net::TcpStream;
+        let mut p = Poller::new().unwrap();
+        let (mut ep, port) = endpoint();
+        ep.register(&p).unwrap();
+        let held: Vec<TcpStream> = (0..MAX_SCRAPERS + 1)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        pump(&mut ep, &mut p, 0, &|ep| ep.stats.busy == 1);
+        assert!(ep.slots.iter().all(Option::is_some));
+        drop(held);
+    }
+
     #[test]
     fn server_text_has_the_conventional_names() {
         let mut v = ServerView::default();
