@@ -535,8 +535,16 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Listen on `addr` (an IP address, see [`parse_address`]). `log`
-    /// writes one line in the daemon's style.
+    /// writes one line in the daemon's style. A public address gets the
+    /// tools' one start-up warning.
     pub fn bind(addr: &Address, log: fn(&str)) -> io::Result<Endpoint> {
+        if let Address::Ip { addr: a, .. } = addr {
+            let risk = "anyone who reaches it can read the cache's load and limits, and \
+                        take metrics connections; bind loopback or a private address";
+            if let Some(w) = tools::net::exposure_warning("-metrics", *a, risk) {
+                log(&w);
+            }
+        }
         let listener = tools::listen(addr, &SockOpts::default())
             .map_err(|e| io::Error::new(e.kind(), format!("-metrics: {e}")))?;
         Ok(Endpoint {
