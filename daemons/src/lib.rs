@@ -9,6 +9,8 @@
 //!   the make-room policy;
 //! - [`evloop`]: the one epoll readiness loop of the daemons (the library
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
+//! - [`metrics`]: the `-metrics` Prometheus endpoint of dc_server and
+//!   dc_client, served from the same loop;
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -16,5 +18,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod evloop;
+pub mod metrics;
 pub mod sessiond;
 pub mod tools;

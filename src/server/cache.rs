@@ -180,6 +180,12 @@ pub struct Cache {
     oldest: u32,
     newest: u32,
     max_timeout_ms: u64,
+    /// Live sessions removed to make room for new ones (for metrics).
+    evictions: u64,
+    /// Sessions reclaimed once expired (for metrics).
+    expirations: u64,
+    /// Id and data bytes of the sessions held.
+    bytes: u64,
 }
 
 /// What a lookup found.
@@ -212,7 +218,27 @@ impl Cache {
             oldest: NO_POS,
             newest: NO_POS,
             max_timeout_ms: DEFAULT_MAX_TIMEOUT_MS,
+            evictions: 0,
+            expirations: 0,
+            bytes: 0,
         }
+    }
+
+    /// Live sessions evicted so far to make room (a full cache's adds).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Expired sessions reclaimed so far (by a lookup, a purge, or to make
+    /// room).
+    pub fn expirations(&self) -> u64 {
+        self.expirations
+    }
+
+    /// Id and data bytes of the sessions held (expired ones not yet
+    /// reclaimed included), without the index structures.
+    pub fn stored_bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The longest a session is stored: an add with a larger timeout stores
@@ -338,6 +364,7 @@ impl Cache {
             Some(b) => {
                 let slot = self.table[b].slot();
                 if self.expired(now, slot) {
+                    self.expirations += 1;
                     self.remove_slot(slot);
                     Found::Missing
                 } else {
@@ -437,7 +464,8 @@ impl Cache {
         let Slot {
             bucket, heap_pos, ..
         } = self.slots[slot as usize];
-        drop(self.remove_bucket(bucket as usize));
+        let b = self.remove_bucket(bucket as usize);
+        self.bytes -= b.buf.as_ref().map_or(0, |x| x.len() as u64);
         self.heap_remove(heap_pos as usize);
         self.unlink(slot);
         self.slots[slot as usize].heap_pos = NO_POS;
@@ -449,8 +477,10 @@ impl Cache {
     fn evict_one(&mut self, now: u64) {
         let top = self.heap[0];
         let victim = if { top.expiry } <= now {
+            self.expirations += 1;
             top.slot
         } else {
+            self.evictions += 1;
             self.oldest
         };
         self.remove_slot(victim);
@@ -460,7 +490,10 @@ impl Cache {
     fn purge(&mut self, now: u64, limit: usize) {
         for _ in 0..limit {
             match self.heap.first() {
-                Some(&top) if { top.expiry } <= now => self.remove_slot(top.slot),
+                Some(&top) if { top.expiry } <= now => {
+                    self.expirations += 1;
+                    self.remove_slot(top.slot)
+                }
                 _ => break,
             }
         }
@@ -469,6 +502,7 @@ impl Cache {
     /// Store a new session (the id must not be indexed yet).
     fn insert(&mut self, expiry: u64, id: &[u8], data: &[u8]) {
         self.grow_table_if_needed();
+        self.bytes += (id.len() + data.len()) as u64;
         let mut buf = Vec::with_capacity(id.len() + data.len());
         buf.extend_from_slice(id);
         buf.extend_from_slice(data);
@@ -613,6 +647,13 @@ mod tests {
             .collect();
         assert_eq!(live.len(), c.heap.len());
         assert_eq!(live.len() + c.free.len(), c.slots.len());
+        let held: usize = c
+            .table
+            .iter()
+            .filter_map(|b| b.buf.as_ref())
+            .map(|b| b.len())
+            .sum();
+        assert_eq!(c.stored_bytes(), held as u64, "bytes stored");
         assert_eq!(
             c.table.iter().filter(|b| b.buf.is_some()).count(),
             live.len()
@@ -645,6 +686,34 @@ mod tests {
         }
         assert_eq!(prev, c.newest);
         assert_eq!(n, live.len(), "every live slot is listed");
+    }
+
+    #[test]
+    fn counts_evictions_expirations_and_bytes() {
+        let mut c = Cache::new(2);
+        assert!(c.add(0, 100, b"a", b"xx"));
+        assert!(c.add(0, 1000, b"b", b"yyy"));
+        assert_eq!(c.stored_bytes(), 7);
+        // "a" has expired: reclaimed, nothing live evicted.
+        assert!(c.add(200, 1000, b"c", b"z"));
+        assert_eq!((c.evictions(), c.expirations()), (0, 1));
+        // Full of live sessions: the oldest stored ("b") is evicted.
+        assert!(c.add(300, 1000, b"d", b"w"));
+        assert_eq!((c.evictions(), c.expirations()), (1, 1));
+        assert_eq!(c.stored_bytes(), 4);
+        check(&c);
+        // An explicit REMOVE is neither.
+        assert!(c.remove(300, b"c"));
+        assert_eq!(
+            (c.evictions(), c.expirations(), c.stored_bytes()),
+            (1, 1, 2)
+        );
+        assert_eq!(c.num_items(5000), 0);
+        assert_eq!(
+            (c.evictions(), c.expirations(), c.stored_bytes()),
+            (1, 2, 0)
+        );
+        check(&c);
     }
 
     #[test]

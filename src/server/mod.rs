@@ -44,7 +44,11 @@ pub struct Stats {
     pub hits: u64,
     pub misses: u64,
     pub removes: u64,
+    /// REMOVEs that found a live session (the rest found none).
+    pub removes_found: u64,
     pub haves: u64,
+    /// HAVEs answered yes.
+    pub haves_found: u64,
 }
 
 /// The request cannot be answered and the connection must be closed
@@ -113,11 +117,13 @@ pub fn handle_request(
         Cmd::Remove => {
             stats.removes += 1;
             let ok = cache.remove(now_ms, msg.payload);
+            stats.removes_found += u64::from(ok);
             reply(out, &[if ok { status::OK } else { status::NOTOK }])?;
         }
         Cmd::Have => {
             stats.haves += 1;
             let ok = cache.have(now_ms, msg.payload);
+            stats.haves_found += u64::from(ok);
             reply(out, &[if ok { status::OK } else { status::NOTOK }])?;
         }
     }

@@ -24,6 +24,7 @@ use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
 use distcache_rs::server::snapshot;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_tools::evloop::{self, Poller};
+use distcache_tools::metrics::{self, ConnStats, Endpoint};
 use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
@@ -132,6 +133,12 @@ const CLI: Cli = Cli {
             "secs",
             "also write the -snapshot file this often (default 0 = only at shutdown)",
         ),
+        Flag::value(
+            &["metrics"],
+            "address",
+            "serve GET /metrics (Prometheus text format) on this IP address, \
+             e.g. IP:127.0.0.1:9101 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
+        ),
     ],
 };
 
@@ -198,6 +205,7 @@ struct Config {
     snapshot: Option<PathBuf>,
     /// `-snapshot-interval`, in ms (0: only at shutdown).
     snapshot_every_ms: u64,
+    metrics: Option<Address>,
 }
 
 /// Parse a `-sessiond` address: `host:port` (stunnel's own syntax, e.g.
@@ -316,6 +324,7 @@ fn config(p: &Parsed) -> Result<Config, String> {
         sessiond_sessions: p.num("sessiond-sessions", sessions, 1, MAX_SESSIONS)? as usize,
         snapshot,
         snapshot_every_ms: snapshot_every * 1000,
+        metrics: p.get("metrics").map(metrics::parse_address).transpose()?,
     })
 }
 
@@ -378,6 +387,13 @@ fn run() -> i32 {
             return 1;
         }
     };
+    let endpoint = match cfg.metrics.as_ref().map(Endpoint::bind).transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            log(&e.to_string());
+            return 1;
+        }
+    };
     let detached = if cfg.daemon {
         match tools::daemonize(cfg.pidfile.is_none()) {
             Ok(d) => Some(d),
@@ -436,6 +452,12 @@ fn run() -> i32 {
     if let Err(e) = server.poller.add(signals.fd(), TOK_SIGNALS, evloop::READ) {
         return fail(detached, format!("cannot watch signals: {e}"));
     }
+    if let Some(ep) = endpoint {
+        if let Err(e) = ep.register(&server.poller) {
+            return fail(detached, format!("cannot watch the -metrics listener: {e}"));
+        }
+        server.metrics = Some(ep);
+    }
     if let Some(d) = detached {
         d.ready();
     }
@@ -450,6 +472,9 @@ fn run() -> i32 {
                 "serving stunnel sessiond on UDP {a}, up to {} sessions (no authentication: keep this address private)",
                 cfg.sessiond_sessions
             ));
+        }
+        if let Some(a) = server.metrics.as_ref().and_then(Endpoint::local_addr) {
+            log(&format!("serving metrics on http://{a}/metrics"));
         }
     }
     let code = match server.serve(&signals, &mut notify) {
@@ -721,6 +746,9 @@ struct Server {
     snapshot: Option<PathBuf>,
     snapshot_every_ms: u64,
     next_snapshot: u64,
+    /// `-metrics`, and the connection counters it shows.
+    metrics: Option<Endpoint>,
+    conn_stats: ConnStats,
 }
 
 impl Server {
@@ -771,6 +799,8 @@ impl Server {
             snapshot: cfg.snapshot.clone(),
             snapshot_every_ms: cfg.snapshot_every_ms,
             next_snapshot: tools::now_ms().saturating_add(cfg.snapshot_every_ms),
+            metrics: None,
+            conn_stats: ConnStats::default(),
         })
     }
 
@@ -835,6 +865,7 @@ impl Server {
                             return Ok(sig);
                         }
                     }
+                    t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
                     t => {
                         self.conn_event((t - TOK_BASE) as usize, ev.events);
                         if self.over_budget() {
@@ -852,6 +883,9 @@ impl Server {
                 self.accept_some();
             }
             self.expire_idle();
+            if let Some(ep) = &mut self.metrics {
+                ep.expire(&self.poller, tools::now_ms());
+            }
             self.status();
             self.snapshot_if_due();
         }
@@ -886,6 +920,11 @@ impl Server {
                 (quiet >= idle).then(|| format!("idle for {quiet} ms (-idle)"))
             };
             if let Some(why) = why {
+                if c.mid_request() {
+                    self.conn_stats.closed_stall += 1;
+                } else {
+                    self.conn_stats.closed_idle += 1;
+                }
                 let conn = self.conns[idx].take().expect("checked above");
                 self.note(&format!("closing connection from {}: {why}", conn.peer));
                 self.close(idx, conn);
@@ -912,9 +951,11 @@ impl Server {
                 Ok((stream, peer)) => {
                     // Room made for a descriptor went to this newcomer.
                     fd_room_made = false;
-                    if self.nconns >= self.maxconns
-                        && !self.make_room(&format!("-maxconns {} reached", self.maxconns))
-                    {
+                    let full = self.nconns >= self.maxconns;
+                    if full && self.make_room(&format!("-maxconns {} reached", self.maxconns)) {
+                        self.conn_stats.closed_maxconns += 1;
+                    } else if full {
+                        self.conn_stats.refused_maxconns += 1;
                         self.note(&format!(
                             "refusing connection from {peer}: {} connections open (-maxconns), every one with a request in flight",
                             self.nconns
@@ -941,6 +982,7 @@ impl Server {
                     // took the system's last descriptor), refuse instead of
                     // closing more.
                     fd_room_made = true;
+                    self.conn_stats.closed_nofile += 1;
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Out of descriptors and nothing to close: accept with
@@ -949,6 +991,7 @@ impl Server {
                     self.reserve_fd = None;
                     if let Ok((s, peer)) = self.listener.accept() {
                         drop(s);
+                        self.conn_stats.refused_nofile += 1;
                         self.note(&format!(
                             "refusing connection from {peer}: out of file descriptors ({} open)",
                             self.nconns
@@ -1059,6 +1102,7 @@ impl Server {
                 self.maxbuffer >> 20
             );
             self.note(&msg);
+            self.conn_stats.closed_buffer += 1;
             self.close(idx, conn);
         }
     }
@@ -1100,6 +1144,7 @@ impl Server {
             charged: 0,
         });
         self.nconns += 1;
+        self.conn_stats.accepted += 1;
     }
 
     fn conn_event(&mut self, idx: usize, events: u32) {
@@ -1260,6 +1305,30 @@ impl Server {
             }
             Err(r) => Err(r),
         }
+    }
+
+    /// An event for the -metrics endpoint; a scrape reads the counters.
+    fn metrics_event(&mut self, token: u64, events: u32) {
+        let Some(ep) = &mut self.metrics else { return };
+        let (cache, stats, sessiond) = (&mut self.cache, &self.stats, &mut self.sessiond);
+        let (open, conns) = (self.nconns as u64, self.conn_stats);
+        ep.event(&self.poller, token, events, &mut |e| {
+            let now = tools::now_ms();
+            let view = metrics::ServerView {
+                requests: *stats,
+                store: metrics::StoreView::of(cache, now),
+                conns_open: open,
+                conns,
+                sessiond: sessiond.as_mut().map(|sd| metrics::SessiondView {
+                    stats: sd.stats,
+                    refused: sd.refused,
+                    limited: sd.limited,
+                    unsent: sd.unsent,
+                    store: metrics::StoreView::of(&mut sd.cache, now),
+                }),
+            };
+            metrics::render_server(&view, e)
+        });
     }
 
     /// Print a status line when due (never with -daemon).

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
 use distcache_tools::evloop::{self, Event, Poller};
+use distcache_tools::metrics::{self, Answer, Endpoint};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
 
@@ -109,6 +110,12 @@ const CLI: Cli = Cli {
             &["maxbuffer"],
             "MB",
             "most memory buffered for all application connections together (default 32)",
+        ),
+        Flag::value(
+            &["metrics"],
+            "address",
+            "serve GET /metrics (Prometheus text format) on this IP address, \
+             e.g. IP:127.0.0.1:9102 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
         ),
     ],
 };
@@ -188,6 +195,7 @@ struct Config {
     clientstall_ms: u64,
     /// `-maxbuffer`, in bytes.
     maxbuffer: usize,
+    metrics: Option<Address>,
 }
 
 /// An application connection.
@@ -268,6 +276,11 @@ struct Proxy {
     buffered: usize,
     /// Log lines about -clientstall, -maxbuffer and -maxconns evictions.
     close_log: tools::RateLimit,
+    /// `-metrics`, the counters it shows, and whether the server was ever
+    /// connected (the connections after the first are reconnects).
+    metrics: Option<Endpoint>,
+    stats: metrics::ClientView,
+    ever_up: bool,
 }
 
 /// The tail of a rate-limited log line.
@@ -459,6 +472,7 @@ impl Proxy {
     }
 
     fn connect_failed(&mut self, e: io::Error) {
+        self.stats.connect_failures += 1;
         if !self.outage_logged {
             log(format_args!(
                 "cannot connect to server {}: {e}; answering requests with failures, retrying every {} ms",
@@ -472,6 +486,8 @@ impl Proxy {
     fn upstream_connected(&mut self) {
         if let Some(up) = self.up.as_mut() {
             up.state = UpState::Up;
+            self.stats.reconnects += u64::from(self.ever_up);
+            self.ever_up = true;
             if self.outage_logged {
                 log(format_args!("connected to server {}", self.cfg.server));
             }
@@ -488,7 +504,13 @@ impl Proxy {
         self.up_out = Vec::new();
         self.up_off = 0;
         let now = Self::now();
+        let how = if payload.is_empty() {
+            Answer::NoServer
+        } else {
+            Answer::Disconnected
+        };
         for p in self.mux.fail_all() {
+            self.stats.requests.count(p.cmd, how);
             if let Some(c) = self.clients.get_mut(&p.client) {
                 c.give(p.uid, p.cmd, payload, now);
                 c.inflight -= 1;
@@ -505,6 +527,7 @@ impl Proxy {
         self.up_off = 0;
         let now = Self::now();
         for p in self.mux.fail_all() {
+            self.stats.requests.count(p.cmd, Answer::NoServer);
             if let Some(c) = self.clients.get_mut(&p.client) {
                 c.give(p.uid, p.cmd, &[], now);
                 c.inflight -= 1;
@@ -522,6 +545,7 @@ impl Proxy {
         // The next successful connection is logged; failures until then are not.
         self.outage_logged = true;
         let was_up = matches!(self.up.as_ref().map(|u| u.state), Some(UpState::Up));
+        self.stats.disconnects += u64::from(was_up);
         // Requests that never reached a connected server get the same
         // answer as when no server is there at all.
         if was_up {
@@ -565,6 +589,7 @@ impl Proxy {
         let clients = &mut self.clients;
         let dirty = &mut self.dirty;
         let mux = &mut self.mux;
+        let stats = &mut self.stats;
         let now = tools::now_ms();
         let mut answered = false;
         let res = {
@@ -580,6 +605,8 @@ impl Proxy {
                             Ok(done) => {
                                 answered = true;
                                 if let mux::Done::Deliver(p) = done {
+                                    stats.requests.count(p.cmd, Answer::Server);
+                                    stats.rtt.observe(p.sent.elapsed());
                                     if let Some(c) = clients.get_mut(&p.client) {
                                         c.give(p.uid, p.cmd, msg.payload, now);
                                         c.inflight -= 1;
@@ -631,12 +658,15 @@ impl Proxy {
         for round in 0..256 {
             match self.listener.accept_stream() {
                 Ok(stream) => {
-                    if self.clients.len() >= self.cfg.maxconns
-                        && !self.make_room(format_args!(
+                    let full = self.clients.len() >= self.cfg.maxconns;
+                    if full
+                        && self.make_room(format_args!(
                             "{} connections open (-maxconns)",
                             self.clients.len()
                         ))
                     {
+                        self.stats.conns.closed_maxconns += 1;
+                    } else if full {
                         if let Some(skipped) = self.limit_log.allow(Self::now()) {
                             // Named only when refusing: accepting stays one
                             // system call.
@@ -648,6 +678,7 @@ impl Proxy {
                                 if skipped > 0 { format!(" ({skipped} similar lines suppressed)") } else { String::new() }
                             ));
                         }
+                        self.stats.conns.refused_maxconns += 1;
                         drop(stream);
                         continue;
                     }
@@ -658,6 +689,7 @@ impl Proxy {
                         continue;
                     }
                     self.clients.insert(token, Client::new(stream, Self::now()));
+                    self.stats.conns.accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -674,7 +706,10 @@ impl Proxy {
                 }
                 Err(e)
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-                        && self.make_room(format_args!("accept failed: {e}")) => {}
+                        && self.make_room(format_args!("accept failed: {e}")) =>
+                {
+                    self.stats.conns.closed_nofile += 1;
+                }
                 Err(e) => {
                     // Out of descriptors with every connection busy, and
                     // friends: report, keep serving the others, and stop
@@ -808,6 +843,7 @@ impl Proxy {
         let up_progress = &mut self.up_progress;
         let down = self.down;
         let next_probe = &mut self.next_probe;
+        let counts = &mut self.stats.requests;
         let mut off = 0;
         let res = loop {
             if *inflight >= MAX_CLIENT_INFLIGHT || out.len() >= MAX_CLIENT_OUT {
@@ -842,11 +878,12 @@ impl Proxy {
                         mux.forward(token, &msg, up_out, now);
                         *inflight += 1;
                     } else {
-                        let payload: &[u8] = if connected {
-                            &[status::DISCONNECTED]
+                        let (payload, how): (&[u8], _) = if connected {
+                            (&[status::DISCONNECTED], Answer::ServerDown)
                         } else {
-                            &[]
+                            (&[], Answer::NoServer)
                         };
+                        counts.count(msg.cmd, how);
                         mux::answer(out, msg.uid, msg.cmd, payload);
                         *completed_any = true;
                         *since = now;
@@ -960,6 +997,7 @@ impl Proxy {
                     suppressed(skipped)
                 ));
             }
+            self.stats.conns.closed_buffer += 1;
             self.close_client(token);
         }
     }
@@ -983,6 +1021,7 @@ impl Proxy {
         let n = gone.len();
         let mut silent = false;
         for (p, sent) in gone {
+            self.stats.requests.count(p.cmd, Answer::Deadline);
             silent |= self.last_answer < sent;
             if let Some(c) = self.clients.get_mut(&p.client) {
                 c.give(p.uid, p.cmd, &[status::DISCONNECTED], now);
@@ -1035,6 +1074,7 @@ impl Proxy {
             }
         }
         for t in idlers {
+            self.stats.conns.closed_idle += 1;
             self.close_client(t);
         }
         for (t, unread, partial, ms) in stalled {
@@ -1044,6 +1084,7 @@ impl Proxy {
                     suppressed(skipped)
                 ));
             }
+            self.stats.conns.closed_stall += 1;
             self.close_client(t);
         }
         let floor = now + SCAN_MIN_MS;
@@ -1054,6 +1095,18 @@ impl Proxy {
             return p.map_or(u64::MAX, |p| (now + p).max(floor));
         }
         next.max(floor)
+    }
+
+    /// An event for the -metrics endpoint; a scrape reads the counters.
+    fn metrics_event(&mut self, token: u64, events: u32) {
+        let Some(ep) = &mut self.metrics else { return };
+        let up = matches!(self.up.as_ref().map(|u| u.state), Some(UpState::Up)) && !self.down;
+        self.stats.conns_open = self.clients.len() as u64;
+        self.stats.upstream_up = up;
+        let stats = &self.stats;
+        ep.event(&self.poller, token, events, &mut |e| {
+            metrics::render_client(stats, e)
+        });
     }
 
     fn run(
@@ -1102,6 +1155,9 @@ impl Proxy {
             self.flush_all();
             self.enforce_budget();
             let now = Self::now();
+            if let Some(ep) = &mut self.metrics {
+                ep.expire(&self.poller, now);
+            }
             let mut wake = u64::MAX;
             match self.up.as_ref().map(|u| u.state) {
                 None => wake = wake.min(self.next_retry),
@@ -1128,6 +1184,9 @@ impl Proxy {
             if let Some(t) = self.accept_paused_until {
                 wake = wake.min(t);
             }
+            if let Some(t) = self.metrics.as_ref().and_then(Endpoint::next_deadline) {
+                wake = wake.min(t);
+            }
             notify.tick(now);
             let mut timeout =
                 (wake != u64::MAX).then(|| Duration::from_millis(wake.saturating_sub(now)));
@@ -1144,6 +1203,7 @@ impl Proxy {
                             return Ok(());
                         }
                     }
+                    t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
                     t if self.up.as_ref().is_some_and(|u| u.token == t) => self.on_upstream(ev),
                     t => self.on_client(t, ev),
                 }
@@ -1182,6 +1242,11 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
         .num("maxbuffer", DEFAULT_MAXBUFFER_MB, 1, 1 << 20)
         .map_err(fail)? as usize
         * (1 << 20);
+    let metrics = p
+        .get("metrics")
+        .map(metrics::parse_address)
+        .transpose()
+        .map_err(fail)?;
     let opts = SockOpts {
         owner: p.get("sockowner").map(str::to_string),
         group: p.get("sockgroup").map(str::to_string),
@@ -1197,6 +1262,7 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
             deadline_ms,
             clientstall_ms,
             maxbuffer,
+            metrics,
         },
         listen,
         opts,
@@ -1240,6 +1306,10 @@ fn main() -> ExitCode {
     }
     let listener = match tools::listen(&listen, &opts) {
         Ok(l) => l,
+        Err(e) => return fatal(e),
+    };
+    let endpoint = match cfg.metrics.as_ref().map(Endpoint::bind).transpose() {
+        Ok(e) => e,
         Err(e) => return fatal(e),
     };
     let detached = if p.has("daemon") {
@@ -1323,7 +1393,16 @@ fn main() -> ExitCode {
         next_probe: 0,
         buffered: 0,
         close_log: tools::RateLimit::new(5),
+        metrics: None,
+        stats: metrics::ClientView::default(),
+        ever_up: false,
     };
+    if let Some(ep) = endpoint {
+        if let Err(e) = ep.register(&proxy.poller) {
+            return fatal(e);
+        }
+        proxy.metrics = Some(ep);
+    }
     if let Some(d) = detached {
         d.ready();
     }

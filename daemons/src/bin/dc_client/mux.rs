@@ -16,6 +16,8 @@ pub struct Pending {
     pub cmd: Cmd,
     /// Forwarding order, to fail pending requests in the order they came.
     seq: u64,
+    /// When it was forwarded (for the round-trip histogram of -metrics).
+    pub sent: std::time::Instant,
 }
 
 /// What became of an answer from the server.
@@ -152,6 +154,7 @@ impl Mux {
                 uid: msg.uid,
                 cmd: msg.cmd,
                 seq: self.seq,
+                sent: std::time::Instant::now(),
             },
         );
         self.order.push_back((now, sid));
