@@ -439,3 +439,72 @@ fn sources_outside_the_allow_list_are_refused() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+/// With `-snapshot FILE`, the sessiond cache is kept too (in
+/// `FILE.sessiond`): stunnel's sessions survive a restart like the
+/// distcache ones, each in its own key space.
+#[test]
+fn sessiond_sessions_survive_a_restart_with_snapshot() {
+    let dir = TempDir::new("sessiond-snap");
+    let snap = dir.path("sessions.snapshot").display().to_string();
+    let listen = dir.addr("dc");
+    let start = |port: u16| {
+        let sd = format!("127.0.0.1:{port}");
+        let args = [
+            "-listen",
+            listen.as_str(),
+            "-sessiond",
+            sd.as_str(),
+            "-snapshot",
+            snap.as_str(),
+        ];
+        let mut p = Proc::spawn_with(BIN, &args, Stdio::null(), Stdio::piped());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(dir.path("dc")).is_err() {
+            assert!(
+                Instant::now() < deadline && p.alive(),
+                "dc_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (p, sd.parse::<SocketAddr>().unwrap())
+    };
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (p, udp) = start(port);
+    let s = sock();
+    let (k1, v1) = (key(7), der(7, 140));
+    let (k2, v2) = (key(8), der(8, 300));
+    send(&s, udp, &dgram(NEW, 300, &k1, &v1));
+    send(&s, udp, &dgram(NEW, 300, &k2, &v2));
+    expect_hit(&s, udp, &k2, &v2);
+    let c = Client::new(&dir.addr("dc"), 0).unwrap();
+    assert_eq!(
+        c.add(b"distcache-id", b"distcache-data", 300_000).unwrap(),
+        AddOutcome::Stored
+    );
+    drop(c);
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(".sessiond"),
+        "no sessiond snapshot line: {err}"
+    );
+    let (p, udp) = start(port);
+    expect_hit(&s, udp, &k1, &v1);
+    expect_hit(&s, udp, &k2, &v2);
+    expect_miss(&s, udp, &key(9));
+    let c = Client::new(&dir.addr("dc"), 0).unwrap();
+    assert_eq!(
+        c.get(b"distcache-id").unwrap().map(|v| v.to_vec()),
+        Some(b"distcache-data".to_vec())
+    );
+    // Key spaces stay apart: the sessiond key is not a distcache id.
+    assert!(c.get(&k1).unwrap().is_none());
+    drop(c);
+    let (code, err) = p.terminate();
+    assert_eq!(code, Some(0), "{err}");
+}

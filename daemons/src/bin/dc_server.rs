@@ -584,6 +584,14 @@ enum Outcome {
 }
 
 /// The stunnel `sessiond` side: a UDP socket and its own cache.
+/// Where `-sessiond`'s own cache is kept beside `-snapshot FILE`:
+/// `FILE.sessiond` (same format, its own capacity and key space).
+fn sessiond_snapshot(p: &std::path::Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".sessiond");
+    PathBuf::from(s)
+}
+
 struct Sessiond {
     sock: UdpSocket,
     /// Separate from the distcache cache: the key spaces never meet.
@@ -766,6 +774,15 @@ impl Server {
         let sessiond = udp.map(|u| {
             let mut sd = Sessiond::new(u, cfg.sessiond_sessions, cfg.sessiond_allow.clone());
             sd.cache.set_max_timeout(cfg.maxtimeout);
+            if let Some(p) = &cfg.snapshot {
+                let cache = std::mem::replace(&mut sd.cache, Cache::new(1));
+                sd.cache = snapshot::load_and_log(
+                    &sessiond_snapshot(p),
+                    cache,
+                    tools::now_ms(),
+                    &mut |l| log(l),
+                );
+            }
             sd
         });
         Ok(Server {
@@ -808,6 +825,10 @@ impl Server {
     fn save_snapshot(&self) {
         if let Some(p) = &self.snapshot {
             snapshot::write_and_log(&self.cache, tools::now_ms(), p, &mut |l| log(l));
+            if let Some(sd) = &self.sessiond {
+                let sp = sessiond_snapshot(p);
+                snapshot::write_and_log(&sd.cache, tools::now_ms(), &sp, &mut |l| log(l));
+            }
         }
     }
 
