@@ -7,6 +7,8 @@
 //! - [`tools`]: what the four binaries share: single-dash flags, listening
 //!   and connecting sockets, daemonizing, privileges, pid files, signals,
 //!   the make-room policy;
+//! - [`daemon`]: the start-up both daemons share (detach, signals, pid
+//!   file, privileges, systemd readiness and watchdog), in one order;
 //! - [`evloop`]: the one epoll readiness loop of the daemons (the library
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
 //! - [`metrics`]: the `-metrics` Prometheus endpoint of dc_server and
@@ -17,6 +19,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod daemon;
 pub mod evloop;
 pub mod metrics;
 pub mod sessiond;

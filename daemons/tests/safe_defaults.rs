@@ -297,3 +297,54 @@ fn a_squatted_listen_path_names_the_squatter() {
     let err = run_fail(SERVER, &["-listen", &addr]);
     assert!(err.contains(&want), "{err}");
 }
+
+/// A socket file appears at the listen path only once it accepts, with
+/// its -sockperms mode already set: a client (Apache, the next dc_client)
+/// that connects the moment the file exists is never refused, and never
+/// finds a socket with the default mode. Both daemons, several starts.
+#[test]
+fn socket_file_appears_only_when_it_accepts_with_its_final_mode() {
+    let dir = TempDir::new("sock-appears");
+    let srv_sock = dir.path("srv");
+    let mut kept = None;
+    for (exe, name) in [(SERVER, "srv"), (CLIENT, "cli")] {
+        for round in 0..10 {
+            let sock = dir.path(name);
+            let listen = dir.addr(name);
+            let server = format!("UNIX:{}", srv_sock.display());
+            let mut args = vec!["-listen", listen.as_str(), "-sockperms", "0600"];
+            if exe == CLIENT {
+                args.extend(["-server", server.as_str()]);
+            }
+            let mut p = Proc::spawn(exe, &args);
+            let t0 = Instant::now();
+            while fs::symlink_metadata(&sock).is_err() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10) && p.alive(),
+                    "{name}: no socket"
+                );
+                std::hint::spin_loop();
+            }
+            let mode = fs::symlink_metadata(&sock).unwrap().mode() & 0o777;
+            let conn = std::os::unix::net::UnixStream::connect(&sock);
+            assert!(conn.is_ok(), "{name} round {round}: {conn:?}");
+            assert_eq!(mode, 0o600, "{name} round {round}");
+            if exe == SERVER && round == 9 {
+                // The last dc_server stays for the dc_client rounds.
+                kept = Some(p);
+            } else {
+                let (code, _) = p.terminate();
+                assert_eq!(code, Some(0));
+            }
+        }
+    }
+    let (code, _) = kept.unwrap().terminate();
+    assert_eq!(code, Some(0));
+    let leftovers: Vec<_> = fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dc_listen"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -23,6 +23,7 @@ use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
 use distcache_rs::server::snapshot;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
+use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Poller};
 use distcache_tools::metrics::{self, ConnStats, Endpoint};
 use distcache_tools::sessiond::{self, SessiondStats};
@@ -348,7 +349,6 @@ fn run() -> i32 {
     if let Err(e) = tools::log::setup(TOOL, &cfg.log) {
         return CLI.fail(&format!("flag -logfile: {e}"));
     }
-    let mut notify = tools::notify::Notifier::from_env();
     match tools::raise_nofile_limit() {
         Ok(n) if (n as usize) < cfg.maxconns + 32 => log(&format!(
             "warning: descriptor limit {n} is below -maxconns {}",
@@ -394,74 +394,32 @@ fn run() -> i32 {
             return 1;
         }
     };
-    let detached = if cfg.daemon {
-        match tools::daemonize(cfg.pidfile.is_none()) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tools::log::fatal(&format!("cannot detach: {e}"));
-                return 1;
-            }
-        }
-    } else {
-        None
+    let opts = daemon::Options {
+        daemon: cfg.daemon,
+        pidfile: cfg.pidfile.clone(),
+        user: cfg.user.clone(),
+        killable: cfg.killable,
     };
-    // Start-up after detaching: failures are reported through the parent.
-    let fail = |detached: Option<tools::Detached>, msg: String| {
-        tools::log::fatal(&msg);
-        if let Some(d) = detached {
-            d.fail(&format!("{TOOL}: {msg}"));
-        }
-        1
+    let files: Vec<&std::path::Path> = listener.unix_path().into_iter().collect();
+    let mut d = match Daemon::start(TOOL, &opts, &files) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
-    let signals = match tools::Signals::install(cfg.killable) {
-        Ok(s) => s,
-        Err(e) => return fail(detached, format!("cannot set up signal handling: {e}")),
-    };
-    let run_as = match cfg.user.as_deref().map(tools::lookup_user).transpose() {
-        Ok(u) => u,
-        Err(e) => return fail(detached, format!("flag -user: {e}")),
-    };
-    let pidfile = match &cfg.pidfile {
-        Some(p) => match tools::PidFile::write_for(p, run_as.as_ref()) {
-            Ok(f) => Some(f),
-            Err(e) => return fail(detached, e.to_string()),
-        },
-        None => None,
-    };
-    if let Some(u) = &run_as {
-        let files = [
-            pidfile.as_ref().map(|p| ("pid file", p.path())),
-            listener.unix_path().map(|p| ("socket", p)),
-        ];
-        for (what, path) in files.into_iter().flatten() {
-            if let Some(w) = tools::removal_warning(what, path, u) {
-                log(&w);
-            }
-        }
-    }
-    if let Some(u) = &cfg.user {
-        if let Err(e) = tools::drop_privileges(u) {
-            return fail(detached, e.to_string());
-        }
-    }
     release_big_buffers();
     let mut server = match Server::new(listener, udp, &cfg) {
         Ok(s) => s,
-        Err(e) => return fail(detached, format!("cannot start the event loop: {e}")),
+        Err(e) => return d.fail(&format!("cannot start the event loop: {e}")),
     };
-    if let Err(e) = server.poller.add(signals.fd(), TOK_SIGNALS, evloop::READ) {
-        return fail(detached, format!("cannot watch signals: {e}"));
+    if let Err(e) = server.poller.add(d.signals.fd(), TOK_SIGNALS, evloop::READ) {
+        return d.fail(&format!("cannot watch signals: {e}"));
     }
     if let Some(ep) = endpoint {
         if let Err(e) = ep.register(&server.poller) {
-            return fail(detached, format!("cannot watch the -metrics listener: {e}"));
+            return d.fail(&format!("cannot watch the -metrics listener: {e}"));
         }
         server.metrics = Some(ep);
     }
-    if let Some(d) = detached {
-        d.ready();
-    }
-    notify.ready(&format!("listening on {}", cfg.listen));
+    d.ready(&format!("listening on {}", cfg.listen));
     if !cfg.daemon {
         log(&format!(
             "listening on {}, up to {} sessions",
@@ -477,7 +435,7 @@ fn run() -> i32 {
             log(&format!("serving metrics on http://{a}/metrics"));
         }
     }
-    let code = match server.serve(&signals, &mut notify) {
+    let code = match server.serve(&mut d) {
         Ok(sig) => {
             log(&format!(
                 "caught {}, shutting down",
@@ -490,12 +448,12 @@ fn run() -> i32 {
             1
         }
     };
-    notify.stopping();
+    d.stopping();
     server.save_snapshot();
     // Dropping the server closes every connection and removes the UNIX
     // socket file; the pid file goes last.
     drop(server);
-    drop(pidfile);
+    drop(d);
     code
 }
 
@@ -852,19 +810,15 @@ impl Server {
     }
 
     /// Run until a stop signal arrives; returns it.
-    fn serve(
-        &mut self,
-        signals: &tools::Signals,
-        notify: &mut tools::notify::Notifier,
-    ) -> io::Result<i32> {
+    fn serve(&mut self, d: &mut Daemon) -> io::Result<i32> {
         let mut events = Vec::new();
         // At least once a second (the status line, the clocks), and twice
         // per systemd watchdog interval.
-        let sleep = notify.max_sleep().map_or(Duration::from_millis(1000), |w| {
+        let sleep = d.max_sleep().map_or(Duration::from_millis(1000), |w| {
             w.min(Duration::from_millis(1000))
         });
         loop {
-            notify.tick(tools::now_ms());
+            d.tick(tools::now_ms());
             self.poller.wait(Some(sleep), &mut events)?;
             // stunnel waits only a few milliseconds for a GET answer:
             // datagrams go first, and are looked for again every few
@@ -882,7 +836,7 @@ impl Server {
                     // newcomers can push it out of a full table.
                     TOK_LISTENER => accept = true,
                     TOK_SIGNALS => {
-                        if let Some(sig) = signals.pending() {
+                        if let Some(sig) = d.signals.pending() {
                             return Ok(sig);
                         }
                     }

@@ -168,14 +168,30 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
     }
-    // Bind without listening, with the final mode from the start (umask
-    // around bind), then owner and group, and only then listen: a UNIX
-    // socket refuses connections until listen(2), so nobody can connect
-    // while its owner, group or mode are still the defaults.
+    // The socket is made under a temporary name in the same directory:
+    // bound with the final mode from the start (umask around bind), given
+    // its owner and group, listening, and only then renamed to `path`. So
+    // nobody connects while owner, group or mode are still the defaults,
+    // and whoever finds the file at `path` finds it accepting (a file that
+    // refuses connections would look stale to the next starter). Where the
+    // temporary name would not fit sun_path, the socket is bound at `path`
+    // directly and listens last.
     let what = || format!("cannot listen on {shown}");
     let s = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ctx(e, what()))?;
     s.set_cloexec(true).map_err(|e| ctx(e, what()))?;
-    let sa = SockAddr::unix(&path).map_err(|e| ctx(e, what()))?;
+    // Unique per process and call (the tests listen from several threads).
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path
+        .parent()
+        .map(|d| d.join(format!(".dc_listen.{}.{n}", std::process::id())))
+        .filter(|t| t.as_os_str().len() <= path.as_os_str().len().max(100));
+    let at = tmp.as_deref().unwrap_or(&path);
+    if tmp.is_some() {
+        // Ours from an earlier run with this pid that died mid-start.
+        let _ = fs::remove_file(at);
+    }
+    let sa = SockAddr::unix(at).map_err(|e| ctx(e, what()))?;
     let bound = match opts.perms {
         Some(m) => {
             // One umask change at a time (the tests bind from several
@@ -190,11 +206,11 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
         None => s.bind(&sa),
     };
     bound.map_err(|e| ctx(e, what()))?;
-    let md = fs::symlink_metadata(&path).map_err(|e| ctx(e, format!("cannot stat {shown}")))?;
+    let md = fs::symlink_metadata(at).map_err(|e| ctx(e, format!("cannot stat {shown}")))?;
     let id = (md.dev(), md.ino());
-    // From here on, an error removes the file again (the guard below).
+    // From here on, an error removes the file again.
     let remove = |e: io::Error| {
-        remove_if_ours(&path, id);
+        remove_if_ours(at, id);
         e
     };
     let uid = match &opts.owner {
@@ -206,17 +222,20 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
         None => None,
     };
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::lchown(&path, uid, gid)
+        std::os::unix::fs::lchown(at, uid, gid)
             .map_err(|e| remove(ctx(e, format!("cannot change owner/group of {shown}"))))?;
     }
     if let Some(m) = opts.perms {
         // The umask cannot add bits; this makes the mode exact.
-        fs::set_permissions(&path, fs::Permissions::from_mode(m))
+        fs::set_permissions(at, fs::Permissions::from_mode(m))
             .map_err(|e| remove(ctx(e, format!("cannot change mode of {shown}"))))?;
     }
     s.listen(1024).map_err(|e| remove(ctx(e, what())))?;
     s.set_nonblocking(true)
         .map_err(|e| remove(ctx(e, what())))?;
+    if tmp.is_some() {
+        fs::rename(at, &path).map_err(|e| remove(ctx(e, what())))?;
+    }
     Ok(Listener::Unix {
         sock: s.into(),
         path,

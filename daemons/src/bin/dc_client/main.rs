@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
+use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Event, Poller};
 use distcache_tools::metrics::{self, Answer, Endpoint};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
@@ -1109,14 +1110,10 @@ impl Proxy {
         });
     }
 
-    fn run(
-        &mut self,
-        signals: &tools::Signals,
-        notify: &mut tools::notify::Notifier,
-    ) -> io::Result<()> {
+    fn run(&mut self, d: &mut Daemon) -> io::Result<()> {
         self.poller
             .add(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
-        self.poller.add(signals.fd(), TOK_SIGNAL, evloop::READ)?;
+        self.poller.add(d.signals.fd(), TOK_SIGNAL, evloop::READ)?;
         self.connect_upstream();
         let mut events = Vec::new();
         loop {
@@ -1187,10 +1184,10 @@ impl Proxy {
             if let Some(t) = self.metrics.as_ref().and_then(Endpoint::next_deadline) {
                 wake = wake.min(t);
             }
-            notify.tick(now);
+            d.tick(now);
             let mut timeout =
                 (wake != u64::MAX).then(|| Duration::from_millis(wake.saturating_sub(now)));
-            if let Some(w) = notify.max_sleep() {
+            if let Some(w) = d.max_sleep() {
                 timeout = Some(timeout.map_or(w, |t| t.min(w)));
             }
             self.poller.wait(timeout, &mut events)?;
@@ -1198,7 +1195,7 @@ impl Proxy {
                 match ev.token {
                     TOK_LISTEN => self.accept(),
                     TOK_SIGNAL => {
-                        if let Some(sig) = signals.pending() {
+                        if let Some(sig) = d.signals.pending() {
                             log(format_args!("{}: shutting down", tools::signal_name(sig)));
                             return Ok(());
                         }
@@ -1280,7 +1277,6 @@ fn main() -> ExitCode {
         Ok(Err(e)) => return ExitCode::from(CLI.fail(&format!("flag -logfile: {e}")) as u8),
         Err(m) => return ExitCode::from(CLI.fail(&m) as u8),
     }
-    let mut notify = tools::notify::Notifier::from_env();
     let fatal = |e: io::Error| {
         tools::log::fatal(&e.to_string());
         ExitCode::from(1)
@@ -1294,10 +1290,10 @@ fn main() -> ExitCode {
         },
         None => None,
     };
-    let run_as = match p.get("user").map(tools::lookup_user).transpose() {
-        Ok(u) => u,
-        Err(e) => return ExitCode::from(CLI.fail(&format!("flag -user: {e}")) as u8),
-    };
+    // Checked here so that an unknown user is a usage error.
+    if let Err(e) = p.get("user").map(tools::lookup_user).transpose() {
+        return ExitCode::from(CLI.fail(&format!("flag -user: {e}")) as u8);
+    }
     if let Address::Ip { addr, .. } = &listen {
         let risk = "there is no authentication and no encryption: anyone who reaches it can read and plant TLS sessions through this proxy; listen on a UNIX socket or a private address";
         if let Some(w) = tools::net::exposure_warning("-listen", *addr, risk) {
@@ -1312,48 +1308,16 @@ fn main() -> ExitCode {
         Ok(e) => e,
         Err(e) => return fatal(e),
     };
-    let detached = if p.has("daemon") {
-        match tools::daemonize(!p.has("pidfile")) {
-            Ok(d) => Some(d),
-            Err(e) => return fatal(e),
-        }
-    } else {
-        None
+    let dopts = daemon::Options {
+        daemon: p.has("daemon"),
+        pidfile: pidfile_path,
+        user: p.get("user").map(str::to_string),
+        killable: false,
     };
-    let _pidfile = match &pidfile_path {
-        Some(path) => match tools::PidFile::write_for(path, run_as.as_ref()) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                if let Some(d) = detached {
-                    d.fail(&format!("dc_client: {e}"));
-                }
-                return fatal(e);
-            }
-        },
-        None => None,
-    };
-    if let Some(u) = &run_as {
-        let files = [
-            _pidfile.as_ref().map(|p| ("pid file", p.path())),
-            listener.unix_path().map(|p| ("socket", p)),
-        ];
-        for (what, path) in files.into_iter().flatten() {
-            if let Some(w) = tools::removal_warning(what, path, u) {
-                log(format_args!("{w}"));
-            }
-        }
-    }
-    if let Some(user) = p.get("user") {
-        if let Err(e) = tools::drop_privileges(user) {
-            if let Some(d) = detached {
-                d.fail(&format!("dc_client: {e}"));
-            }
-            return fatal(e);
-        }
-    }
-    let signals = match tools::Signals::install(false) {
-        Ok(s) => s,
-        Err(e) => return fatal(e),
+    let files: Vec<&std::path::Path> = listener.unix_path().into_iter().collect();
+    let mut d = match Daemon::start("dc_client", &dopts, &files) {
+        Ok(d) => d,
+        Err(code) => return ExitCode::from(code as u8),
     };
     match tools::raise_nofile_limit() {
         Ok(n) if (n as usize) < cfg.maxconns + 32 => log(format_args!(
@@ -1367,7 +1331,7 @@ fn main() -> ExitCode {
     }
     let poller = match Poller::new() {
         Ok(p) => p,
-        Err(e) => return fatal(e),
+        Err(e) => return ExitCode::from(d.fail(&format!("cannot start the event loop: {e}")) as u8),
     };
     let mut proxy = Proxy {
         cfg,
@@ -1399,18 +1363,16 @@ fn main() -> ExitCode {
     };
     if let Some(ep) = endpoint {
         if let Err(e) = ep.register(&proxy.poller) {
-            return fatal(e);
+            let msg = format!("cannot watch the -metrics listener: {e}");
+            return ExitCode::from(d.fail(&msg) as u8);
         }
         proxy.metrics = Some(ep);
     }
-    if let Some(d) = detached {
-        d.ready();
-    }
-    notify.ready(&format!("proxying {listen} to {}", proxy.cfg.server));
-    let code = match proxy.run(&signals, &mut notify) {
+    d.ready(&format!("proxying {listen} to {}", proxy.cfg.server));
+    let code = match proxy.run(&mut d) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(e),
     };
-    notify.stopping();
+    d.stopping();
     code
 }
