@@ -42,6 +42,17 @@ impl Target {
     }
 }
 
+/// `-logfile` and `-syslog`, the same in every daemon's flag list.
+pub const LOGFILE_FLAG: super::Flag = super::Flag::value(
+    &["logfile"],
+    "path",
+    "append log lines to this file (reopened on SIGUSR2)",
+);
+pub const SYSLOG_FLAG: super::Flag = super::Flag::switch(
+    &["syslog"],
+    "log to syslog, facility daemon (the default with -daemon)",
+);
+
 /// The target from a tool's parsed `-logfile`, `-syslog` and `-daemon`
 /// flags; an empty `-logfile` is an error naming the flag.
 pub fn target_from(p: &super::Parsed) -> Result<Target, String> {

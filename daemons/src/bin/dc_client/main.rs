@@ -68,15 +68,8 @@ const CLI: Cli = Cli {
         ),
         Flag::value(&["sockperms"], "octal", "mode of the UNIX listening socket"),
         Flag::value(&["pidfile"], "path", "write the process id to this file"),
-        Flag::value(
-            &["logfile"],
-            "path",
-            "append log lines to this file (reopened on SIGUSR2)",
-        ),
-        Flag::switch(
-            &["syslog"],
-            "log to syslog, facility daemon (the default with -daemon)",
-        ),
+        tools::log::LOGFILE_FLAG,
+        tools::log::SYSLOG_FLAG,
         Flag::value(
             &["retry"],
             "msecs",
