@@ -168,14 +168,14 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
     }
-    // The socket is made under a temporary name in the same directory:
-    // bound with the final mode from the start (umask around bind), given
-    // its owner and group, listening, and only then renamed to `path`. So
-    // nobody connects while owner, group or mode are still the defaults,
-    // and whoever finds the file at `path` finds it accepting (a file that
-    // refuses connections would look stale to the next starter). Where the
-    // temporary name would not fit sun_path, the socket is bound at `path`
-    // directly and listens last.
+    // The socket is made under a temporary name in the same directory,
+    // given its mode, owner and group, set listening, and only then
+    // renamed to `path`. A UNIX socket refuses connections until
+    // listen(2), so nobody connects while mode, owner or group are still
+    // the defaults, and whoever finds the file at `path` finds it
+    // accepting (a file that refuses connections would look stale to the
+    // next starter). Where the temporary name would not fit sun_path, the
+    // socket is bound at `path` directly and still listens last.
     let what = || format!("cannot listen on {shown}");
     let s = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| ctx(e, what()))?;
     s.set_cloexec(true).map_err(|e| ctx(e, what()))?;
@@ -185,27 +185,14 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
     let tmp = path
         .parent()
         .map(|d| d.join(format!(".dc_listen.{}.{n}", std::process::id())))
-        .filter(|t| t.as_os_str().len() <= path.as_os_str().len().max(100));
+        .filter(|t| t.as_os_str().len() < SUN_PATH_LEN);
     let at = tmp.as_deref().unwrap_or(&path);
     if tmp.is_some() {
         // Ours from an earlier run with this pid that died mid-start.
         let _ = fs::remove_file(at);
     }
     let sa = SockAddr::unix(at).map_err(|e| ctx(e, what()))?;
-    let bound = match opts.perms {
-        Some(m) => {
-            // One umask change at a time (the tests bind from several
-            // threads), so that each restores what was there before.
-            static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _one = UMASK.lock().unwrap_or_else(|p| p.into_inner());
-            let old = sys::set_umask(!m & 0o777);
-            let r = s.bind(&sa);
-            sys::set_umask(old);
-            r
-        }
-        None => s.bind(&sa),
-    };
-    bound.map_err(|e| ctx(e, what()))?;
+    s.bind(&sa).map_err(|e| ctx(e, what()))?;
     let md = fs::symlink_metadata(at).map_err(|e| ctx(e, format!("cannot stat {shown}")))?;
     let id = (md.dev(), md.ino());
     // From here on, an error removes the file again.
@@ -226,7 +213,6 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
             .map_err(|e| remove(ctx(e, format!("cannot change owner/group of {shown}"))))?;
     }
     if let Some(m) = opts.perms {
-        // The umask cannot add bits; this makes the mode exact.
         fs::set_permissions(at, fs::Permissions::from_mode(m))
             .map_err(|e| remove(ctx(e, format!("cannot change mode of {shown}"))))?;
     }
@@ -242,6 +228,9 @@ fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
         id,
     })
 }
+
+/// Room in `sockaddr_un.sun_path`, the terminating NUL included.
+const SUN_PATH_LEN: usize = 108;
 
 /// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: one system call where
 /// `accept` and `fcntl` take two.
@@ -508,12 +497,21 @@ mod tests {
         d
     }
 
-    /// -sockperms is the socket's mode from bind(2) on, whatever the umask
-    /// (the umask can only narrow it, so chmod makes it exact), and the
-    /// socket only listens once owner, group and mode are final. A failure
-    /// on the way leaves no file behind.
+    /// -sockperms is the socket's exact mode whatever the umask, the
+    /// socket only listens once owner, group and mode are final, and the
+    /// process's umask is not touched. A failure on the way leaves no file
+    /// behind.
     #[test]
     fn unix_listen_applies_perms_before_listening() {
+        // The Umask line of /proc/self/status, so the test reads it
+        // without changing it.
+        let umask = || {
+            fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string()))
+        };
+        let before = umask();
         let p = tmp("perms.sock");
         let addr = Address::Unix(p.clone());
         for m in [0o600, 0o666, 0o660] {
@@ -524,10 +522,8 @@ mod tests {
             let l = listen(&addr, &opts).unwrap();
             let mode = fs::symlink_metadata(&p).unwrap().mode() & 0o7777;
             assert_eq!(mode, m, "-sockperms {m:o}");
-            // The process's own umask is back as it was.
-            let now = sys::set_umask(0o022);
-            sys::set_umask(now);
-            assert_ne!(now, !m & 0o777, "umask left at the bind value");
+            // The process's own umask is left alone.
+            assert_eq!(umask(), before, "umask changed by listen");
             let _c = connect(&addr).unwrap();
             drop(l);
             assert!(!p.exists(), "listener removes its socket");
