@@ -383,7 +383,7 @@ fn run() -> i32 {
     let endpoint = match cfg.metrics.as_ref().map(Endpoint::bind).transpose() {
         Ok(e) => e,
         Err(e) => {
-            log(&e.to_string());
+            tools::log::fatal(&e.to_string());
             return 1;
         }
     };
@@ -534,7 +534,6 @@ enum Outcome {
     Close(Option<String>),
 }
 
-/// The stunnel `sessiond` side: a UDP socket and its own cache.
 /// Where `-sessiond`'s own cache is kept beside `-snapshot FILE`:
 /// `FILE.sessiond` (same format, its own capacity and key space).
 fn sessiond_snapshot(p: &std::path::Path) -> PathBuf {
@@ -543,6 +542,18 @@ fn sessiond_snapshot(p: &std::path::Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// A cache of `capacity` sessions with `-maxtimeout`, filled from the
+/// snapshot at `snap` when `-snapshot` is given.
+fn restored_cache(capacity: usize, maxtimeout: u64, snap: Option<&std::path::Path>) -> Cache {
+    let mut cache = Cache::new(capacity);
+    cache.set_max_timeout(maxtimeout);
+    match snap {
+        Some(p) => snapshot::load_and_log(p, cache, tools::now_ms(), &mut |l| log(l)),
+        None => cache,
+    }
+}
+
+/// The stunnel `sessiond` side: a UDP socket and its own cache.
 struct Sessiond {
     sock: UdpSocket,
     /// Separate from the distcache cache: the key spaces never meet.
@@ -567,10 +578,10 @@ struct Sessiond {
 }
 
 impl Sessiond {
-    fn new(sock: UdpSocket, capacity: usize, allow: sessiond::Allow) -> Sessiond {
+    fn new(sock: UdpSocket, cache: Cache, allow: sessiond::Allow) -> Sessiond {
         Sessiond {
             sock,
-            cache: Cache::new(capacity),
+            cache,
             stats: SessiondStats::default(),
             unsent: 0,
             allow,
@@ -717,24 +728,11 @@ impl Server {
         if let Some(u) = &udp {
             poller.add(u.as_raw_fd(), TOK_SESSIOND, evloop::READ)?;
         }
-        let mut cache = Cache::new(cfg.sessions);
-        cache.set_max_timeout(cfg.maxtimeout);
-        if let Some(p) = &cfg.snapshot {
-            cache = snapshot::load_and_log(p, cache, tools::now_ms(), &mut |l| log(l));
-        }
+        let cache = restored_cache(cfg.sessions, cfg.maxtimeout, cfg.snapshot.as_deref());
         let sessiond = udp.map(|u| {
-            let mut sd = Sessiond::new(u, cfg.sessiond_sessions, cfg.sessiond_allow.clone());
-            sd.cache.set_max_timeout(cfg.maxtimeout);
-            if let Some(p) = &cfg.snapshot {
-                let cache = std::mem::replace(&mut sd.cache, Cache::new(1));
-                sd.cache = snapshot::load_and_log(
-                    &sessiond_snapshot(p),
-                    cache,
-                    tools::now_ms(),
-                    &mut |l| log(l),
-                );
-            }
-            sd
+            let sp = cfg.snapshot.as_deref().map(sessiond_snapshot);
+            let sd_cache = restored_cache(cfg.sessiond_sessions, cfg.maxtimeout, sp.as_deref());
+            Sessiond::new(u, sd_cache, cfg.sessiond_allow.clone())
         });
         Ok(Server {
             poller,

@@ -136,26 +136,10 @@ pub fn setup(tool: &'static str, target: &Target) -> io::Result<()> {
     Ok(())
 }
 
-/// The tool's name for lines written before [`setup`] (tests, early
-/// errors): the program's file name.
-fn default_tool() -> &'static str {
-    static NAME: once_cell::sync::Lazy<String> = once_cell::sync::Lazy::new(|| {
-        std::env::args()
-            .next()
-            .and_then(|a| {
-                Path::new(&a)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "distcache".into())
-    });
-    &NAME
-}
-
 /// One line at `level`.
 pub fn line_at(level: Level, msg: fmt::Arguments<'_>) {
     let mut g = lock();
-    let tool = g.as_ref().map_or_else(default_tool, |s| s.tool);
+    let tool = g.as_ref().map_or_else(sys::program_name, |s| s.tool);
     match g.as_mut().map(|s| &mut s.sink) {
         None | Some(Sink::Stderr) => {
             eprintln!("{} {tool}: {msg}", sys::timestamp());
@@ -190,20 +174,13 @@ pub fn line_at(level: Level, msg: fmt::Arguments<'_>) {
 /// One informational line; a message starting with "warning:" is logged
 /// as a warning.
 pub fn line(msg: fmt::Arguments<'_>) {
-    let level = match msg.as_str() {
-        Some(s) if s.starts_with("warning:") => Level::Warning,
-        Some(_) => Level::Info,
-        None => {
-            let s = msg.to_string();
-            let level = if s.starts_with("warning:") {
-                Level::Warning
-            } else {
-                Level::Info
-            };
-            return line_at(level, format_args!("{s}"));
-        }
+    let text = msg.to_string();
+    let level = if text.starts_with("warning:") {
+        Level::Warning
+    } else {
+        Level::Info
     };
-    line_at(level, msg)
+    line_at(level, format_args!("{text}"))
 }
 
 /// A start-up failure: logged at error level, and also on standard error
@@ -260,12 +237,6 @@ pub fn reopens_on_usr2() -> bool {
             ..
         })
     )
-}
-
-/// Log one formatted line through [`line`].
-#[macro_export]
-macro_rules! log_line {
-    ($($arg:tt)*) => { $crate::tools::log::line(format_args!($($arg)*)) };
 }
 
 #[cfg(test)]

@@ -23,13 +23,20 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Set the process's file-creation mask, returning the previous one. The
-/// mask is process-wide: only the daemons call this, while they are still
-/// single-threaded (binding their listeners), never the libraries, which
-/// live in threaded hosts.
-pub fn set_umask(mask: u32) -> u32 {
-    // SAFETY: umask takes a mode and cannot fail.
-    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+/// This program's file name (`dc_server`), for lines printed before or
+/// without a configured log.
+pub fn program_name() -> &'static str {
+    static NAME: once_cell::sync::Lazy<String> = once_cell::sync::Lazy::new(|| {
+        std::env::args()
+            .next()
+            .and_then(|a| {
+                Path::new(&a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "distcache".into())
+    });
+    &NAME
 }
 
 /// Switch to `user` (supplementary groups, gid, then uid). Call after the
@@ -143,15 +150,10 @@ pub fn daemonize(announce: bool) -> io::Result<Detached> {
         let code = match msg.first() {
             Some(b'1') => {
                 if announce {
-                    let prog = std::env::args()
-                        .next()
-                        .and_then(|a| {
-                            Path::new(&a)
-                                .file_name()
-                                .map(|n| n.to_string_lossy().into_owned())
-                        })
-                        .unwrap_or_default();
-                    eprintln!("{prog}: running in the background as pid {pid} (no -pidfile given)");
+                    eprintln!(
+                        "{}: running in the background as pid {pid} (no -pidfile given)",
+                        program_name()
+                    );
                 }
                 0
             }
