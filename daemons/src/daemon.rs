@@ -42,6 +42,15 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Call before binding the daemon's sockets: a stop signal that comes
+    /// once they listen and before [`Daemon::start`] is kept for the event
+    /// loop instead of killing the process ([`Signals::hold`]).
+    pub fn hold_signals() {
+        if let Err(e) = Signals::hold() {
+            log::line(format_args!("cannot block signals during start-up: {e}"));
+        }
+    }
+
     /// Steps 1-5 above. `files` are the socket paths the daemon created
     /// (for the removal warning). On failure the line is already logged
     /// (and passed to a waiting `-daemon` parent); return the exit code.

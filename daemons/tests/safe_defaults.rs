@@ -35,6 +35,21 @@ fn gone_within(path: &Path, limit: Duration) -> bool {
     true
 }
 
+/// Wait until the pid file at `path` holds `pid`. The socket appears when
+/// the daemon binds it (as root, before `-user`); the pid file is written
+/// after that, so a test must not read it the moment the socket exists.
+fn pidfile_holds(path: &Path, pid: impl std::fmt::Display) -> bool {
+    let t0 = Instant::now();
+    let want = format!("{pid}\n");
+    while fs::read_to_string(path).ok().as_deref() != Some(want.as_str()) {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 // ------------------------------------------------------------ pid files
 
 /// A symbolic link planted at the -pidfile path is refused with one line
@@ -132,6 +147,7 @@ fn pidfile_replaced_and_removed_at_exit() {
         &["-listen", &dir.addr("s"), "-pidfile", pf.to_str().unwrap()],
     );
     wait_for_socket(&dir.path("s"));
+    assert!(pidfile_holds(&pf, p.pid()), "{pf:?} never held our pid");
     let md = fs::symlink_metadata(&pf).unwrap();
     assert!(md.file_type().is_file());
     assert_ne!(md.ino(), old_ino, "written in place instead of renamed");
@@ -155,7 +171,7 @@ fn pidfile_replaced_and_removed_at_exit() {
         ],
     );
     wait_for_socket(&dir.path("c"));
-    assert_eq!(fs::read_to_string(&pc).unwrap(), format!("{}\n", c.pid()));
+    assert!(pidfile_holds(&pc, c.pid()), "{pc:?} never held our pid");
     let (code, err) = c.terminate();
     assert_eq!(code, Some(0), "{err}");
     assert!(!pc.exists(), "dc_client pid file left behind");
@@ -187,6 +203,7 @@ fn pidfile_with_another_pid_is_not_removed() {
         &["-listen", &dir.addr("s"), "-pidfile", pf.to_str().unwrap()],
     );
     wait_for_socket(&dir.path("s"));
+    assert!(pidfile_holds(&pf, p.pid()), "{pf:?} never held our pid");
     fs::write(&pf, b"12345\n").unwrap();
     let (code, err) = p.terminate();
     assert_eq!(code, Some(0), "{err}");
@@ -205,6 +222,10 @@ fn pidfile_with_another_pid_is_not_removed() {
     );
     wait_for_socket(&dir.path("s"));
     let pid = p.pid();
+    assert!(
+        pidfile_holds(&dir.path("b.pid"), pid),
+        "b.pid never held our pid"
+    );
     fs::write(&target, format!("{pid}\n")).unwrap();
     fs::remove_file(dir.path("b.pid")).unwrap();
     std::os::unix::fs::symlink(&target, dir.path("b.pid")).unwrap();
@@ -347,4 +368,38 @@ fn socket_file_appears_only_when_it_accepts_with_its_final_mode() {
         .filter(|n| n.starts_with(".dc_listen"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+// ------------------------------------------------------------ start-up window
+
+/// A stop signal sent the moment the socket appears (what a supervisor or
+/// an impatient operator does) is a clean stop: exit 0, socket and pid file
+/// removed. The socket listens before the signal handling is set up, so the
+/// daemons hold those signals from before they bind. Repeated, as the
+/// window is short.
+#[test]
+fn sigterm_as_soon_as_the_socket_appears_is_a_clean_stop() {
+    let dir = TempDir::new("sd-early");
+    for round in 0..20 {
+        for (exe, extra) in [
+            (SERVER, vec![]),
+            (CLIENT, vec!["-server", "IP:127.0.0.1:9"]),
+        ] {
+            let sock = dir.path("s");
+            let pf = dir.path("p.pid");
+            let mut args = extra.clone();
+            let listen = dir.addr("s");
+            args.extend(["-listen", listen.as_str(), "-pidfile", pf.to_str().unwrap()]);
+            let p = Proc::spawn(exe, &args);
+            let t0 = Instant::now();
+            while fs::symlink_metadata(&sock).is_err() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "{exe}: no socket");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let (code, err) = p.terminate();
+            assert_eq!(code, Some(0), "{exe} round {round}: {err}");
+            assert!(!sock.exists(), "{exe} round {round}: socket left behind");
+            assert!(!pf.exists(), "{exe} round {round}: pid file left behind");
+        }
+    }
 }

@@ -373,6 +373,7 @@ fn run() -> i32 {
             log(&w);
         }
     }
+    Daemon::hold_signals();
     let listener = match tools::listen(&cfg.listen, &cfg.sock) {
         Ok(l) => l,
         Err(e) => {

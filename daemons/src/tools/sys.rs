@@ -470,6 +470,34 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Block every signal [`Signals::install`] may turn into an event, so
+    /// that one sent between the moment a socket listens (a supervisor or
+    /// a test may act on that) and [`Signals::install`] stays pending
+    /// instead of killing the daemon with its socket and pid file left
+    /// behind. Call it before binding; install delivers what is pending
+    /// (or discards it, for the signals it ignores).
+    pub fn hold() -> io::Result<()> {
+        // SAFETY: a zeroed sigset_t is then initialised by sigemptyset; the
+        // signal numbers are valid.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [
+                libc::SIGTERM,
+                libc::SIGINT,
+                libc::SIGHUP,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+            ] {
+                libc::sigaddset(&mut set, s);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     pub fn install(killable: bool) -> io::Result<Signals> {
         // SAFETY: a zeroed sigset_t is then initialised by sigemptyset.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };

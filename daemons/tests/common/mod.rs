@@ -73,6 +73,19 @@ impl Srv {
             std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
         );
         wait_for_socket(&sock);
+        // The socket listens before the pid file is written and the loop
+        // runs; the "listening on" line comes after both.
+        let t0 = std::time::Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            if t0.elapsed() > std::time::Duration::from_secs(10) {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("dc_server {name} never said it listens: {text}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         // Let the readiness probe's connection go away.
         std::thread::sleep(std::time::Duration::from_millis(50));
         Srv { proc, sock, log }

@@ -1293,6 +1293,7 @@ fn main() -> ExitCode {
             log(format_args!("{w}"));
         }
     }
+    Daemon::hold_signals();
     let listener = match tools::listen(&listen, &opts) {
         Ok(l) => l,
         Err(e) => return fatal(e),
