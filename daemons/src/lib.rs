@@ -9,6 +9,9 @@
 //!   the make-room policy;
 //! - [`daemon`]: the start-up both daemons share (detach, signals, pid
 //!   file, privileges, systemd readiness and watchdog), in one order;
+//! - [`link`]: one stream connection of the daemons (buffers, budgets,
+//!   clocks, non-blocking connect, drain-then-close), under dc_server,
+//!   dc_client (both sides) and dc_snoop;
 //! - [`evloop`]: the one epoll readiness loop of the daemons (the library
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
 //! - [`metrics`]: the `-metrics` Prometheus endpoint of dc_server and
@@ -21,6 +24,7 @@
 
 pub mod daemon;
 pub mod evloop;
+pub mod link;
 pub mod metrics;
 pub mod sessiond;
 pub mod tools;

@@ -448,7 +448,11 @@ fn out_of_descriptors_makes_room_or_pauses_accepting() {
         );
         conns.push(c);
     }
-    assert!(closed_within(&mut conns[0], Duration::from_secs(3)));
+    assert!(
+        closed_within(&mut conns[0], Duration::from_secs(3)),
+        "the oldest idle connection is still open; dc_client said: {}",
+        std::fs::read_to_string(dir.path("client.log")).unwrap_or_default()
+    );
     // Now every open connection gets a request in flight that the server
     // never answers: none may be closed for a newcomer.
     let mut busy = Vec::new();

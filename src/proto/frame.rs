@@ -204,6 +204,26 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<FrameHeader>, DecodeError> {
     }))
 }
 
+/// Bytes the first frame in `buf` takes (header and payload), once its
+/// header is there; whether they are all there is for the caller to see.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    (buf.len() >= HEADER_LEN).then(|| HEADER_LEN + u16::from_be_bytes([buf[12], buf[13]]) as usize)
+}
+
+/// `buf` starts with a whole frame (a request received, not yet decoded).
+pub fn starts_with_frame(buf: &[u8]) -> bool {
+    frame_len(buf).is_some_and(|n| buf.len() >= n)
+}
+
+/// A [`Decoder`] fed `buf` can act: a whole frame is there, or enough of a
+/// header to judge the version ([`parse_header`] does at 5 bytes).
+pub fn decodable(buf: &[u8]) -> bool {
+    match frame_len(buf) {
+        Some(n) => buf.len() >= n,
+        None => buf.len() >= 5,
+    }
+}
+
 /// Write one frame header.
 pub fn write_header(
     out: &mut Vec<u8>,

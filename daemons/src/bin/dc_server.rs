@@ -12,7 +12,7 @@
 //! again between connections when many are ready.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ use distcache_rs::server::snapshot;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Poller};
+use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, ConnStats, Endpoint};
 use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
@@ -146,9 +147,6 @@ const MAX_SESSIONS: u64 = 10_000_000;
 const READ_CHUNK: usize = 64 * 1024;
 /// Stop decoding a client's requests while this much output is unsent.
 const OUT_HIGH: usize = 256 * 1024;
-/// Buffers larger than this are released once empty, so that thousands of
-/// idle connections hold little memory.
-const IDLE_BUF: usize = 16 * 1024;
 /// Connections accepted per wake-up of the listener.
 const ACCEPT_BATCH: usize = 256;
 /// Default `-idle`: a connection that sends nothing for 5 minutes is closed.
@@ -466,55 +464,18 @@ fn release_big_buffers() {
     }
 }
 
+/// An application connection: the shared [`Link`] and the peer's name for
+/// log lines.
 struct Conn {
-    stream: Stream,
+    link: Link,
     peer: String,
-    dec: Decoder,
-    /// Received bytes not yet decoded.
-    inbuf: Vec<u8>,
-    /// Encoded responses; `out[out_pos..]` is unsent.
-    out: Vec<u8>,
-    out_pos: usize,
-    /// Events currently registered.
-    interest: u32,
-    /// The peer finished sending: flush the output, then close.
-    eof: bool,
-    /// Last time (ms) bytes moved in either direction (for -idle).
-    last_active: u64,
-    /// Last time (ms) a whole frame was taken, answers moved out, or a new
-    /// request started (for -stall): a peer dribbling bytes of a frame
-    /// that never completes makes no progress.
-    progress: u64,
-    /// At least one request was answered (for making room, tools::evict).
-    completed: bool,
-    /// When (ms) the connection was accepted or last had a request answered.
-    since: u64,
-    /// Last time (ms) the unsent output shrank, or started to wait (for
-    /// -maxbuffer: the offender is the one whose output has not drained).
-    out_moved: u64,
-    /// Buffer bytes counted in the server's -maxbuffer total.
-    charged: usize,
 }
 
 impl Conn {
-    fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
     /// A request is owed an answer: answers unsent, or whole requests
     /// received and not yet processed. Such a connection never makes room.
     fn in_flight(&self) -> bool {
-        self.unsent() > 0 || whole_frame(&self.inbuf)
-    }
-
-    /// Memory held by the connection's buffers (for -maxbuffer).
-    fn buffered(&self) -> usize {
-        self.inbuf.capacity() + self.out.capacity()
-    }
-
-    /// Half a request received, or answers the peer does not take.
-    fn mid_request(&self) -> bool {
-        !self.inbuf.is_empty() || self.dec.in_message() || self.unsent() > 0
+        self.link.unsent() > 0 || proto::starts_with_frame(&self.link.inbuf)
     }
 }
 
@@ -873,29 +834,23 @@ impl Server {
         self.next_idle_scan = now + idle.min(stall).clamp(1, 4000) / 4;
         for idx in 0..self.conns.len() {
             let Some(c) = &self.conns[idx] else { continue };
-            let why = if c.mid_request() {
-                let quiet = now.saturating_sub(c.progress);
-                (quiet >= stall).then(|| {
-                    format!(
-                        "stalled for {quiet} ms with {} bytes of a request and {} bytes of answers pending (-stall)",
-                        c.inbuf.len(),
-                        c.unsent()
-                    )
-                })
+            let l = &c.link;
+            let why = if let Some(quiet) = l.stalled(now, self.stall_ms) {
+                self.conn_stats.closed_stall += 1;
+                format!(
+                    "stalled for {quiet} ms with {} bytes of a request and {} bytes of answers pending (-stall)",
+                    l.inbuf.len(),
+                    l.unsent()
+                )
+            } else if l.idle_due(self.idle_ms).is_some_and(|due| now >= due) {
+                self.conn_stats.closed_idle += 1;
+                format!("idle for {} ms (-idle)", now - l.last_active)
             } else {
-                let quiet = now.saturating_sub(c.last_active);
-                (quiet >= idle).then(|| format!("idle for {quiet} ms (-idle)"))
+                continue;
             };
-            if let Some(why) = why {
-                if c.mid_request() {
-                    self.conn_stats.closed_stall += 1;
-                } else {
-                    self.conn_stats.closed_idle += 1;
-                }
-                let conn = self.conns[idx].take().expect("checked above");
-                self.note(&format!("closing connection from {}: {why}", conn.peer));
-                self.close(idx, conn);
-            }
+            let conn = self.conns[idx].take().expect("checked above");
+            self.note(&format!("closing connection from {}: {why}", conn.peer));
+            self.close(idx, conn);
         }
         self.free.append(&mut self.freed);
     }
@@ -983,9 +938,9 @@ impl Server {
         let epoch = self.epoch;
         let victim = pick_victim(self.conns.iter().map(|c| match c {
             Some(c) => Candidate {
-                completed_any: c.completed,
+                completed_any: c.link.completed,
                 in_flight: c.in_flight(),
-                since: epoch + Duration::from_millis(c.since),
+                since: epoch + Duration::from_millis(c.link.since),
             },
             // An empty slot is never chosen.
             None => Candidate {
@@ -998,13 +953,13 @@ impl Server {
         let conn = self.conns[idx]
             .take()
             .expect("pick_victim skips empty slots");
-        let waited = tools::now_ms().saturating_sub(conn.since);
-        let what = if conn.completed {
+        let waited = tools::now_ms().saturating_sub(conn.link.since);
+        let what = if conn.link.completed {
             format!("idle for {waited} ms")
         } else {
             format!(
                 "never completed a request in {waited} ms ({} bytes of one pending)",
-                conn.inbuf.len()
+                conn.link.inbuf.len()
             )
         };
         self.note(&format!(
@@ -1025,12 +980,8 @@ impl Server {
             return;
         }
         for c in self.conns.iter_mut().flatten() {
-            if c.unsent() == 0 && c.inbuf.is_empty() && c.charged > 0 {
-                c.out = Vec::new();
-                c.out_pos = 0;
-                c.inbuf = Vec::new();
-                self.buffered -= c.charged;
-                c.charged = 0;
+            if c.link.charged > 0 && c.link.release_buffers() {
+                self.buffered = c.link.recharge(self.buffered, 0);
             }
         }
         if self.buffered <= self.maxbuffer {
@@ -1042,7 +993,7 @@ impl Server {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
+                let c = &c.as_ref()?.link;
                 if c.unsent() > 0 {
                     Some((c.out_moved, i))
                 } else if !c.inbuf.is_empty() {
@@ -1062,8 +1013,8 @@ impl Server {
             let msg = format!(
                 "closing connection from {}: {} bytes of answers and {} bytes of requests not drained for {} ms, with {} bytes buffered in all (-maxbuffer {} MB)",
                 conn.peer,
-                conn.unsent(),
-                conn.inbuf.len(),
+                conn.link.unsent(),
+                conn.link.inbuf.len(),
                 now.saturating_sub(since),
                 self.buffered,
                 self.maxbuffer >> 20
@@ -1086,32 +1037,18 @@ impl Server {
                 self.conns.len() - 1
             }
         };
-        if let Err(e) = self
-            .poller
-            .add(stream.as_raw_fd(), idx as u64 + TOK_BASE, evloop::READ)
-        {
-            self.free.push(idx);
-            self.note(&format!("cannot watch connection from {peer}: {e}"));
-            return;
+        let token = idx as u64 + TOK_BASE;
+        match Link::accepted(stream, token, Direction::Requests, &self.poller) {
+            Ok(link) => {
+                self.conns[idx] = Some(Conn { link, peer });
+                self.nconns += 1;
+                self.conn_stats.accepted += 1;
+            }
+            Err(e) => {
+                self.free.push(idx);
+                self.note(&format!("cannot watch connection from {peer}: {e}"));
+            }
         }
-        self.conns[idx] = Some(Conn {
-            stream,
-            peer,
-            dec: Decoder::new(Direction::Requests),
-            inbuf: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
-            interest: evloop::READ,
-            eof: false,
-            last_active: tools::now_ms(),
-            progress: tools::now_ms(),
-            completed: false,
-            since: tools::now_ms(),
-            out_moved: tools::now_ms(),
-            charged: 0,
-        });
-        self.nconns += 1;
-        self.conn_stats.accepted += 1;
     }
 
     fn conn_event(&mut self, idx: usize, events: u32) {
@@ -1119,23 +1056,16 @@ impl Server {
             return;
         };
         let outcome = self.drive(&mut conn, events);
-        let held = conn.buffered();
-        self.buffered = self.buffered - conn.charged + held;
-        conn.charged = held;
+        let held = conn.link.buffered();
+        self.buffered = conn.link.recharge(self.buffered, held);
         match outcome {
             Outcome::Keep => {
-                let want = desired_interest(&conn, self.over_budget());
-                if want != conn.interest {
-                    if let Err(e) =
-                        self.poller
-                            .modify(conn.stream.as_raw_fd(), idx as u64 + TOK_BASE, want)
-                    {
-                        let msg = format!("closing connection from {}: epoll: {e}", conn.peer);
-                        self.note(&msg);
-                        self.close(idx, conn);
-                        return;
-                    }
-                    conn.interest = want;
+                let want = desired_interest(&conn.link, self.over_budget());
+                if let Err(e) = conn.link.set_interest(&self.poller, want) {
+                    let msg = format!("closing connection from {}: epoll: {e}", conn.peer);
+                    self.note(&msg);
+                    self.close(idx, conn);
+                    return;
                 }
                 self.conns[idx] = Some(conn);
             }
@@ -1150,15 +1080,17 @@ impl Server {
     }
 
     fn close(&mut self, idx: usize, conn: Conn) {
-        self.buffered -= conn.charged;
-        let _ = self.poller.delete(conn.stream.as_raw_fd());
+        self.buffered -= conn.link.charged;
+        // Closing the descriptor removes it from the epoll set (it is never
+        // duplicated).
         drop(conn);
         self.nconns -= 1;
         self.freed.push(idx);
     }
 
     fn drive(&mut self, conn: &mut Conn, events: u32) -> Outcome {
-        if events & libc::EPOLLERR as u32 != 0 {
+        let link = &mut conn.link;
+        if events & evloop::ERR != 0 {
             return Outcome::Close(None);
         }
         // On a hang-up, requests already received are still carried out
@@ -1167,58 +1099,39 @@ impl Server {
         // Over -maxbuffer, a connection whose answers wait unsent takes no
         // more requests until they drain.
         let over = self.over_budget();
-        let paused = conn.eof || conn.unsent() >= OUT_HIGH || (over && conn.unsent() > 0);
-        let input = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP;
-        if !paused && events & input as u32 != 0 {
-            match conn.stream.read(&mut self.scratch) {
-                Ok(0) => conn.eof = true,
-                Ok(n) => {
-                    let now = tools::now_ms();
-                    if !conn.mid_request() {
-                        conn.progress = now;
-                    }
-                    conn.last_active = now;
-                    let r = self.take_input(conn, n);
+        if !paused(link, over) && events & (evloop::READ | evloop::HUP) != 0 {
+            match link.read_once(&mut self.scratch) {
+                Ok(got) if got.eof => link.eof = true,
+                Ok(got) if got.n > 0 => {
+                    let r = self.take_input(link, got.n);
                     if let Some(o) = self.stopped(conn, r) {
                         return o;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) => {}
                 Err(_) => return Outcome::Close(None),
             }
         }
         loop {
-            if conn.unsent() > 0 {
-                let before = conn.unsent();
-                if let Err(e) = flush(conn) {
-                    let _ = e;
-                    return Outcome::Close(None);
-                }
-                if conn.unsent() != before {
-                    conn.last_active = tools::now_ms();
-                    conn.progress = conn.last_active;
-                    conn.out_moved = conn.last_active;
-                }
+            let link = &mut conn.link;
+            if link.unsent() > 0 && link.flush().is_err() {
+                return Outcome::Close(None);
             }
-            // Output drained below the mark: decode what is still buffered.
-            if conn.unsent() < OUT_HIGH
-                && (!over || conn.unsent() == 0)
-                && !conn.inbuf.is_empty()
-                && has_frame(&conn.inbuf)
-            {
-                let before = conn.inbuf.len();
-                let r = self.process_buffered(conn);
+            // Output drained below the mark: decode what is still buffered
+            // (also after the peer finished sending).
+            if !backed_up(link, over) && proto::decodable(&link.inbuf) {
+                let before = link.inbuf.len();
+                let r = self.process_buffered(link);
                 if let Some(o) = self.stopped(conn, r) {
                     return o;
                 }
-                if conn.inbuf.len() != before {
+                if conn.link.inbuf.len() != before {
                     continue;
                 }
             }
             break;
         }
-        if conn.eof && conn.unsent() == 0 {
+        if conn.link.finished() {
             return Outcome::Close(None);
         }
         Outcome::Keep
@@ -1232,46 +1145,36 @@ impl Server {
             Err(Stop::Fatal(why)) => {
                 let msg = format!("closing connection from {}: {why}", conn.peer);
                 self.note(&msg);
-                conn.eof = true;
-                conn.inbuf = Vec::new();
+                conn.link.close_after_output();
                 None
             }
         }
     }
 
     /// Decode `scratch[..n]` (after any buffered bytes).
-    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), Stop> {
-        if conn.inbuf.is_empty() {
+    fn take_input(&mut self, link: &mut Link, n: usize) -> Result<(), Stop> {
+        if link.inbuf.is_empty() {
             let used = process(
-                conn,
+                link,
                 &self.scratch[..n],
                 &mut self.cache,
                 &self.policy,
                 &mut self.stats,
             )?;
-            conn.inbuf.extend_from_slice(&self.scratch[used..n]);
+            link.keep(&self.scratch[used..n]);
             Ok(())
         } else {
-            conn.inbuf.extend_from_slice(&self.scratch[..n]);
-            self.process_buffered(conn)
+            link.keep(&self.scratch[..n]);
+            self.process_buffered(link)
         }
     }
 
-    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), Stop> {
-        let input = std::mem::take(&mut conn.inbuf);
-        let used = process(conn, &input, &mut self.cache, &self.policy, &mut self.stats);
-        let mut input = input;
-        match used {
-            Ok(used) => {
-                input.drain(..used);
-                if input.capacity() > IDLE_BUF && input.len() < IDLE_BUF / 4 {
-                    input.shrink_to_fit();
-                }
-                conn.inbuf = input;
-                Ok(())
-            }
-            Err(r) => Err(r),
-        }
+    fn process_buffered(&mut self, link: &mut Link) -> Result<(), Stop> {
+        let input = std::mem::take(&mut link.inbuf);
+        let used = process(link, &input, &mut self.cache, &self.policy, &mut self.stats);
+        link.inbuf = input;
+        link.consumed(used?);
+        Ok(())
     }
 
     /// An event for the -metrics endpoint; a scrape reads the counters.
@@ -1356,28 +1259,22 @@ impl Server {
     }
 }
 
-/// Whether `buf` may hold something the decoder can act on (a whole frame,
-/// or enough of a header to reject it).
-fn has_frame(buf: &[u8]) -> bool {
-    if buf.len() < proto::HEADER_LEN {
-        return buf.len() >= 5;
-    }
-    let len = u16::from_be_bytes([buf[12], buf[13]]) as usize;
-    buf.len() >= proto::HEADER_LEN + len
+/// Answers back up past the mark, or wait while over -maxbuffer: take no
+/// more requests.
+fn backed_up(link: &Link, over_budget: bool) -> bool {
+    link.unsent() >= OUT_HIGH || (over_budget && link.unsent() > 0)
 }
 
-/// Whether `buf` starts with a whole frame (a request received and not yet
-/// processed).
-fn whole_frame(buf: &[u8]) -> bool {
-    buf.len() >= proto::HEADER_LEN
-        && buf.len() >= proto::HEADER_LEN + u16::from_be_bytes([buf[12], buf[13]]) as usize
+/// Reading is paused: backed up, or the peer finished sending.
+fn paused(link: &Link, over_budget: bool) -> bool {
+    link.eof || backed_up(link, over_budget)
 }
 
 /// Decode and answer requests from the front of `input` until it runs out,
 /// or until the connection's unsent output reaches the high-water mark.
 /// Returns the bytes consumed; an error closes the connection.
 fn process(
-    conn: &mut Conn,
+    link: &mut Link,
     input: &[u8],
     cache: &mut dyn SessionCache,
     policy: &Policy,
@@ -1387,13 +1284,10 @@ fn process(
     let mut big = false;
     let mut answered = false;
     let now = tools::now_ms();
-    if conn.unsent() == 0 {
-        // Answers queued from now on start waiting now.
-        conn.out_moved = now;
-    }
-    while conn.unsent() < OUT_HIGH {
-        match conn
-            .dec
+    link.output_starts(now);
+    while link.unsent() < OUT_HIGH {
+        let (dec, out) = link.dec_and_out();
+        match dec
             .feed(&input[off..])
             .map_err(|e| Stop::Corrupt(e.to_string()))?
         {
@@ -1402,7 +1296,7 @@ fn process(
             proto::Event::Message { consumed, msg } => {
                 let (uid, cmd) = (msg.uid, msg.cmd);
                 big |= msg.payload.len() >= proto::MSG_MAX_DATA;
-                handle_request(cache, policy, stats, now, msg, &mut conn.out).map_err(|_| {
+                handle_request(cache, policy, stats, now, msg, out).map_err(|_| {
                     Stop::Fatal(format!(
                         "corrupt {} request (uid {uid:#x}): payload too short",
                         cmd.name()
@@ -1414,53 +1308,28 @@ fn process(
         }
     }
     if off > 0 {
-        conn.progress = now;
+        link.progress = now;
     }
     if answered {
-        conn.completed = true;
-        conn.since = now;
+        link.completed = true;
+        link.since = now;
     }
-    if big && !conn.dec.in_message() {
+    if big && !link.dec.in_message() {
         // Release the reassembly buffer of a multi-frame message: idle
         // connections should hold no large buffers.
-        conn.dec = Decoder::new(Direction::Requests);
+        link.dec = Decoder::new(Direction::Requests);
     }
     Ok(off)
-}
-
-/// Write as much unsent output as the socket takes.
-fn flush(conn: &mut Conn) -> io::Result<()> {
-    while conn.out_pos < conn.out.len() {
-        match conn.stream.write(&conn.out[conn.out_pos..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => conn.out_pos += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if conn.out_pos == conn.out.len() {
-        conn.out.clear();
-        conn.out_pos = 0;
-        if conn.out.capacity() > IDLE_BUF {
-            conn.out = Vec::new();
-        }
-    } else if conn.out_pos > OUT_HIGH {
-        conn.out.drain(..conn.out_pos);
-        conn.out_pos = 0;
-    }
-    Ok(())
 }
 
 /// The events a connection should be watched for. While reading is paused
 /// (output backlog, or the peer finished sending) the connection is watched
 /// edge-triggered for WRITE only, so a lingering hang-up condition cannot
 /// wake the loop again and again.
-fn desired_interest(conn: &Conn, over_budget: bool) -> u32 {
-    let paused = conn.eof || conn.unsent() >= OUT_HIGH || (over_budget && conn.unsent() > 0);
-    if paused {
+fn desired_interest(link: &Link, over_budget: bool) -> u32 {
+    if paused(link, over_budget) {
         evloop::WRITE | libc::EPOLLET as u32
-    } else if conn.unsent() > 0 {
+    } else if link.unsent() > 0 {
         evloop::READ | evloop::WRITE
     } else {
         evloop::READ
