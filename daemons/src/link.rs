@@ -277,10 +277,10 @@ impl Link {
         &mut self.out
     }
 
-    /// The decoder and the output together, to answer decoded messages
-    /// while their payload still borrows the decoder.
-    pub fn dec_and_out(&mut self) -> (&mut Decoder, &mut Vec<u8>) {
-        (&mut self.dec, &mut self.out)
+    /// The decoder, the input and the output together, to answer decoded
+    /// messages while their payload still borrows the decoder or the input.
+    pub fn parts(&mut self) -> (&mut Decoder, &[u8], &mut Vec<u8>) {
+        (&mut self.dec, &self.inbuf, &mut self.out)
     }
 
     /// Output queued from now on starts waiting now.

@@ -1286,7 +1286,7 @@ fn process(
     let now = tools::now_ms();
     link.output_starts(now);
     while link.unsent() < OUT_HIGH {
-        let (dec, out) = link.dec_and_out();
+        let (dec, _, out) = link.parts();
         match dec
             .feed(&input[off..])
             .map_err(|e| Stop::Corrupt(e.to_string()))?

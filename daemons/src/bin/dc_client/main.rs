@@ -26,18 +26,19 @@
 mod mux;
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use distcache_rs::nal::Address;
-use distcache_rs::proto::{status, AddParse, Cmd, Decoder, Direction};
+use distcache_rs::proto::{status, AddParse, Cmd, Direction};
 use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Event, Poller};
+use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer, Endpoint};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
-use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
+use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
 
 use mux::Mux;
 
@@ -135,8 +136,6 @@ const MAX_CLIENT_INFLIGHT: usize = 64;
 /// from meanwhile. With the in-flight cap, one connection holds at most
 /// about 1 MB + 2 MB of answers and 320 KB of input.
 const MAX_CLIENT_OUT: usize = 1 << 20;
-/// Buffers larger than this are given back to the allocator once empty.
-const KEEP_BUF: usize = 64 * 1024;
 /// Default `-deadline`: the original answers in tens of milliseconds at
 /// p99 with 50,000 sessions; 250 ms is far above a live server's worst and
 /// far below the library's 2 s I/O bound.
@@ -193,25 +192,12 @@ struct Config {
 }
 
 /// An application connection.
+/// An application connection: the shared [`Link`] (its `progress` clock
+/// counts for `-clientstall`, `since` for making room) and the requests it
+/// has waiting on the server.
 struct Client {
-    stream: Stream,
-    dec: Decoder,
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
-    out_off: usize,
+    link: Link,
     inflight: usize,
-    last_active: u64,
-    interest: u32,
-    /// Last progress while holding something (unread answers, part of a
-    /// request): answer bytes written, a whole request decoded, or the
-    /// moment it started holding something. `-clientstall` counts from it.
-    progress: u64,
-    /// At least one answer was given to this connection.
-    completed_any: bool,
-    /// Accepted, or its last answer given (for `tools::evict`).
-    since: u64,
-    /// The bytes counted for it in `Proxy::buffered`.
-    counted: usize,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
@@ -220,15 +206,6 @@ enum UpState {
     Up,
 }
 
-/// The connection to dc_server.
-struct Upstream {
-    token: u64,
-    stream: Stream,
-    state: UpState,
-    dec: Decoder,
-    inbuf: Vec<u8>,
-    interest: u32,
-}
 
 struct Proxy {
     cfg: Config,
@@ -236,10 +213,9 @@ struct Proxy {
     listener: Listener,
     clients: HashMap<u64, Client>,
     next_token: u64,
-    up: Option<Upstream>,
-    /// Requests encoded for the server, not yet written (from `up_off`).
-    up_out: Vec<u8>,
-    up_off: usize,
+    /// The connection to dc_server; its output holds the requests encoded
+    /// for the server and not yet written.
+    up: Option<Link>,
     mux: Mux,
     /// When to try connecting again (no upstream).
     next_retry: u64,
@@ -290,129 +266,26 @@ fn log(msg: std::fmt::Arguments<'_>) {
     tools::log::line(msg);
 }
 
-/// Read what is available into `buf` (through `scratch`). Returns
-/// (bytes read, eof).
-fn read_some(s: &mut Stream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> io::Result<(usize, bool)> {
-    let mut total = 0;
-    while total < READ_BUDGET {
-        match s.read(scratch) {
-            Ok(0) => return Ok((total, true)),
-            Ok(n) => {
-                buf.extend_from_slice(&scratch[..n]);
-                total += n;
-                if n < scratch.len() {
-                    break;
-                }
-            }
-            Err(e) => match e.kind() {
-                io::ErrorKind::WouldBlock => break,
-                io::ErrorKind::Interrupted => continue,
-                _ => return Err(e),
-            },
-        }
-    }
-    Ok((total, false))
-}
-
-/// Write as much of `buf[*off..]` as the socket takes. Clears the buffer
-/// once everything is written.
-fn flush(s: &mut Stream, buf: &mut Vec<u8>, off: &mut usize) -> io::Result<()> {
-    while *off < buf.len() {
-        match s.write(&buf[*off..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => *off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if *off == buf.len() {
-        buf.clear();
-        *off = 0;
-    } else if *off > (1 << 20) && *off * 2 > buf.len() {
-        buf.drain(..*off);
-        *off = 0;
-    }
-    Ok(())
-}
-
 impl Client {
-    fn new(stream: Stream, now: u64) -> Client {
-        Client {
-            stream,
-            dec: Decoder::new(Direction::Requests),
-            inbuf: Vec::new(),
-            out: Vec::new(),
-            out_off: 0,
-            inflight: 0,
-            last_active: now,
-            interest: evloop::READ,
-            progress: now,
-            completed_any: false,
-            since: now,
-            counted: 0,
-        }
-    }
-
-    fn pending_out(&self) -> bool {
-        self.out_off < self.out.len()
-    }
-
-    fn unread(&self) -> usize {
-        self.out.len() - self.out_off
-    }
-
     /// At its in-flight or output cap: its input is left undecoded.
     fn saturated(&self) -> bool {
-        self.inflight >= MAX_CLIENT_INFLIGHT || self.unread() >= MAX_CLIENT_OUT
-    }
-
-    /// Holding unread answers or (part of) a request not yet taken.
-    fn holds(&self) -> bool {
-        self.pending_out() || !self.inbuf.is_empty() || self.dec.in_message()
-    }
-
-    /// About to start holding something: the `-clientstall` clock starts.
-    fn start_clock(&mut self, now: u64) {
-        if !self.holds() {
-            self.progress = now;
-        }
-    }
-
-    /// Memory its buffers take (capacity: what the process holds).
-    fn mem(&self) -> usize {
-        let partial = if self.dec.in_message() {
-            distcache_rs::proto::MAX_TOTAL_DATA
-        } else {
-            0
-        };
-        self.inbuf.capacity() + self.out.capacity() + partial
-    }
-
-    /// Give large empty buffers back.
-    fn trim(&mut self) {
-        if self.out.is_empty() && self.out.capacity() > KEEP_BUF {
-            self.out = Vec::new();
-        }
-        if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_BUF {
-            self.inbuf = Vec::new();
-        }
+        self.inflight >= MAX_CLIENT_INFLIGHT || self.link.unsent() >= MAX_CLIENT_OUT
     }
 
     /// Append an answer for it.
     fn give(&mut self, uid: u32, cmd: Cmd, payload: &[u8], now: u64) {
-        self.start_clock(now);
-        mux::answer(&mut self.out, uid, cmd, payload);
-        self.completed_any = true;
-        self.since = now;
+        self.link.start_clock(now);
+        mux::answer(self.link.out(), uid, cmd, payload);
+        self.link.completed = true;
+        self.link.since = now;
     }
 
     fn candidate(&self, now_ms: u64, now: Instant) -> Candidate {
         Candidate {
-            completed_any: self.completed_any,
-            in_flight: self.inflight > 0 || self.pending_out(),
+            completed_any: self.link.completed,
+            in_flight: self.inflight > 0 || self.link.unsent() > 0,
             since: now
-                .checked_sub(Duration::from_millis(now_ms.saturating_sub(self.since)))
+                .checked_sub(Duration::from_millis(now_ms.saturating_sub(self.link.since)))
                 .unwrap_or(now),
         }
     }
@@ -421,10 +294,10 @@ impl Client {
         let mut i = 0;
         // Read only once everything read so far is taken: past its caps
         // the rest stays in its buffer (and the socket), not in memory.
-        if !self.saturated() && self.inbuf.len() < MAX_FRAME {
+        if !self.saturated() && self.link.inbuf.len() < MAX_FRAME {
             i |= evloop::READ;
         }
-        if self.pending_out() {
+        if self.link.unsent() > 0 {
             i |= evloop::WRITE;
         }
         i
@@ -438,31 +311,26 @@ impl Proxy {
 
     /// Try to (re)connect to the server.
     fn connect_upstream(&mut self) {
-        let now = Self::now();
-        match tools::connect_nonblocking(&self.cfg.server) {
-            Ok((stream, done)) => {
-                let token = self.next_token;
-                self.next_token += 1;
-                let interest = evloop::READ | evloop::WRITE;
-                if let Err(e) = self.poller.add(stream.as_raw_fd(), token, interest) {
-                    log(format_args!("cannot watch server connection: {e}"));
-                    self.next_retry = now + self.cfg.retry_ms;
-                    return;
-                }
-                self.up = Some(Upstream {
-                    token,
-                    stream,
-                    state: UpState::Connecting { since: now },
-                    dec: Decoder::new(Direction::Responses),
-                    inbuf: Vec::new(),
-                    interest,
-                });
+        let token = self.next_token;
+        self.next_token += 1;
+        match Link::connect(&self.cfg.server, token, Direction::Responses, &self.poller) {
+            Ok(link) => {
+                let done = !link.connecting();
+                self.up = Some(link);
                 if done {
                     self.upstream_connected();
                 }
             }
             Err(e) => self.connect_failed(e),
         }
+    }
+
+    /// The server connection's state.
+    fn up_state(&self) -> Option<UpState> {
+        self.up.as_ref().map(|u| match u.connecting_since() {
+            Some(since) => UpState::Connecting { since },
+            None => UpState::Up,
+        })
     }
 
     fn connect_failed(&mut self, e: io::Error) {
@@ -478,8 +346,7 @@ impl Proxy {
     }
 
     fn upstream_connected(&mut self) {
-        if let Some(up) = self.up.as_mut() {
-            up.state = UpState::Up;
+        if self.up.is_some() {
             self.stats.reconnects += u64::from(self.ever_up);
             self.ever_up = true;
             if self.outage_logged {
@@ -492,11 +359,9 @@ impl Proxy {
     /// Forget the server connection; answer everything in flight with
     /// `payload` and schedule a reconnection.
     fn drop_upstream(&mut self, payload: &[u8]) {
-        if let Some(up) = self.up.take() {
-            let _ = self.poller.delete(up.stream.as_raw_fd());
+        if let Some(mut up) = self.up.take() {
+            up.deregister(&self.poller);
         }
-        self.up_out = Vec::new();
-        self.up_off = 0;
         let now = Self::now();
         let how = if payload.is_empty() {
             Answer::NoServer
@@ -517,8 +382,9 @@ impl Proxy {
     /// The connect is taking long: fail the requests queued for it (they
     /// never left) and keep connecting.
     fn fail_queued(&mut self) {
-        self.up_out.clear();
-        self.up_off = 0;
+        if let Some(up) = self.up.as_mut() {
+            up.discard_output();
+        }
         let now = Self::now();
         for p in self.mux.fail_all() {
             self.stats.requests.count(p.cmd, Answer::NoServer);
@@ -538,7 +404,7 @@ impl Proxy {
         ));
         // The next successful connection is logged; failures until then are not.
         self.outage_logged = true;
-        let was_up = matches!(self.up.as_ref().map(|u| u.state), Some(UpState::Up));
+        let was_up = matches!(self.up_state(), Some(UpState::Up));
         self.stats.disconnects += u64::from(was_up);
         // Requests that never reached a connected server get the same
         // answer as when no server is there at all.
@@ -551,19 +417,11 @@ impl Proxy {
 
     fn on_upstream(&mut self, ev: &Event) {
         let Some(up) = self.up.as_mut() else { return };
-        if let UpState::Connecting { .. } = up.state {
-            if !ev.writable() && !ev.hangup() {
-                return;
-            }
-            match up.stream.take_error() {
-                Ok(None) if !ev.hangup() => self.upstream_connected(),
-                Ok(Some(e)) | Err(e) => return self.connect_failed(e),
-                Ok(None) => {
-                    return self.connect_failed(io::Error::new(
-                        io::ErrorKind::ConnectionRefused,
-                        "connection closed",
-                    ))
-                }
+        if up.connecting() {
+            match up.connect_event(ev) {
+                Ok(true) => self.upstream_connected(),
+                Ok(false) => return,
+                Err(e) => return self.connect_failed(e),
             }
         }
         if ev.readable() {
@@ -573,12 +431,12 @@ impl Proxy {
 
     fn read_upstream(&mut self) {
         let Some(up) = self.up.as_mut() else { return };
-        let (_, eof) = match read_some(&mut up.stream, &mut up.inbuf, &mut self.scratch) {
-            Ok(x) => x,
+        let eof = match up.read_some(&mut self.scratch, READ_BUDGET) {
+            Ok(got) => got.eof,
             Err(e) => return self.upstream_lost(format_args!("read error: {e}")),
         };
         // Route every complete answer.
-        let Upstream { dec, inbuf, .. } = up;
+        let (dec, inbuf) = (&mut up.dec, &up.inbuf);
         let mut fault = None;
         let clients = &mut self.clients;
         let dirty = &mut self.dirty;
@@ -604,7 +462,7 @@ impl Proxy {
                                     if let Some(c) = clients.get_mut(&p.client) {
                                         c.give(p.uid, p.cmd, msg.payload, now);
                                         c.inflight -= 1;
-                                        c.last_active = now;
+                                        c.link.last_active = now;
                                         dirty.push(p.client);
                                     }
                                     // Otherwise the client has gone: discard.
@@ -627,7 +485,7 @@ impl Proxy {
                 if used > 0 {
                     self.up_progress = now;
                 }
-                inbuf.drain(..used);
+                up.consumed(used);
             }
         }
         if answered {
@@ -678,12 +536,13 @@ impl Proxy {
                     }
                     let token = self.next_token;
                     self.next_token += 1;
-                    if let Err(e) = self.poller.add(stream.as_raw_fd(), token, evloop::READ) {
-                        log(format_args!("cannot watch a new connection: {e}"));
-                        continue;
+                    match Link::accepted(stream, token, Direction::Requests, &self.poller) {
+                        Ok(link) => {
+                            self.clients.insert(token, Client { link, inflight: 0 });
+                            self.stats.conns.accepted += 1;
+                        }
+                        Err(e) => log(format_args!("cannot watch a new connection: {e}")),
                     }
-                    self.clients.insert(token, Client::new(stream, Self::now()));
-                    self.stats.conns.accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -754,45 +613,30 @@ impl Proxy {
         // Closing the socket also removes it from the epoll set (it is
         // never duplicated); stale events for the token find no client.
         if let Some(c) = self.clients.remove(&token) {
-            self.buffered -= c.counted;
+            self.buffered -= c.link.charged;
         }
     }
 
     fn on_client(&mut self, token: u64, ev: &Event) {
-        let now = Self::now();
         let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
-        if ev.writable() && c.pending_out() {
-            let left = c.unread();
-            if flush(&mut c.stream, &mut c.out, &mut c.out_off).is_err() {
-                return self.close_client(token);
-            }
-            if c.unread() < left {
-                c.progress = now;
-            }
+        if ev.writable() && c.link.unsent() > 0 && c.link.flush().is_err() {
+            return self.close_client(token);
         }
         let mut eof = false;
         if ev.readable() {
-            if c.interest & evloop::READ == 0 {
+            if c.link.interest() & evloop::READ == 0 {
                 // Paused by back-pressure: a hang-up still ends it (the
                 // event is level-triggered and would fire again and again).
                 if ev.hangup() {
                     return self.close_client(token);
                 }
             } else {
-                let held = c.holds();
-                let (n, end) = match read_some(&mut c.stream, &mut c.inbuf, &mut self.scratch) {
-                    Ok(x) => x,
+                match c.link.read_some(&mut self.scratch, READ_BUDGET) {
+                    Ok(got) => eof = got.eof,
                     Err(_) => return self.close_client(token),
-                };
-                if n > 0 {
-                    c.last_active = now;
-                    if !held {
-                        c.progress = now;
-                    }
                 }
-                eof = end;
             }
         }
         if !self.take_requests(token) {
@@ -811,47 +655,38 @@ impl Proxy {
     /// was closed (it sent garbage).
     fn take_requests(&mut self, token: u64) -> bool {
         let now = Self::now();
-        let Some(c) = self.clients.get_mut(&token) else {
-            return false;
-        };
         // Where requests go: to the server (possibly still connecting),
         // answered 0x02 because it is down (but for a probe), or answered
         // empty because there is none.
-        let connected = match self.up.as_ref().map(|u| u.state) {
+        let connected = match self.up_state() {
             Some(UpState::Up) => true,
             Some(UpState::Connecting { since }) => now < since + CONNECT_GRACE_MS,
             None => false,
         };
-        let Client {
-            dec,
-            inbuf,
-            out,
-            inflight,
-            progress,
-            completed_any,
-            since,
-            ..
-        } = c;
+        let Some(c) = self.clients.get_mut(&token) else {
+            return false;
+        };
+        let Client { link, inflight } = c;
         let mux = &mut self.mux;
-        let up_out = &mut self.up_out;
+        let mut up_out = self.up.as_mut().map(Link::out);
         let up_progress = &mut self.up_progress;
         let down = self.down;
         let next_probe = &mut self.next_probe;
         let counts = &mut self.stats.requests;
         let mut off = 0;
+        let (mut took, mut answered) = (false, false);
         let res = loop {
-            if *inflight >= MAX_CLIENT_INFLIGHT || out.len() >= MAX_CLIENT_OUT {
-                // `out` may still hold written bytes before `out_off`:
-                // counting them too only pauses a little earlier.
+            if *inflight >= MAX_CLIENT_INFLIGHT || link.unsent() >= MAX_CLIENT_OUT {
                 break Ok(off);
             }
+            let (dec, inbuf, out) = link.parts();
             match dec.feed(&inbuf[off..]) {
                 Err(e) => break Err(e.to_string()),
                 Ok(distcache_rs::proto::Event::NeedMore) => break Ok(off),
                 Ok(distcache_rs::proto::Event::Fragment { consumed }) => off += consumed,
                 Ok(distcache_rs::proto::Event::Message { consumed, msg }) => {
                     off += consumed;
-                    *progress = now;
+                    took = true;
                     // An ADD too short to parse makes dc_server drop the
                     // connection it came on: forwarded, it would cut the
                     // shared server connection and fail every other
@@ -862,7 +697,7 @@ impl Proxy {
                         break Err("corrupt ADD request (payload under 8 bytes)".to_string());
                     }
                     let forward = connected && (!down || now >= *next_probe);
-                    if forward {
+                    if let (true, Some(up_out)) = (forward, up_out.as_deref_mut()) {
                         if down {
                             *next_probe = now + PROBE_EVERY_MS;
                         }
@@ -879,15 +714,21 @@ impl Proxy {
                         };
                         counts.count(msg.cmd, how);
                         mux::answer(out, msg.uid, msg.cmd, payload);
-                        *completed_any = true;
-                        *since = now;
+                        answered = true;
                     }
                 }
             }
         };
+        if took {
+            link.progress = now;
+        }
+        if answered {
+            link.completed = true;
+            link.since = now;
+        }
         match res {
             Ok(used) => {
-                inbuf.drain(..used);
+                link.consumed(used);
                 true
             }
             Err(e) => {
@@ -915,41 +756,31 @@ impl Proxy {
         self.dirty = dirty;
         if let Some(up) = self.up.as_mut() {
             let mut want = evloop::READ;
-            if up.state == UpState::Up {
-                if let Err(e) = flush(&mut up.stream, &mut self.up_out, &mut self.up_off) {
+            if !up.connecting() {
+                if let Err(e) = up.flush() {
                     return self.upstream_lost(format_args!("write error: {e}"));
                 }
-                if self.up_off < self.up_out.len() {
+                if up.unsent() > 0 {
                     want |= evloop::WRITE;
                 }
             } else {
                 want |= evloop::WRITE;
             }
-            if want != up.interest {
-                up.interest = want;
-                let _ = self.poller.modify(up.stream.as_raw_fd(), up.token, want);
-            }
+            let _ = up.set_interest(&self.poller, want);
         }
     }
 
     /// Flush a client's answers, take the requests it has buffered if its
     /// caps allow now, flush again, and set what to wait for.
     fn update_client(&mut self, token: u64) {
-        let now = Self::now();
         for round in 0..2 {
             let Some(c) = self.clients.get_mut(&token) else {
                 return;
             };
-            if c.pending_out() {
-                let left = c.unread();
-                if flush(&mut c.stream, &mut c.out, &mut c.out_off).is_err() {
-                    return self.close_client(token);
-                }
-                if c.unread() < left {
-                    c.progress = now;
-                }
+            if c.link.unsent() > 0 && c.link.flush().is_err() {
+                return self.close_client(token);
             }
-            let more = !c.inbuf.is_empty() && !c.saturated();
+            let more = !c.link.inbuf.is_empty() && !c.saturated();
             if round == 1 || !more || !self.take_requests(token) {
                 break;
             }
@@ -957,15 +788,11 @@ impl Proxy {
         let Some(c) = self.clients.get_mut(&token) else {
             return;
         };
-        c.trim();
+        c.link.trim();
         let want = c.wanted_interest();
-        if want != c.interest {
-            c.interest = want;
-            let _ = self.poller.modify(c.stream.as_raw_fd(), token, want);
-        }
-        let mem = c.mem();
-        self.buffered = self.buffered - c.counted + mem;
-        c.counted = mem;
+        let _ = c.link.set_interest(&self.poller, want);
+        let mem = c.link.mem();
+        self.buffered = c.link.recharge(self.buffered, mem);
     }
 
     /// All application buffers together are over `-maxbuffer`: close the
@@ -976,9 +803,9 @@ impl Proxy {
             let victim = self
                 .clients
                 .iter()
-                .filter(|(_, c)| c.holds() && c.counted > 0)
-                .min_by_key(|(_, c)| c.progress)
-                .map(|(t, c)| (*t, c.counted, c.progress));
+                .filter(|(_, c)| c.link.holds() && c.link.charged > 0)
+                .min_by_key(|(_, c)| c.link.progress)
+                .map(|(t, c)| (*t, c.link.charged, c.link.progress));
             let Some((token, held, progress)) = victim else {
                 return;
             };
@@ -1048,19 +875,20 @@ impl Proxy {
         let mut idlers = Vec::new();
         let mut stalled = Vec::new();
         for (t, c) in &self.clients {
-            if stall > 0 && c.holds() {
-                let due = c.progress + stall;
+            let l = &c.link;
+            if stall > 0 && l.holds() {
+                let due = l.progress + stall;
                 if due <= now {
-                    stalled.push((*t, c.unread(), c.inbuf.len(), now - c.progress));
+                    stalled.push((*t, l.unsent(), l.inbuf.len(), now - l.progress));
                 } else {
                     next = next.min(due);
                 }
                 continue;
             }
-            if idle == 0 || c.inflight > 0 || c.pending_out() {
+            if idle == 0 || c.inflight > 0 || l.unsent() > 0 {
                 continue;
             }
-            let due = c.last_active + idle;
+            let due = l.last_active + idle;
             if due <= now {
                 idlers.push(*t);
             } else {
@@ -1093,8 +921,8 @@ impl Proxy {
 
     /// An event for the -metrics endpoint; a scrape reads the counters.
     fn metrics_event(&mut self, token: u64, events: u32) {
+        let up = matches!(self.up_state(), Some(UpState::Up)) && !self.down;
         let Some(ep) = &mut self.metrics else { return };
-        let up = matches!(self.up.as_ref().map(|u| u.state), Some(UpState::Up)) && !self.down;
         self.stats.conns_open = self.clients.len() as u64;
         self.stats.upstream_up = up;
         let stats = &self.stats;
@@ -1112,7 +940,7 @@ impl Proxy {
         loop {
             let now = Self::now();
             // Timers.
-            match self.up.as_ref().map(|u| u.state) {
+            match self.up_state() {
                 None if now >= self.next_retry => self.connect_upstream(),
                 Some(UpState::Connecting { since }) if now >= since + CONNECT_TIMEOUT_MS => self
                     .connect_failed(io::Error::new(
@@ -1149,7 +977,7 @@ impl Proxy {
                 ep.expire(&self.poller, now);
             }
             let mut wake = u64::MAX;
-            match self.up.as_ref().map(|u| u.state) {
+            match self.up_state() {
                 None => wake = wake.min(self.next_retry),
                 Some(UpState::Connecting { since }) => {
                     wake = wake.min(since + CONNECT_TIMEOUT_MS);
@@ -1194,7 +1022,7 @@ impl Proxy {
                         }
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
-                    t if self.up.as_ref().is_some_and(|u| u.token == t) => self.on_upstream(ev),
+                    t if self.up.as_ref().is_some_and(|u| u.token() == t) => self.on_upstream(ev),
                     t => self.on_client(t, ev),
                 }
             }
@@ -1334,8 +1162,6 @@ fn main() -> ExitCode {
         clients: HashMap::new(),
         next_token: TOK_FIRST,
         up: None,
-        up_out: Vec::new(),
-        up_off: 0,
         mux: Mux::new(),
         next_retry: 0,
         outage_logged: false,
