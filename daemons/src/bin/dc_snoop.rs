@@ -8,15 +8,16 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use distcache_rs::nal::Address;
-use distcache_rs::proto::{self, status, Cmd, Decoder, Direction, MsgRef};
+use distcache_rs::proto::{self, status, Cmd, Direction, MsgRef};
 use distcache_tools::evloop::{self, Event, Poller};
-use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts, Stream};
+use distcache_tools::link::Link;
+use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
 
 const CLI: Cli = Cli {
     tool: "dc_snoop",
@@ -122,44 +123,17 @@ pub fn hexdump(data: &[u8]) -> String {
     s
 }
 
-/// One direction of a relayed connection.
-struct Flow {
-    /// Bytes read from the source, not yet written to the sink.
-    pending: Vec<u8>,
-    off: usize,
-    /// A copy of the stream for decoding.
-    dec: Decoder,
-    ana: Vec<u8>,
-    frames: usize,
-}
-
-impl Flow {
-    fn new(dir: Direction) -> Flow {
-        Flow {
-            pending: Vec::new(),
-            off: 0,
-            dec: Decoder::new(dir),
-            ana: Vec::new(),
-            frames: 0,
-        }
-    }
-    fn unsent(&self) -> usize {
-        self.pending.len() - self.off
-    }
-}
-
+/// A relayed connection: the application's side and the server's, each a
+/// [`Link`]. What one side sends is read onto its input (decoded there for
+/// the printout) and copied to the other side's output.
 struct Pair {
-    n: u64,
-    client: Stream,
-    server: Stream,
-    connecting: Option<u64>,
-    /// client -> server and server -> client.
-    c2s: Flow,
-    s2c: Flow,
+    client: Link,
+    server: Link,
+    /// Frames of the message being received, per direction (client to
+    /// server, server to client).
+    frames: [usize; 2],
     /// Set once either side has closed: flush, then close.
     closing: Option<u64>,
-    ci: u32,
-    si: u32,
 }
 
 struct Snoop {
@@ -172,49 +146,6 @@ struct Snoop {
     out: io::BufWriter<io::Stdout>,
     scratch: Vec<u8>,
     accept_paused_until: Option<u64>,
-}
-
-/// Write what the socket takes.
-fn flush(s: &mut Stream, f: &mut Flow) -> io::Result<()> {
-    while f.off < f.pending.len() {
-        match s.write(&f.pending[f.off..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => f.off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if f.off == f.pending.len() {
-        f.pending.clear();
-        f.off = 0;
-    }
-    Ok(())
-}
-
-/// What happened on a read.
-enum ReadResult {
-    Data,
-    Eof,
-    Error(io::Error),
-}
-
-fn read_into(s: &mut Stream, f: &mut Flow, buf: &mut [u8]) -> ReadResult {
-    loop {
-        match s.read(buf) {
-            Ok(0) => return ReadResult::Eof,
-            Ok(n) => {
-                f.pending.extend_from_slice(&buf[..n]);
-                f.ana.extend_from_slice(&buf[..n]);
-                if n < buf.len() || f.unsent() >= MAX_PENDING {
-                    return ReadResult::Data;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadResult::Data,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return ReadResult::Error(e),
-        }
-    }
 }
 
 impl Snoop {
@@ -238,48 +169,42 @@ impl Snoop {
             };
             self.next_conn += 1;
             let n = self.next_conn;
-            let (server, done) = match tools::connect_nonblocking(&self.server) {
-                Ok(x) => x,
+            let client = match Link::accepted(client, n * 2, Direction::Requests, &self.poller) {
+                Ok(l) => l,
                 Err(e) => {
-                    let msg = format!(
-                        "open from {peer}: cannot connect to {}: {e}; closed",
-                        self.server
-                    );
-                    self.line(n, &msg);
+                    tools::log::line(format_args!("cannot watch connection {n}: {e}"));
                     continue;
                 }
             };
-            let ci = evloop::READ;
-            let si = evloop::READ | evloop::WRITE;
-            if self.poller.add(client.as_raw_fd(), n * 2, ci).is_err()
-                || self.poller.add(server.as_raw_fd(), n * 2 + 1, si).is_err()
-            {
-                tools::log::line(format_args!("cannot watch connection {n}"));
-                continue;
-            }
+            let server =
+                match Link::connect(&self.server, n * 2 + 1, Direction::Responses, &self.poller) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let msg = format!(
+                            "open from {peer}: cannot connect to {}: {e}; closed",
+                            self.server
+                        );
+                        self.line(n, &msg);
+                        continue;
+                    }
+                };
             let msg = format!("open from {peer} -> {}", self.server);
             self.line(n, &msg);
             self.pairs.insert(
                 n,
                 Pair {
-                    n,
                     client,
                     server,
-                    connecting: (!done).then(tools::now_ms),
-                    c2s: Flow::new(Direction::Requests),
-                    s2c: Flow::new(Direction::Responses),
+                    frames: [0, 0],
                     closing: None,
-                    ci,
-                    si,
                 },
             );
         }
     }
 
     fn close(&mut self, n: u64, why: &str) {
-        if let Some(p) = self.pairs.remove(&n) {
-            let _ = self.poller.delete(p.client.as_raw_fd());
-            let _ = self.poller.delete(p.server.as_raw_fd());
+        if self.pairs.remove(&n).is_some() {
+            // Closing the descriptors takes them out of the epoll set.
             let msg = format!("closed: {why}");
             self.line(n, &msg);
         }
@@ -291,22 +216,26 @@ impl Snoop {
         let Some(p) = self.pairs.get_mut(&n) else {
             return Ok(());
         };
-        let f = if to_server { &mut p.c2s } else { &mut p.s2c };
+        let (src, frames) = if to_server {
+            (&mut p.client, &mut p.frames[0])
+        } else {
+            (&mut p.server, &mut p.frames[1])
+        };
         let mut lines = Vec::new();
         let mut off = 0;
         let res = loop {
-            match f.dec.feed(&f.ana[off..]) {
+            match src.dec.feed(&src.inbuf[off..]) {
                 Err(e) => break Err(e.to_string()),
                 Ok(proto::Event::NeedMore) => break Ok(()),
                 Ok(proto::Event::Fragment { consumed }) => {
                     off += consumed;
-                    f.frames += 1;
+                    *frames += 1;
                 }
                 Ok(proto::Event::Message { consumed, msg }) => {
                     off += consumed;
-                    let frames = f.frames + 1;
-                    f.frames = 0;
-                    let mut s = describe(&msg, frames);
+                    let count = *frames + 1;
+                    *frames = 0;
+                    let mut s = describe(&msg, count);
                     if hex && !msg.payload.is_empty() {
                         s.push('\n');
                         s.push_str(hexdump(msg.payload).trim_end());
@@ -315,7 +244,7 @@ impl Snoop {
                 }
             }
         };
-        f.ana.drain(..off);
+        src.consumed(off);
         for l in lines {
             self.line(n, &l);
         }
@@ -328,77 +257,57 @@ impl Snoop {
         let Some(p) = self.pairs.get_mut(&n) else {
             return;
         };
-        if from_server {
-            if let Some(since) = p.connecting {
-                let _ = since;
-                if !ev.writable() && !ev.hangup() {
-                    return;
-                }
-                match p.server.take_error() {
-                    Ok(None) if !ev.hangup() => p.connecting = None,
-                    Ok(Some(e)) | Err(e) => {
-                        let why = format!("cannot connect to {}: {e}", self.server);
-                        return self.close(n, &why);
-                    }
-                    Ok(None) => return self.close(n, "server closed while connecting"),
+        if from_server && p.server.connecting() {
+            match p.server.connect_event(ev) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    let why = format!("cannot connect to {}: {e}", self.server);
+                    return self.close(n, &why);
                 }
             }
-        }
-        // Writes first.
-        if ev.writable() && p.connecting.is_none() {
-            let (s, f) = if from_server {
-                (&mut p.server, &mut p.c2s)
-            } else {
-                (&mut p.client, &mut p.s2c)
-            };
-            if let Err(e) = flush(s, f) {
-                let why = format!(
-                    "write to {} failed: {e}",
-                    if from_server { "server" } else { "client" }
-                );
-                return self.close(n, &why);
-            }
-        }
-        if !ev.readable() || p.closing.is_some() {
-            return;
-        }
-        if from_server && p.connecting.is_some() {
-            return;
-        }
-        let r = if from_server {
-            read_into(&mut p.server, &mut p.s2c, &mut self.scratch)
-        } else {
-            read_into(&mut p.client, &mut p.c2s, &mut self.scratch)
-        };
-        if let Err(e) = self.analyse(n, !from_server) {
-            let who = if from_server { "server" } else { "client" };
-            return self.close(n, &format!("corrupt stream from {who}: {e}"));
         }
         let who = if from_server { "server" } else { "client" };
+        let (src, sink) = if from_server {
+            (&mut p.server, &mut p.client)
+        } else {
+            (&mut p.client, &mut p.server)
+        };
+        // Writes first.
+        if ev.writable() && !src.connecting() {
+            if let Err(e) = src.flush() {
+                return self.close(n, &format!("write to {who} failed: {e}"));
+            }
+        }
+        if !ev.readable() || p.closing.is_some() || src.connecting() {
+            return;
+        }
+        let before = src.inbuf.len();
+        let r = src.read_some(&mut self.scratch, MAX_PENDING.saturating_sub(sink.unsent()));
+        // What arrived goes on to the other side as it is.
+        sink.out().extend_from_slice(&src.inbuf[before..]);
+        if let Err(e) = self.analyse(n, !from_server) {
+            return self.close(n, &format!("corrupt stream from {who}: {e}"));
+        }
         match r {
-            ReadResult::Data => {}
-            ReadResult::Eof => {
+            Ok(got) if got.eof => {
                 let Some(p) = self.pairs.get_mut(&n) else {
                     return;
                 };
-                let line = format!("{who} closed its side");
                 p.closing = Some(tools::now_ms());
                 // Nothing more is read from either side; the other side
                 // gets what is still buffered for it, then is closed.
-                let (src, sink, sink_tok) = if from_server {
-                    (&p.server, &p.client, n * 2)
+                let (src, sink) = if from_server {
+                    (&mut p.server, &mut p.client)
                 } else {
-                    (&p.client, &p.server, n * 2 + 1)
+                    (&mut p.client, &mut p.server)
                 };
-                let _ = self.poller.delete(src.as_raw_fd());
-                let _ = self
-                    .poller
-                    .modify(sink.as_raw_fd(), sink_tok, evloop::WRITE);
-                self.line(n, &line);
+                src.deregister(&self.poller);
+                let _ = sink.set_interest(&self.poller, evloop::WRITE);
+                self.line(n, &format!("{who} closed its side"));
             }
-            ReadResult::Error(e) => {
-                self.close(n, &format!("read from {who} failed: {e}"));
-            }
+            Ok(_) => {}
+            Err(e) => self.close(n, &format!("read from {who} failed: {e}")),
         }
     }
 
@@ -407,48 +316,42 @@ impl Snoop {
         let now = tools::now_ms();
         let mut done = Vec::new();
         for (n, p) in self.pairs.iter_mut() {
-            if let Some(since) = p.connecting {
+            if let Some(since) = p.server.connecting_since() {
                 if now >= since + CONNECT_TIMEOUT_MS {
                     done.push((*n, "connect to server timed out"));
                 }
                 continue;
             }
-            if p.c2s.unsent() > 0 && flush(&mut p.server, &mut p.c2s).is_err() {
+            if p.server.unsent() > 0 && p.server.flush().is_err() {
                 done.push((*n, "write to server failed"));
                 continue;
             }
-            if p.s2c.unsent() > 0 && flush(&mut p.client, &mut p.s2c).is_err() {
+            if p.client.unsent() > 0 && p.client.flush().is_err() {
                 done.push((*n, "write to client failed"));
                 continue;
             }
             if let Some(since) = p.closing {
-                if (p.c2s.unsent() == 0 && p.s2c.unsent() == 0) || now >= since + 2000 {
+                if (p.server.unsent() == 0 && p.client.unsent() == 0) || now >= since + 2000 {
                     done.push((*n, "relay finished"));
                 }
                 continue;
             }
-            let mut ci = 0;
-            let mut si = 0;
-            if p.s2c.unsent() < MAX_PENDING {
-                si |= evloop::READ;
-            }
-            if p.c2s.unsent() < MAX_PENDING {
-                ci |= evloop::READ;
-            }
-            if p.c2s.unsent() > 0 {
-                si |= evloop::WRITE;
-            }
-            if p.s2c.unsent() > 0 {
-                ci |= evloop::WRITE;
-            }
-            if ci != p.ci {
-                p.ci = ci;
-                let _ = self.poller.modify(p.client.as_raw_fd(), p.n * 2, ci);
-            }
-            if si != p.si {
-                p.si = si;
-                let _ = self.poller.modify(p.server.as_raw_fd(), p.n * 2 + 1, si);
-            }
+            // Read from a side only while the other side's output is under
+            // the cap; write where output waits.
+            let want = |other: &Link, me: &Link| {
+                let mut i = 0;
+                if other.unsent() < MAX_PENDING {
+                    i |= evloop::READ;
+                }
+                if me.unsent() > 0 {
+                    i |= evloop::WRITE;
+                }
+                i
+            };
+            let ci = want(&p.server, &p.client);
+            let si = want(&p.client, &p.server);
+            let _ = p.client.set_interest(&self.poller, ci);
+            let _ = p.server.set_interest(&self.poller, si);
         }
         for (n, why) in done {
             self.close(n, why);
@@ -475,7 +378,7 @@ impl Snoop {
                 || self
                     .pairs
                     .values()
-                    .any(|p| p.closing.is_some() || p.connecting.is_some());
+                    .any(|p| p.closing.is_some() || p.server.connecting());
             let timeout = busy.then(|| Duration::from_millis(50));
             self.poller.wait(timeout, &mut events)?;
             for ev in &events {
