@@ -16,6 +16,8 @@
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
 //! - [`metrics`]: the `-metrics` Prometheus endpoint of dc_server and
 //!   dc_client, served from the same loop;
+//! - [`snapshot`]: dc_server's `-snapshot` file (the cache written at
+//!   exit and read back at start, so a restart loses no sessions);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -27,4 +29,5 @@ pub mod evloop;
 pub mod link;
 pub mod metrics;
 pub mod sessiond;
+pub mod snapshot;
 pub mod tools;

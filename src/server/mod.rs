@@ -8,7 +8,6 @@
 
 pub mod cache;
 pub mod dcserver;
-pub mod snapshot;
 
 use crate::proto::{self, status, AddParse, Cmd, MsgRef};
 

@@ -21,13 +21,13 @@ use std::time::Duration;
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
-use distcache_rs::server::snapshot;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Poller};
 use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, ConnStats, Endpoint};
 use distcache_tools::sessiond::{self, SessiondStats};
+use distcache_tools::snapshot;
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
 

@@ -206,7 +206,6 @@ enum UpState {
     Up,
 }
 
-
 struct Proxy {
     cfg: Config,
     poller: Poller,
@@ -285,7 +284,9 @@ impl Client {
             completed_any: self.link.completed,
             in_flight: self.inflight > 0 || self.link.unsent() > 0,
             since: now
-                .checked_sub(Duration::from_millis(now_ms.saturating_sub(self.link.since)))
+                .checked_sub(Duration::from_millis(
+                    now_ms.saturating_sub(self.link.since),
+                ))
                 .unwrap_or(now),
         }
     }

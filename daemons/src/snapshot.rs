@@ -49,9 +49,9 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::cache::{Cache, MAX_CAPACITY, MAX_DATA_LEN};
-use super::SessionCache;
-use crate::proto::MAX_ID_LEN;
+use distcache_rs::proto::MAX_ID_LEN;
+use distcache_rs::server::cache::{Cache, MAX_CAPACITY, MAX_DATA_LEN};
+use distcache_rs::server::SessionCache;
 
 /// The file's first 8 bytes.
 pub const MAGIC: [u8; 8] = *b"DCRSSNAP";

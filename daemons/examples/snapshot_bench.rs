@@ -1,6 +1,6 @@
 //! Benchmark of dc_server's snapshot (not a test).
 //!
-//! `cargo run --release --example snapshot_bench [sessions] [dir]`
+//! `cargo run --release -p distcache-tools --example snapshot_bench [sessions] [dir]`
 //!
 //! Fills a cache with `sessions` (default 1 000 000) sessions (ids 32
 //! bytes, data 100..300 bytes, like cache_bench), writes the snapshot
@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use distcache_rs::server::cache::Cache;
-use distcache_rs::server::snapshot::{self, Clock};
 use distcache_rs::server::SessionCache;
+use distcache_tools::snapshot::{self, Clock};
 
 fn main() {
     let mut args = std::env::args().skip(1);
