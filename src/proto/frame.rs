@@ -528,6 +528,30 @@ mod tests {
     }
 
     #[test]
+    fn frame_length_peeking() {
+        let mut out = Vec::new();
+        encode_message(&mut out, false, 9, Cmd::Get, b"abc").unwrap();
+        let whole = out.len();
+        assert_eq!(whole, HEADER_LEN + 3);
+        for n in 0..=whole {
+            let b = &out[..n];
+            assert_eq!(
+                frame_len(b),
+                (n >= HEADER_LEN).then_some(whole),
+                "{n} bytes"
+            );
+            assert_eq!(starts_with_frame(b), n == whole, "{n} bytes");
+            // The version is judged at 5 bytes: from there a decoder can
+            // reject a bad stream; a good one needs the whole frame.
+            assert_eq!(decodable(b), n == whole || (5..HEADER_LEN).contains(&n));
+        }
+        // A second frame behind the first does not change the first's length.
+        encode_message(&mut out, false, 10, Cmd::Get, b"de").unwrap();
+        assert_eq!(frame_len(&out), Some(whole));
+        assert!(starts_with_frame(&out));
+    }
+
+    #[test]
     fn roundtrip_boundaries() {
         for len in [0, 1, 2047, 2048, 2049, 4096, 4097, 30720, 32767, 32768] {
             roundtrip(len);
