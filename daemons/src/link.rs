@@ -341,6 +341,12 @@ impl Link {
         self.inbuf = Vec::new();
     }
 
+    /// Tell the peer nothing more comes (before closing a link whose peer
+    /// reads until the end, e.g. an HTTP answer).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Nothing more to read and nothing left to write: close it.
     pub fn finished(&self) -> bool {
         self.eof && self.unsent() == 0

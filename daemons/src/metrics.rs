@@ -16,12 +16,12 @@
 //! These crates are dependencies of the daemons crate only: the C
 //! libraries (libnal.so.1 and friends) never link them.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use distcache_rs::nal::Address;
-use distcache_rs::proto::Cmd;
+use distcache_rs::proto::{Cmd, Direction};
 use distcache_rs::server::Stats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -32,8 +32,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::evloop::{self, Poller};
+use crate::link::Link;
 use crate::sessiond::SessiondStats;
-use crate::tools::{self, Listener, RateLimit, SockOpts, Stream};
+use crate::tools::{self, Listener, RateLimit, SockOpts};
 
 /// Metrics connections served at once; more are accepted, closed and
 /// logged.
@@ -506,12 +507,11 @@ pub struct EndpointStats {
     pub busy: u64,
 }
 
+/// A metrics connection: the shared [`Link`] (its decoder unused: the
+/// request is HTTP), the peer's name, and its deadline.
 struct Scraper {
-    stream: Stream,
+    link: Link,
     peer: String,
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
-    pos: usize,
     /// Dropped at this time (ms) if not done.
     deadline: u64,
     /// The answer is queued: waiting for the socket to take it.
@@ -595,26 +595,17 @@ impl Endpoint {
         let Some(mut s) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        // Dropping a Scraper closes its socket (never duplicated), which
+        // takes it out of the epoll set.
         let keep = self.drive(&mut s, events, render);
-        match keep {
-            Ok(true) => {
-                let want = if s.answering {
-                    evloop::WRITE
-                } else {
-                    evloop::READ
-                };
-                if poller.modify(s.stream.as_raw_fd(), token, want).is_ok() {
-                    self.slots[slot] = Some(s);
-                    return;
-                }
-                let _ = poller.delete(s.stream.as_raw_fd());
-            }
-            Ok(false) => {
-                let _ = poller.delete(s.stream.as_raw_fd());
-            }
-            Err(why) => {
-                let _ = poller.delete(s.stream.as_raw_fd());
-                self.note(&format!("closing connection from {}: {why}", s.peer));
+        if keep {
+            let want = if s.answering {
+                evloop::WRITE
+            } else {
+                evloop::READ
+            };
+            if s.link.set_interest(poller, want).is_ok() {
+                self.slots[slot] = Some(s);
             }
         }
     }
@@ -640,55 +631,48 @@ impl Endpoint {
                 continue;
             };
             let token = TOKEN_LISTENER + 1 + slot as u64;
-            if let Err(e) = poller.add(stream.as_raw_fd(), token, evloop::READ) {
-                self.note(&format!("cannot watch connection from {peer}: {e}"));
-                continue;
-            }
+            let link = match Link::accepted(stream, token, Direction::Requests, poller) {
+                Ok(l) => l,
+                Err(e) => {
+                    self.note(&format!("cannot watch connection from {peer}: {e}"));
+                    continue;
+                }
+            };
             self.slots[slot] = Some(Scraper {
-                stream,
+                link,
                 peer,
-                inbuf: Vec::new(),
-                out: Vec::new(),
-                pos: 0,
                 deadline: tools::now_ms() + SCRAPE_TIMEOUT_MS,
                 answering: false,
             });
         }
     }
 
-    /// Ok(true): keep; Ok(false): done, close quietly; Err: close and log.
+    /// True: keep; false: done, close.
     fn drive(
         &mut self,
         s: &mut Scraper,
         events: u32,
         render: &mut dyn FnMut(&EndpointStats) -> String,
-    ) -> Result<bool, String> {
+    ) -> bool {
         if !s.answering {
             let mut buf = [0u8; 2048];
-            loop {
-                match s.stream.read(&mut buf) {
-                    Ok(0) => return Ok(false),
-                    Ok(n) => {
-                        let room = MAX_REQUEST + 1 - s.inbuf.len().min(MAX_REQUEST + 1);
-                        s.inbuf.extend_from_slice(&buf[..n.min(room)]);
-                        if s.inbuf.len() > MAX_REQUEST {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Ok(false),
-                }
+            // Past MAX_REQUEST the request is refused: read no more (at
+            // most one chunk beyond it).
+            let budget = (MAX_REQUEST + 1).saturating_sub(s.link.inbuf.len());
+            match s.link.read_some(&mut buf, budget) {
+                Ok(got) if got.eof => return false,
+                Ok(_) => {}
+                Err(_) => return false,
             }
-            let reply = match parse_request(&s.inbuf) {
-                None if s.inbuf.len() > MAX_REQUEST => {
+            let reply = match parse_request(&s.link.inbuf) {
+                None if s.link.inbuf.len() > MAX_REQUEST => {
                     self.note(&format!(
                         "request from {} over {MAX_REQUEST} bytes without an end of headers: 431",
                         s.peer
                     ));
                     Reply::Status(431, "Request Header Fields Too Large")
                 }
-                None => return Ok(events & evloop::HUP == 0),
+                None => return events & evloop::HUP == 0,
                 Some(r) => r,
             };
             let (code, reason, ctype, body) = match reply {
@@ -718,43 +702,40 @@ impl Endpoint {
                 }
             };
             let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
-            s.out = format!(
-                "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{body}",
+            let head = format!(
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
                 body.len()
-            )
-            .into_bytes();
-            s.inbuf = Vec::new();
+            );
+            s.link.out().extend_from_slice(head.as_bytes());
+            s.link.out().extend_from_slice(body.as_bytes());
+            s.link.close_after_output();
             s.answering = true;
         }
-        while s.pos < s.out.len() {
-            match s.stream.write(&s.out[s.pos..]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => s.pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Ok(false),
-            }
+        if s.link.flush().is_err() {
+            return false;
+        }
+        if !s.link.finished() {
+            return true;
         }
         // Everything written: close (one request per connection).
-        let _ = s.stream.shutdown(std::net::Shutdown::Write);
-        Ok(false)
+        s.link.shutdown_write();
+        false
     }
 
     /// Drop the connections past [`SCRAPE_TIMEOUT_MS`] (call it from the
     /// loop at least once a second).
-    pub fn expire(&mut self, poller: &Poller, now_ms: u64) {
+    pub fn expire(&mut self, now_ms: u64) {
         for i in 0..self.slots.len() {
             let due = matches!(&self.slots[i], Some(s) if s.deadline <= now_ms);
             if !due {
                 continue;
             }
             let s = self.slots[i].take().expect("checked above");
-            let _ = poller.delete(s.stream.as_raw_fd());
             self.stats.timeouts += 1;
             let what = if s.answering {
-                format!("{} bytes of the answer not taken", s.out.len() - s.pos)
+                format!("{} bytes of the answer not taken", s.link.unsent())
             } else {
-                format!("{} bytes of an unfinished request", s.inbuf.len())
+                format!("{} bytes of an unfinished request", s.link.inbuf.len())
             };
             self.note(&format!(
                 "dropping connection from {}: {what} after {SCRAPE_TIMEOUT_MS} ms",
@@ -796,6 +777,7 @@ fn parse_request(buf: &[u8]) -> Option<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     #[test]
     fn requests_are_routed() {
@@ -856,9 +838,9 @@ mod tests {
             ep.stats.ok == 1 && ep.slots.iter().flatten().any(|s| s.answering)
         });
         assert_eq!(ep.next_deadline().map(|d| d > tools::now_ms()), Some(true));
-        ep.expire(&p, tools::now_ms());
+        ep.expire(tools::now_ms());
         assert_eq!(ep.stats.timeouts, 0, "not yet due");
-        ep.expire(&p, tools::now_ms() + SCRAPE_TIMEOUT_MS);
+        ep.expire(tools::now_ms() + SCRAPE_TIMEOUT_MS);
         assert_eq!(ep.stats.timeouts, 1);
         assert!(ep.slots.iter().all(Option::is_none));
         assert_eq!(ep.next_deadline(), None);

@@ -812,7 +812,7 @@ impl Server {
             }
             self.expire_idle();
             if let Some(ep) = &mut self.metrics {
-                ep.expire(&self.poller, tools::now_ms());
+                ep.expire(tools::now_ms());
             }
             self.status();
             self.snapshot_if_due();

@@ -975,7 +975,7 @@ impl Proxy {
             self.enforce_budget();
             let now = Self::now();
             if let Some(ep) = &mut self.metrics {
-                ep.expire(&self.poller, now);
+                ep.expire(now);
             }
             let mut wake = u64::MAX;
             match self.up_state() {
