@@ -423,14 +423,14 @@ fn main() -> ExitCode {
     let listener = match tools::listen(&listen, &SockOpts::default()) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("dc_snoop: {e}");
+            tools::log::fatal(&e.to_string());
             return ExitCode::from(1);
         }
     };
     let signals = match tools::Signals::install(false) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("dc_snoop: {e}");
+            tools::log::fatal(&e.to_string());
             return ExitCode::from(1);
         }
     };
@@ -438,7 +438,7 @@ fn main() -> ExitCode {
     let poller = match Poller::new() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("dc_snoop: {e}");
+            tools::log::fatal(&e.to_string());
             return ExitCode::from(1);
         }
     };
@@ -456,7 +456,7 @@ fn main() -> ExitCode {
     match s.run(&signals) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dc_snoop: {e}");
+            tools::log::fatal(&e.to_string());
             ExitCode::from(1)
         }
     }
