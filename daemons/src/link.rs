@@ -62,7 +62,13 @@ pub struct Link {
     pub completed: bool,
     /// Bytes counted for this link in its daemon's `-maxbuffer` total.
     pub charged: usize,
+    /// Order of creation among the process's links.
+    serial: u64,
 }
+
+/// Serials for [`Link::serial`] (the daemons are single-threaded; atomic
+/// only to be a plain static).
+static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What a read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +97,14 @@ impl Link {
             since: now,
             completed: false,
             charged: 0,
+            serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Order of creation: of two links, the lower serial is the older
+    /// (for [`tools::evict`] when their clocks show the same millisecond).
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// An accepted connection, registered for reading under `token`.

@@ -654,9 +654,6 @@ struct Server {
     /// `-maxbuffer` (bytes), and what the connections' buffers hold now.
     maxbuffer: usize,
     buffered: usize,
-    /// A fixed point that turns the ms clock into the Instants
-    /// tools::evict compares (only the order matters).
-    epoch: std::time::Instant,
     cache: Cache,
     policy: Policy,
     stats: Stats,
@@ -706,7 +703,6 @@ impl Server {
             maxconns: cfg.maxconns,
             maxbuffer: cfg.maxbuffer,
             buffered: 0,
-            epoch: std::time::Instant::now(),
             cache,
             policy: Policy {
                 min_timeout_ms: cfg.mintimeout,
@@ -935,18 +931,19 @@ impl Server {
     /// longest, never one with a request in flight), with a log line.
     /// False when every connection has a request in flight.
     fn make_room(&mut self, why: &str) -> bool {
-        let epoch = self.epoch;
         let victim = pick_victim(self.conns.iter().map(|c| match c {
             Some(c) => Candidate {
                 completed_any: c.link.completed,
                 in_flight: c.in_flight(),
-                since: epoch + Duration::from_millis(c.link.since),
+                since_ms: c.link.since,
+                serial: c.link.serial(),
             },
             // An empty slot is never chosen.
             None => Candidate {
                 completed_any: true,
                 in_flight: true,
-                since: epoch,
+                since_ms: 0,
+                serial: 0,
             },
         }));
         let Some(idx) = victim else { return false };

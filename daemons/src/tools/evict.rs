@@ -14,8 +14,6 @@
 //! A multiplexing peer (a dc_client upstream, a reused Apache connection)
 //! has completed requests, so it goes last, and only when it is idle.
 
-use std::time::Instant;
-
 /// What the policy needs to know about one connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate {
@@ -24,9 +22,12 @@ pub struct Candidate {
     /// At least one request of this connection is being served or its
     /// answer has not been fully written yet.
     pub in_flight: bool,
-    /// When the connection last did something useful: accepted, or its
-    /// last request completed.
-    pub since: Instant,
+    /// When (ms, the daemon's clock) the connection last did something
+    /// useful: accepted, or its last request completed.
+    pub since_ms: u64,
+    /// Which of two connections with the same `since_ms` is older: the
+    /// lower serial was made first (a fast peer opens many in one ms).
+    pub serial: u64,
 }
 
 /// The index (into `cands`) of the connection to close, or `None` when
@@ -35,43 +36,37 @@ pub fn pick_victim<I>(cands: I) -> Option<usize>
 where
     I: IntoIterator<Item = Candidate>,
 {
-    // (never completed?, since): a never-completed connection wins over
-    // any that completed; within a class the oldest `since` wins.
-    let mut best: Option<(usize, bool, Instant)> = None;
+    // A never-completed connection wins over any that completed; within a
+    // class the oldest (`since_ms`, then `serial`) wins.
+    let mut best: Option<(usize, (bool, u64, u64))> = None;
     for (i, c) in cands.into_iter().enumerate() {
         if c.in_flight {
             continue;
         }
-        let fresh = !c.completed_any;
-        let better = match best {
-            None => true,
-            Some((_, bfresh, bsince)) => {
-                (fresh && !bfresh) || (fresh == bfresh && c.since < bsince)
-            }
-        };
-        if better {
-            best = Some((i, fresh, c.since));
+        let key = (c.completed_any, c.since_ms, c.serial);
+        if best.map_or(true, |(_, b)| key < b) {
+            best = Some((i, key));
         }
     }
-    best.map(|(i, _, _)| i)
+    best.map(|(i, _)| i)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn c(completed_any: bool, in_flight: bool, age_ms: u64, now: Instant) -> Candidate {
+    fn c(completed_any: bool, in_flight: bool, age_ms: u64, now: u64) -> Candidate {
         Candidate {
             completed_any,
             in_flight,
-            since: now - Duration::from_millis(age_ms),
+            since_ms: now - age_ms,
+            serial: 0,
         }
     }
 
     #[test]
     fn never_completed_oldest_first() {
-        let now = Instant::now() + Duration::from_secs(100);
+        let now = 100_000;
         let v = [
             c(true, false, 9_000, now),  // idle multiplexer, oldest of all
             c(false, false, 100, now),   // young dribbler
@@ -83,7 +78,7 @@ mod tests {
 
     #[test]
     fn then_idle_longest_never_in_flight() {
-        let now = Instant::now() + Duration::from_secs(100);
+        let now = 100_000;
         let v = [
             c(true, false, 100, now),
             c(true, true, 9_000, now),
@@ -93,5 +88,19 @@ mod tests {
         let busy = [c(true, true, 1, now), c(false, true, 2, now)];
         assert_eq!(pick_victim(busy), None);
         assert_eq!(pick_victim([]), None);
+    }
+
+    #[test]
+    fn same_millisecond_goes_by_serial() {
+        let at = |serial| Candidate {
+            completed_any: true,
+            in_flight: false,
+            since_ms: 7,
+            serial,
+        };
+        assert_eq!(pick_victim([at(5), at(3), at(9)]), Some(1));
+        let mut young = at(1);
+        young.since_ms = 8;
+        assert_eq!(pick_victim([young, at(4)]), Some(1), "time first");
     }
 }

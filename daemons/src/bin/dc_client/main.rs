@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, AddParse, Cmd, Direction};
@@ -279,15 +279,12 @@ impl Client {
         self.link.since = now;
     }
 
-    fn candidate(&self, now_ms: u64, now: Instant) -> Candidate {
+    fn candidate(&self) -> Candidate {
         Candidate {
             completed_any: self.link.completed,
             in_flight: self.inflight > 0 || self.link.unsent() > 0,
-            since: now
-                .checked_sub(Duration::from_millis(
-                    now_ms.saturating_sub(self.link.since),
-                ))
-                .unwrap_or(now),
+            since_ms: self.link.since,
+            serial: self.link.serial(),
         }
     }
 
@@ -584,11 +581,10 @@ impl Proxy {
     /// connection is not in the table). False if none may go.
     fn make_room(&mut self, why: std::fmt::Arguments<'_>) -> bool {
         let now_ms = Self::now();
-        let now = Instant::now();
         let cands: Vec<(u64, Candidate)> = self
             .clients
             .iter()
-            .map(|(t, c)| (*t, c.candidate(now_ms, now)))
+            .map(|(t, c)| (*t, c.candidate()))
             .collect();
         let Some(i) = pick_victim(cands.iter().map(|(_, c)| *c)) else {
             return false;
@@ -602,7 +598,7 @@ impl Proxy {
                 } else {
                     "waiting without a complete request"
                 },
-                now.duration_since(cand.since).as_millis(),
+                now_ms.saturating_sub(cand.since_ms),
                 suppressed(skipped)
             ));
         }
