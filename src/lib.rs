@@ -6,6 +6,10 @@
 //!
 //! Layers, bottom up:
 //! - [`proto`]: the distcache wire format and message framing (pure code);
+//! - [`transport`]: the byte stream under every connection (the
+//!   `Transport` trait and its UNIX/TCP `Stream`), the one connector
+//!   (non-blocking connect, connect by a deadline) and the one check of a
+//!   UNIX socket path before listening on it;
 //! - [`nal`]: addresses, buffers, connections, listeners, selectors (libnal;
 //!   readiness is poll/ppoll, never epoll, since the library lives across
 //!   fork() inside Apache);
@@ -39,3 +43,4 @@ pub mod plug;
 pub mod proto;
 pub mod server;
 pub mod sysdb;
+pub mod transport;

@@ -2,31 +2,31 @@
 //! whole response.
 //!
 //! Plain socket syscalls on a `socket2::Socket`: no NAL objects, no event
-//! loop. A UNIX-domain socket is made non-blocking by socket(2) itself, so
-//! a connection costs socket, connect, send, poll, recv and close and
-//! nothing else (a send that finds the socket full waits in `poll`); should
-//! the listener's backlog be full, the connect falls back to a blocking one
-//! bounded by `SO_SNDTIMEO`. A TCP socket is blocking, with connect and send
-//! bounded by `SO_SNDTIMEO` (which Linux also applies to a blocking
-//! `connect`). The answer is awaited with `poll` and read with a
-//! non-blocking `recv`, so the common exchange costs one `send`, one `poll`
-//! and one `recv`.
+//! loop. The socket comes from the one connector
+//! ([`crate::transport::connect_by`]) non-blocking, so a UNIX connection
+//! costs socket, connect, send, poll, recv and close and nothing else (a
+//! send that finds the socket full waits in `poll`); should the listener's
+//! backlog be full, the connect falls back to a blocking one bounded by
+//! `SO_SNDTIMEO`. A TCP connection adds one `setsockopt` (TCP_NODELAY) and,
+//! when the handshake has not finished by the time connect(2) returns, one
+//! `poll` for it, bounded by the I/O timeout. The answer is awaited with
+//! `poll` and read with a non-blocking `recv`, so the common exchange costs
+//! one `send`, one `poll` and one `recv`.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 
 use super::Error;
 use crate::proto::{encoded_len, Cmd, Decoder, Direction, Event, MAX_TOTAL_DATA};
+use crate::transport::{connect_by, wait_ready};
 
 /// Where to connect, resolved once per client.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) sockaddr: SockAddr,
-    pub(crate) domain: Domain,
-    pub(crate) tcp: bool,
 }
 
 /// Receive buffer grows in steps of this size.
@@ -41,9 +41,6 @@ pub(crate) struct Conn {
     pub(crate) pid: u32,
     /// Bytes received and not yet consumed.
     rx: Vec<u8>,
-    /// The socket is non-blocking (UNIX): a full send buffer is waited for
-    /// with poll(2), not with SO_SNDTIMEO.
-    nonblocking: bool,
 }
 
 fn timeout_err(e: io::Error, phase: &'static str) -> Error {
@@ -61,18 +58,7 @@ fn timeout_err(e: io::Error, phase: &'static str) -> Error {
 /// at most `left`. Returns false on timeout.
 fn wait_for(sock: &Socket, events: libc::c_short, left: Duration) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: pfd is one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r > 0)
+    Ok(wait_ready(sock.as_raw_fd(), events, Some(left))? != 0)
 }
 
 /// Non-blocking `recv` into the spare capacity of `v`, growing it as needed.
@@ -94,63 +80,16 @@ impl Conn {
     /// Open a connection; every phase is bounded by `io_timeout`. `pid` is
     /// the calling process (0 for a connection that is never pooled).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
-        let (sock, nonblocking) = if t.tcp {
-            let sock = Self::connect_blocking(t, io_timeout)?;
-            sock.set_nodelay(true).map_err(Error::Connect)?;
-            (sock, false)
-        } else {
-            (Self::connect_unix(t, io_timeout)?, true)
-        };
+        let deadline = Instant::now() + io_timeout;
+        let sock = connect_by(&t.sockaddr, true, Some(deadline)).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => Error::Timeout("connect"),
+            _ => Error::Connect(e),
+        })?;
         Ok(Conn {
             sock,
             pid,
             rx: Vec::new(),
-            nonblocking,
         })
-    }
-
-    /// A blocking socket whose connect and sends are bounded by
-    /// SO_SNDTIMEO.
-    fn connect_blocking(t: &Target, io_timeout: Duration) -> Result<Socket, Error> {
-        let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
-        // Only SO_SNDTIMEO (connect and send): answers are awaited with
-        // poll(2), so SO_RCVTIMEO would be one more system call per
-        // connection for nothing.
-        sock.set_write_timeout(Some(io_timeout))
-            .map_err(Error::Connect)?;
-        Self::blocking_connect(&sock, t)?;
-        Ok(sock)
-    }
-
-    fn blocking_connect(sock: &Socket, t: &Target) -> Result<(), Error> {
-        sock.connect(&t.sockaddr)
-            .map_err(|e| match e.raw_os_error() {
-                // Linux reports a blocking connect that ran out of SO_SNDTIMEO
-                // as EINPROGRESS.
-                Some(libc::EINPROGRESS) => Error::Timeout("connect"),
-                _ => timeout_err(e, "connect"),
-            })
-    }
-
-    /// A non-blocking UNIX-domain connection. A UNIX connect completes at
-    /// once or fails with EAGAIN when the listener's backlog is full; then
-    /// the socket waits for room the blocking way, bounded by SO_SNDTIMEO,
-    /// and goes back to non-blocking.
-    fn connect_unix(t: &Target, io_timeout: Duration) -> Result<Socket, Error> {
-        let sock =
-            Socket::new(t.domain, Type::STREAM.nonblocking(), None).map_err(Error::Connect)?;
-        match sock.connect(&t.sockaddr) {
-            Ok(()) => Ok(sock),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sock.set_nonblocking(false).map_err(Error::Connect)?;
-                sock.set_write_timeout(Some(io_timeout))
-                    .map_err(Error::Connect)?;
-                Self::blocking_connect(&sock, t)?;
-                sock.set_nonblocking(true).map_err(Error::Connect)?;
-                Ok(sock)
-            }
-            Err(e) => Err(timeout_err(e, "connect")),
-        }
     }
 
     /// Send `req` (one whole encoded request with this `uid` and `cmd`) and
@@ -174,7 +113,7 @@ impl Conn {
                 Ok(0) => return Err(Error::Send(io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.nonblocking => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The socket is full: wait for room, bounded like a
                     // blocking send.
                     let deadline =
