@@ -120,33 +120,53 @@ impl Stream {
     }
 }
 
-impl Transport for Stream {
-    fn peer_name(&self) -> String {
+// The methods callers need are inherent (no trait import needed to call
+// them on a `Stream`); the trait forwards to them.
+impl Stream {
+    /// The peer for log lines (`127.0.0.1:5000`, `UNIX pid 123`), looked
+    /// up on demand; empty if unknown.
+    pub fn peer_name(&self) -> String {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
             Stream::Unix(s) => unix_peer_name(s.as_raw_fd()),
         }
     }
 
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
         }
     }
 
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
+    /// The pending socket error (SO_ERROR), e.g. of a non-blocking connect.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Stream::Tcp(s) => s.take_error(),
             Stream::Unix(s) => s.take_error(),
         }
     }
 
-    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
             Stream::Unix(s) => s.set_nonblocking(on),
         }
+    }
+}
+
+impl Transport for Stream {
+    fn peer_name(&self) -> String {
+        Stream::peer_name(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        Stream::shutdown(self, how)
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Stream::take_error(self)
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        Stream::set_nonblocking(self, on)
     }
 }
 
@@ -201,7 +221,7 @@ pub fn is_tcp(sa: &SockAddr) -> bool {
 enum Progress {
     Connected,
     /// TCP: the handshake goes on; the socket becomes writable when done.
-    InProgress,
+    Pending,
     /// UNIX: the listener's backlog is full (EAGAIN). A UNIX connect does
     /// not go on by itself: it has to be made again.
     BacklogFull,
@@ -217,7 +237,7 @@ fn begin(sa: &SockAddr, nodelay: bool) -> io::Result<(Socket, Progress)> {
     }
     let p = match sock.connect(sa) {
         Ok(()) => Progress::Connected,
-        Err(e) if tcp && e.raw_os_error() == Some(libc::EINPROGRESS) => Progress::InProgress,
+        Err(e) if tcp && e.raw_os_error() == Some(libc::EINPROGRESS) => Progress::Pending,
         Err(e) if !tcp && e.kind() == io::ErrorKind::WouldBlock => Progress::BacklogFull,
         Err(e) => return Err(e),
     };
@@ -232,7 +252,7 @@ fn begin(sa: &SockAddr, nodelay: bool) -> io::Result<(Socket, Progress)> {
 pub fn start_connect(sa: &SockAddr, nodelay: bool) -> io::Result<(Socket, bool)> {
     match begin(sa, nodelay)? {
         (s, Progress::Connected) => Ok((s, false)),
-        (s, Progress::InProgress) => Ok((s, true)),
+        (s, Progress::Pending) => Ok((s, true)),
         (_, Progress::BacklogFull) => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
@@ -276,7 +296,7 @@ pub fn connect_by(sa: &SockAddr, nodelay: bool, deadline: Option<Instant>) -> io
     let (sock, p) = begin(sa, nodelay)?;
     match p {
         Progress::Connected => Ok(sock),
-        Progress::InProgress => loop {
+        Progress::Pending => loop {
             let revents = match wait_ready(sock.as_raw_fd(), libc::POLLOUT, left(deadline)?) {
                 Ok(0) => return Err(timed_out()),
                 Ok(r) => r,
