@@ -429,3 +429,131 @@ pub(crate) fn proc_unix_listening(path: &Path) -> bool {
         listening && !p.is_empty() && (p == want || p == abs)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("dcrs-transport-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    /// Absent, not a socket, live (seen in /proc/net/unix, and found by the
+    /// probe when /proc lists it under another name), stale.
+    #[test]
+    fn unix_path_states() {
+        let p = tmp("state.sock");
+        assert_eq!(unix_path_state(&p).unwrap(), PathState::Absent);
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(unix_path_state(&p).unwrap(), PathState::NotSocket);
+        std::fs::remove_file(&p).unwrap();
+
+        let l = UnixListener::bind(&p).unwrap();
+        assert!(proc_unix_listening(&p));
+        let me = std::fs::metadata(&p).unwrap().uid();
+        assert_eq!(unix_path_state(&p).unwrap(), PathState::Live { owner: me });
+        // Seen in the table: no probe connection reached the listener.
+        l.set_nonblocking(true).unwrap();
+        assert_eq!(
+            l.accept().unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "the check probed a listener the kernel's table shows"
+        );
+        drop(l);
+        assert_eq!(unix_path_state(&p).unwrap(), PathState::Stale);
+        std::fs::remove_file(&p).unwrap();
+
+        // Bound under another name, renamed into place: /proc does not
+        // show this path, the probe finds the listener.
+        let first = tmp("state-first.sock");
+        let l = UnixListener::bind(&first).unwrap();
+        std::fs::rename(&first, &p).unwrap();
+        assert!(!proc_unix_listening(&p));
+        assert_eq!(unix_path_state(&p).unwrap(), PathState::Live { owner: me });
+        l.set_nonblocking(true).unwrap();
+        assert!(
+            l.accept().is_ok(),
+            "the probe connection reached the listener"
+        );
+        drop(l);
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    /// A UNIX listener with a full backlog: start_connect fails with
+    /// WouldBlock, connect_by waits for room and gives up at its deadline
+    /// (TimedOut), and connects once the listener accepts.
+    #[test]
+    fn unix_backlog_full_is_bounded_by_the_deadline() {
+        let p = tmp("backlog.sock");
+        let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        let sa = SockAddr::unix(&p).unwrap();
+        s.bind(&sa).unwrap();
+        s.listen(0).unwrap();
+        // Fill the backlog (its length is the kernel's business: connect
+        // until it refuses).
+        let mut queued = Vec::new();
+        let full = loop {
+            match start_connect(&sa, true) {
+                Ok((c, in_progress)) => {
+                    assert!(!in_progress, "a UNIX connect is never in progress");
+                    queued.push(c);
+                    assert!(queued.len() < 64, "the backlog never filled");
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
+        let deadline = Some(Instant::now() + Duration::from_millis(50));
+        let e = connect_by(&sa, true, deadline).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // Room again: the same call connects, and the socket it returns is
+        // non-blocking.
+        let _ = s.accept().unwrap();
+        let c = connect_by(&sa, true, Some(Instant::now() + Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        let e = (&c).read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        drop(queued);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// TCP: a connect by a deadline succeeds with TCP_NODELAY set on
+    /// request; one to a closed port fails with the kernel's reason.
+    #[test]
+    fn tcp_connect_by_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr =
+            Address::parse(&format!("IP:127.0.0.1:{}", l.local_addr().unwrap().port())).unwrap();
+        let sa = sockaddr(&addr).unwrap();
+        assert!(is_tcp(&sa));
+        let deadline = Some(Instant::now() + Duration::from_secs(5));
+        let c = connect_by(&sa, true, deadline).unwrap();
+        assert!(c.nodelay().unwrap());
+        let mut s = Stream::from_socket(c, &sa);
+        let (mut peer, _) = l.accept().unwrap();
+        peer.write_all(b"hi").unwrap();
+        s.set_nonblocking(false).unwrap();
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hi");
+        assert!(s.peer_name().starts_with("127.0.0.1:"), "{}", s.peer_name());
+        assert!(!s.has_buffered_input());
+        let c = connect_by(&sa, false, deadline).unwrap();
+        assert!(!c.nodelay().unwrap());
+        // A port nobody listens on.
+        drop(l);
+        let e = connect_by(&sa, true, deadline).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    }
+
+    #[test]
+    fn unix_stream_names_its_peer_pid() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let s = Stream::Unix(a);
+        assert_eq!(s.peer_name(), format!("UNIX pid {}", std::process::id()));
+        assert_eq!(peer_pid(s.as_raw_fd()), Some(std::process::id() as i32));
+    }
+}
