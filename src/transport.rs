@@ -292,6 +292,9 @@ fn left(deadline: Option<Instant>) -> io::Result<Option<Duration>> {
 /// hung up), so the socket then connects the blocking way, bounded by
 /// SO_SNDTIMEO (which the kernel applies to a blocking UNIX connect), and
 /// goes back to non-blocking.
+// Inlined into its one caller in the C libraries (the DC_CTX client's
+// connect), so that libnal.so.1 does not grow by a function of its own.
+#[inline(always)]
 pub fn connect_by(sa: &SockAddr, nodelay: bool, deadline: Option<Instant>) -> io::Result<Socket> {
     let (sock, p) = begin(sa, nodelay)?;
     match p {
@@ -378,6 +381,9 @@ pub enum PathState {
 /// at this path, the server is not disturbed by a probe. Otherwise a
 /// non-blocking connect decides: refused means stale; accepted or a full
 /// backlog means live. Errors of the look-ups themselves are returned.
+// Inlined into its one caller in the C libraries (NAL_LISTENER's stale
+// check), so that libnal.so.1 does not grow by a function of its own.
+#[inline(always)]
 pub fn unix_path_state(path: &Path) -> io::Result<PathState> {
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
