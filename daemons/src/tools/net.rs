@@ -1,5 +1,8 @@
 //! Listening and connecting sockets for the tools (non-blocking std
-//! sockets usable with [`crate::evloop::Poller`]).
+//! sockets usable with [`crate::evloop::Poller`]). The stream type, the
+//! connector and the check of a UNIX socket path are the core crate's
+//! transport layer ([`distcache_rs::transport`]); this file adds the tools'
+//! listeners (owner, group, mode, rename into place) and their messages.
 
 use std::fs;
 use std::io;
