@@ -6,6 +6,10 @@
 //!
 //! Layers, bottom up:
 //! - [`proto`]: the distcache wire format and message framing (pure code);
+//! - [`transport`]: the byte stream under every connection (the
+//!   `Transport` trait and its UNIX/TCP `Stream`), the one connector
+//!   (non-blocking connect, connect by a deadline) and the one check of a
+//!   UNIX socket path before listening on it;
 //! - [`nal`]: addresses, buffers, connections, listeners, selectors (libnal;
 //!   readiness is poll/ppoll, never epoll, since the library lives across
 //!   fork() inside Apache);
@@ -20,10 +24,11 @@
 //!
 //! One request, end to end: `DC_CTX_add_session` (`capi/client.rs`) ->
 //! `Client::add` (`client/mod.rs`, payload by `proto::encode_add`) ->
-//! `Conn::exchange` (`client/conn.rs`: UNIX or TCP, framed by
-//! `proto/frame.rs`) -> dc_server (`daemons/src/bin/dc_server.rs`, or
-//! dc_client in front of it) -> `server::handle_request` (`server/mod.rs`)
-//! -> `Cache::add` (`server/cache.rs`) -> the answer back the same way.
+//! `Conn::exchange` (`client/conn.rs`: UNIX or TCP, connected by
+//! `transport::connect_by`, framed by `proto/frame.rs`) -> dc_server
+//! (`daemons/src/bin/dc_server.rs`, or dc_client in front of it) ->
+//! `server::handle_request` (`server/mod.rs`) -> `Cache::add`
+//! (`server/cache.rs`) -> the answer back the same way.
 //!
 //! The cdylib built from this crate is installed as `libnal.so.1` and holds
 //! every exported symbol; `libdistcache.so.1` and `libdistcacheserver.so.1`
@@ -39,3 +44,4 @@ pub mod plug;
 pub mod proto;
 pub mod server;
 pub mod sysdb;
+pub mod transport;

@@ -1,56 +1,104 @@
 //! One blocking client connection: connect, send a whole request, read one
 //! whole response.
 //!
-//! Plain socket syscalls on a `socket2::Socket`: no NAL objects, no event
-//! loop. A UNIX-domain socket is made non-blocking by socket(2) itself, so
-//! a connection costs socket, connect, send, poll, recv and close and
-//! nothing else (a send that finds the socket full waits in `poll`); should
-//! the listener's backlog be full, the connect falls back to a blocking one
-//! bounded by `SO_SNDTIMEO`. A TCP socket is blocking, with connect and send
-//! bounded by `SO_SNDTIMEO` (which Linux also applies to a blocking
-//! `connect`). The answer is awaited with `poll` and read with a
-//! non-blocking `recv`, so the common exchange costs one `send`, one `poll`
-//! and one `recv`.
+//! A [`Conn`] runs over any [`Transport`] (a tool may hand it a TLS
+//! session, [`Conn::over`]); the C libraries only ever make one over a
+//! plain UNIX or TCP socket with [`Conn::connect`], through [`Wire`]'s
+//! `socket2::Socket` case: plain socket syscalls, no NAL objects, no event
+//! loop. The socket comes from the one connector
+//! ([`crate::transport::connect_by`]) non-blocking, so a UNIX connection
+//! costs socket, connect, send, poll, recv and close and nothing else (a
+//! send that finds the socket full waits in `poll`); should the listener's
+//! backlog be full, the connect falls back to a blocking one bounded by
+//! `SO_SNDTIMEO`. A TCP connection adds one `setsockopt` (TCP_NODELAY) and,
+//! when the handshake has not finished by the time connect(2) returns, one
+//! `poll` for it, bounded by the I/O timeout. The answer is awaited with
+//! `poll` and read with a non-blocking `recv`, so the common exchange costs
+//! one `send`, one `poll` and one `recv`.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{SockAddr, Socket};
 
 use super::Error;
 use crate::proto::{encoded_len, Cmd, Decoder, Direction, Event, MAX_TOTAL_DATA};
+use crate::transport::{connect_by, wait_ready, Transport};
 
 /// Where to connect, resolved once per client.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) sockaddr: SockAddr,
-    pub(crate) domain: Domain,
-    pub(crate) tcp: bool,
 }
 
 /// Receive buffer grows in steps of this size.
 const RECV_CHUNK: usize = 16 * 1024;
 
-/// A connected socket plus its receive buffer.
+/// What a [`Conn`] runs over: a plain socket (what the C libraries use)
+/// or any [`Transport`].
+pub(crate) trait Wire: std::os::fd::AsRawFd + std::fmt::Debug {
+    /// Send what fits of `buf` without blocking; a gone peer is an error,
+    /// never a SIGPIPE.
+    fn send_some(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Receive what is there into the room after `v`'s bytes without
+    /// blocking, growing `v` as needed.
+    fn recv_some(&mut self, v: &mut Vec<u8>) -> io::Result<usize>;
+    /// Input held that the descriptor does not show ([`Transport::has_buffered_input`]).
+    fn has_buffered_input(&self) -> bool;
+}
+
+/// The C libraries' case: send(2) with MSG_NOSIGNAL and a non-blocking
+/// recv(2) straight into the buffer's spare capacity.
+impl Wire for Socket {
+    fn send_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+    fn recv_some(&mut self, v: &mut Vec<u8>) -> io::Result<usize> {
+        recv_into(self, v)
+    }
+    fn has_buffered_input(&self) -> bool {
+        false
+    }
+}
+
+/// Any transport (the tools' case): its own `write` and `read` on a
+/// non-blocking stream (a transport's `write` must not raise SIGPIPE; the
+/// tools ignore it anyway).
+impl<T: Transport> Wire for T {
+    fn send_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write(buf)
+    }
+    fn recv_some(&mut self, v: &mut Vec<u8>) -> io::Result<usize> {
+        let len = v.len();
+        if v.capacity() - len < 2048 {
+            v.reserve(RECV_CHUNK);
+        }
+        v.resize(v.capacity(), 0);
+        let r = self.read(&mut v[len..]);
+        v.truncate(len + *r.as_ref().unwrap_or(&0));
+        r
+    }
+    fn has_buffered_input(&self) -> bool {
+        Transport::has_buffered_input(self)
+    }
+}
+
+/// A connected, non-blocking stream plus its receive buffer.
 #[derive(Debug)]
-pub(crate) struct Conn {
-    sock: Socket,
+pub(crate) struct Conn<S: Wire = Socket> {
+    sock: S,
     /// Process that made the connection: a pooled connection is used only
     /// by it, never by a child forked since.
     pub(crate) pid: u32,
     /// Bytes received and not yet consumed.
     rx: Vec<u8>,
-    /// The socket is non-blocking (UNIX): a full send buffer is waited for
-    /// with poll(2), not with SO_SNDTIMEO.
-    nonblocking: bool,
 }
 
 fn timeout_err(e: io::Error, phase: &'static str) -> Error {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout(phase),
         _ => match phase {
-            "connect" => Error::Connect(e),
             "send" => Error::Send(e),
             _ => Error::Recv(e),
         },
@@ -59,20 +107,12 @@ fn timeout_err(e: io::Error, phase: &'static str) -> Error {
 
 /// Wait until `sock` is ready for `events` (or has an error/hang-up) for
 /// at most `left`. Returns false on timeout.
-fn wait_for(sock: &Socket, events: libc::c_short, left: Duration) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: pfd is one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r > 0)
+fn wait_for(
+    sock: &impl std::os::fd::AsRawFd,
+    events: libc::c_short,
+    left: Duration,
+) -> io::Result<bool> {
+    Ok(wait_ready(sock.as_raw_fd(), events, Some(left))? != 0)
 }
 
 /// Non-blocking `recv` into the spare capacity of `v`, growing it as needed.
@@ -91,65 +131,26 @@ fn recv_into(sock: &Socket, v: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 impl Conn {
-    /// Open a connection; every phase is bounded by `io_timeout`. `pid` is
-    /// the calling process (0 for a connection that is never pooled).
+    /// Open a connection over a plain socket; every phase is bounded by
+    /// `io_timeout`. `pid` is the calling process (0 for a connection that
+    /// is never pooled).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
-        let (sock, nonblocking) = if t.tcp {
-            let sock = Self::connect_blocking(t, io_timeout)?;
-            sock.set_nodelay(true).map_err(Error::Connect)?;
-            (sock, false)
-        } else {
-            (Self::connect_unix(t, io_timeout)?, true)
-        };
-        Ok(Conn {
+        let deadline = Instant::now() + io_timeout;
+        let sock = connect_by(&t.sockaddr, true, Some(deadline)).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => Error::Timeout("connect"),
+            _ => Error::Connect(e),
+        })?;
+        Ok(Conn::over(sock, pid))
+    }
+}
+
+impl<S: Wire> Conn<S> {
+    /// A connection over `sock`, connected and non-blocking.
+    pub(crate) fn over(sock: S, pid: u32) -> Conn<S> {
+        Conn {
             sock,
             pid,
             rx: Vec::new(),
-            nonblocking,
-        })
-    }
-
-    /// A blocking socket whose connect and sends are bounded by
-    /// SO_SNDTIMEO.
-    fn connect_blocking(t: &Target, io_timeout: Duration) -> Result<Socket, Error> {
-        let sock = Socket::new(t.domain, Type::STREAM, None).map_err(Error::Connect)?;
-        // Only SO_SNDTIMEO (connect and send): answers are awaited with
-        // poll(2), so SO_RCVTIMEO would be one more system call per
-        // connection for nothing.
-        sock.set_write_timeout(Some(io_timeout))
-            .map_err(Error::Connect)?;
-        Self::blocking_connect(&sock, t)?;
-        Ok(sock)
-    }
-
-    fn blocking_connect(sock: &Socket, t: &Target) -> Result<(), Error> {
-        sock.connect(&t.sockaddr)
-            .map_err(|e| match e.raw_os_error() {
-                // Linux reports a blocking connect that ran out of SO_SNDTIMEO
-                // as EINPROGRESS.
-                Some(libc::EINPROGRESS) => Error::Timeout("connect"),
-                _ => timeout_err(e, "connect"),
-            })
-    }
-
-    /// A non-blocking UNIX-domain connection. A UNIX connect completes at
-    /// once or fails with EAGAIN when the listener's backlog is full; then
-    /// the socket waits for room the blocking way, bounded by SO_SNDTIMEO,
-    /// and goes back to non-blocking.
-    fn connect_unix(t: &Target, io_timeout: Duration) -> Result<Socket, Error> {
-        let sock =
-            Socket::new(t.domain, Type::STREAM.nonblocking(), None).map_err(Error::Connect)?;
-        match sock.connect(&t.sockaddr) {
-            Ok(()) => Ok(sock),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sock.set_nonblocking(false).map_err(Error::Connect)?;
-                sock.set_write_timeout(Some(io_timeout))
-                    .map_err(Error::Connect)?;
-                Self::blocking_connect(&sock, t)?;
-                sock.set_nonblocking(true).map_err(Error::Connect)?;
-                Ok(sock)
-            }
-            Err(e) => Err(timeout_err(e, "connect")),
         }
     }
 
@@ -170,11 +171,11 @@ impl Conn {
         let mut sent = 0;
         let mut send_deadline = None;
         while sent < req.len() {
-            match self.sock.send_with_flags(&req[sent..], libc::MSG_NOSIGNAL) {
+            match self.sock.send_some(&req[sent..]) {
                 Ok(0) => return Err(Error::Send(io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.nonblocking => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The socket is full: wait for room, bounded like a
                     // blocking send.
                     let deadline =
@@ -230,17 +231,21 @@ impl Conn {
             // space" on the same wait queue), a wake-up that costs the
             // server a scheduler round trip per request. poll's wait is
             // keyed, so only input wakes it.
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout("receive"));
+            // A stream holding input of its own (a TLS session's records)
+            // is read before any wait: the descriptor may not show it.
+            if !self.sock.has_buffered_input() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout("receive"));
+                }
+                match wait_for(&self.sock, libc::POLLIN, left) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Error::Timeout("receive")),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::Recv(e)),
+                }
             }
-            match wait_for(&self.sock, libc::POLLIN, left) {
-                Ok(true) => {}
-                Ok(false) => return Err(Error::Timeout("receive")),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Recv(e)),
-            }
-            match recv_into(&self.sock, &mut self.rx) {
+            match self.sock.recv_some(&mut self.rx) {
                 Ok(0) => return Err(Error::Closed),
                 Ok(_) => {}
                 Err(e)
@@ -256,5 +261,156 @@ impl Conn {
                 return Err(Error::Recv(io::Error::other("answer too large")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::encode_message;
+    use crate::transport::Stream;
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    /// A server end that reads one request of `req_len` bytes and answers
+    /// it with `answer` in one write, then keeps the connection open until
+    /// told to go.
+    fn serve(
+        mut s: UnixStream,
+        req_len: usize,
+        answer: Vec<u8>,
+    ) -> (mpsc::Sender<()>, std::thread::JoinHandle<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let mut req = vec![0u8; req_len];
+            s.read_exact(&mut req).unwrap();
+            s.write_all(&answer).unwrap();
+            let _ = rx.recv();
+            req
+        });
+        (tx, h)
+    }
+
+    fn request_and_answer(payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut req = Vec::new();
+        encode_message(&mut req, false, 7, Cmd::Get, b"session-id").unwrap();
+        let mut ans = Vec::new();
+        encode_message(&mut ans, true, 7, Cmd::Get, payload).unwrap();
+        (req, ans)
+    }
+
+    /// The client runs over a Transport (here the plain Stream) as over
+    /// its own socket: request sent whole, a two-frame answer reassembled.
+    #[test]
+    fn exchange_over_a_transport() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let (req, ans) = request_and_answer(&payload);
+        let (go, h) = serve(b, req.len(), ans);
+        let mut c = Conn::over(Stream::Unix(a), 0);
+        let (got, clean) = c
+            .exchange(&req, 7, Cmd::Get, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(got, payload);
+        assert!(clean);
+        go.send(()).unwrap();
+        assert_eq!(h.join().unwrap(), req);
+    }
+
+    /// A transport that takes everything the socket has at once and hands
+    /// it out a few bytes per read, as a TLS session hands out decrypted
+    /// records: the descriptor is no longer readable while it holds input.
+    #[derive(Debug)]
+    struct Slurp {
+        inner: Stream,
+        held: Vec<u8>,
+    }
+
+    impl Read for Slurp {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.held.is_empty() {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match self.inner.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => self.held.extend_from_slice(&chunk[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if self.held.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+            }
+            let n = buf.len().min(self.held.len()).min(7);
+            buf[..n].copy_from_slice(&self.held[..n]);
+            self.held.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for Slurp {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl AsRawFd for Slurp {
+        fn as_raw_fd(&self) -> RawFd {
+            self.inner.as_raw_fd()
+        }
+    }
+
+    impl Transport for Slurp {
+        fn peer_name(&self) -> String {
+            self.inner.peer_name()
+        }
+        fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+            self.inner.shutdown(how)
+        }
+        fn take_error(&self) -> io::Result<Option<io::Error>> {
+            self.inner.take_error()
+        }
+        fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+            self.inner.set_nonblocking(on)
+        }
+        fn has_buffered_input(&self) -> bool {
+            !self.held.is_empty()
+        }
+    }
+
+    /// Input a transport holds is read before the client waits on the
+    /// descriptor: the answer arrives whole although the socket shows
+    /// nothing more after the first read (a wait there would run into the
+    /// receive timeout instead).
+    #[test]
+    fn buffered_input_is_read_before_waiting() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let payload = b"answer held by the transport".to_vec();
+        let (req, ans) = request_and_answer(&payload);
+        let (go, h) = serve(b, req.len(), ans);
+        let mut c = Conn::over(
+            Slurp {
+                inner: Stream::Unix(a),
+                held: Vec::new(),
+            },
+            0,
+        );
+        let (got, clean) = c
+            .exchange(&req, 7, Cmd::Get, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(got, payload);
+        assert!(clean);
+        assert!(c.sock.held.is_empty(), "bytes left unread");
+        go.send(()).unwrap();
+        assert_eq!(h.join().unwrap(), req);
     }
 }

@@ -101,13 +101,11 @@ mod conn;
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use socket2::{Domain, SockAddr};
 
 use self::conn::{Conn, Target};
 use crate::nal::Address;
@@ -436,20 +434,8 @@ fn resolve(target: &str) -> Result<Target, Error> {
             "address '{target}' can only be listened on"
         )));
     }
-    Ok(match addr {
-        Address::Unix(path) => Target {
-            sockaddr: SockAddr::unix(&path).map_err(|e| Error::Address(e.to_string()))?,
-            domain: Domain::UNIX,
-            tcp: false,
-        },
-        Address::Ip { addr, .. } => Target {
-            sockaddr: SockAddr::from(addr),
-            domain: match addr {
-                SocketAddr::V4(_) => Domain::IPV4,
-                SocketAddr::V6(_) => Domain::IPV6,
-            },
-            tcp: true,
-        },
+    Ok(Target {
+        sockaddr: crate::transport::sockaddr(&addr).map_err(|e| Error::Address(e.to_string()))?,
     })
 }
 

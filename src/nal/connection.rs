@@ -29,7 +29,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 use super::address::{Address, MAX_BUFFER_SIZE};
 use super::buffer::Buffer;
@@ -373,29 +373,9 @@ impl Connection {
     }
 }
 
-/// Open a non-blocking socket and start connecting; the flag tells whether
-/// the connect is still in progress.
+/// Open a non-blocking socket and start connecting (the one connector,
+/// [`crate::transport::start_connect`]; TCP_NODELAY follows
+/// [`set_nagle`]); the flag tells whether the connect is still in progress.
 fn connect_socket(addr: &Address) -> io::Result<(Socket, bool)> {
-    match addr {
-        Address::Unix(path) => {
-            let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-            s.set_nonblocking(true)?;
-            s.connect(&SockAddr::unix(path)?)?;
-            Ok((s, false))
-        }
-        Address::Ip { addr, .. } => {
-            let s = Socket::new(
-                Domain::for_address(*addr),
-                Type::STREAM,
-                Some(Protocol::TCP),
-            )?;
-            s.set_nonblocking(true)?;
-            apply_nagle(&s)?;
-            match s.connect(&SockAddr::from(*addr)) {
-                Ok(()) => Ok((s, false)),
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((s, true)),
-                Err(e) => Err(e),
-            }
-        }
-    }
+    crate::transport::start_connect(&crate::transport::sockaddr(addr)?, !nagle())
 }

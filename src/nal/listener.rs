@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -178,7 +178,7 @@ fn listen_unix(path: &PathBuf) -> io::Result<Socket> {
     match s.bind(&sa) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
-            if !is_stale_socket(path, &sa) {
+            if !is_stale_socket(path) {
                 return Err(e);
             }
             std::fs::remove_file(path)?;
@@ -191,55 +191,13 @@ fn listen_unix(path: &PathBuf) -> io::Result<Socket> {
     Ok(s)
 }
 
-/// A socket file that refuses connections: its server is gone.
-fn is_stale_socket(path: &Path, sa: &SockAddr) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {}
-        _ => return false,
-    }
-    // The kernel's table of UNIX sockets names the live listeners: when it
-    // shows one on this path, do not disturb that server with a probe.
-    if proc_unix_listening(path) {
-        return false;
-    }
-    let Ok(probe) = Socket::new(Domain::UNIX, Type::STREAM, None) else {
-        return false;
-    };
-    if probe.set_nonblocking(true).is_err() {
-        return false;
-    }
-    match probe.connect(sa) {
-        // Somebody accepts (or queues) connections there: live.
-        Ok(()) => false,
-        Err(e) => e.raw_os_error() == Some(libc::ECONNREFUSED),
-    }
-}
-
-/// Whether /proc/net/unix lists a listening socket bound to `path`.
-fn proc_unix_listening(path: &Path) -> bool {
-    const SO_ACCEPTCON: u32 = 0x10000;
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return false;
-    };
-    let want = path.as_os_str().to_string_lossy();
-    let abs = std::env::current_dir()
-        .map(|d| d.join(path).to_string_lossy().into_owned())
-        .unwrap_or_default();
-    table.lines().skip(1).any(|line| {
-        // Num RefCount Protocol Flags Type St Inode Path: the path is the
-        // rest of the line after the seventh field.
-        let mut rest = line;
-        let mut fields = Vec::with_capacity(7);
-        for _ in 0..7 {
-            rest = rest.trim_start();
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            fields.push(&rest[..end]);
-            rest = &rest[end..];
-        }
-        let p = rest.trim();
-        let listening = u32::from_str_radix(fields[3], 16).is_ok_and(|fl| fl & SO_ACCEPTCON != 0);
-        listening && !p.is_empty() && (p == want || p == abs)
-    })
+/// A socket file that refuses connections: its server is gone (the one
+/// check, [`crate::transport::unix_path_state`]).
+fn is_stale_socket(path: &Path) -> bool {
+    matches!(
+        crate::transport::unix_path_state(path),
+        Ok(crate::transport::PathState::Stale)
+    )
 }
 
 /// (uid, primary gid) of a user name or numeric uid.
@@ -263,9 +221,9 @@ mod tests {
         let addr = Address::Unix(p.clone());
         let mut l = Listener::new();
         assert!(l.create(&addr, 10));
-        assert!(proc_unix_listening(&p));
+        assert!(crate::transport::proc_unix_listening(&p));
         l.reset();
-        assert!(!proc_unix_listening(&p));
+        assert!(!crate::transport::proc_unix_listening(&p));
         assert!(p.exists());
         let _ = std::fs::remove_file(&p);
     }

@@ -1,14 +1,17 @@
 //! Listening and connecting sockets for the tools (non-blocking std
-//! sockets usable with [`crate::evloop::Poller`]).
+//! sockets usable with [`crate::evloop::Poller`]). The stream type, the
+//! connector and the check of a UNIX socket path are the core crate's
+//! transport layer ([`distcache_rs::transport`]); this file adds the tools'
+//! listeners (owner, group, mode, rename into place) and their messages.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -38,12 +41,9 @@ pub enum Listener {
     },
 }
 
-/// A connected stream (TCP or UNIX).
-#[derive(Debug)]
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
+use distcache_rs::transport::{connect_by, sockaddr, start_connect, unix_path_state, PathState};
+/// A connected stream (TCP or UNIX): the core crate's transport layer.
+pub use distcache_rs::transport::{Stream, Transport};
 
 fn absolute(p: &Path) -> io::Result<PathBuf> {
     if p.is_absolute() {
@@ -140,33 +140,27 @@ fn squatter_note(owner: u32, opts: &SockOpts) -> String {
 fn listen_unix(p: &Path, opts: &SockOpts) -> io::Result<Listener> {
     let path = absolute(p)?;
     let shown = path.display().to_string();
-    match fs::symlink_metadata(&path) {
-        Ok(md) => {
-            if !md.file_type().is_socket() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("cannot listen on {shown}: the path exists and is not a socket"),
-                ));
-            }
-            match UnixStream::connect(&path) {
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!(
-                        "cannot listen on {shown}: another process is accepting connections there{}",
-                        squatter_note(md.uid(), opts)
-                    ),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    fs::remove_file(&path)
-                        .map_err(|e| ctx(e, format!("cannot remove stale socket {shown}")))?;
-                }
-                Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
-            }
+    match unix_path_state(&path).map_err(|e| ctx(e, format!("cannot listen on {shown}")))? {
+        PathState::Absent => {}
+        PathState::NotSocket => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("cannot listen on {shown}: the path exists and is not a socket"),
+            ))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ctx(e, format!("cannot listen on {shown}"))),
+        PathState::Live { owner } => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "cannot listen on {shown}: another process is accepting connections there{}",
+                    squatter_note(owner, opts)
+                ),
+            ))
+        }
+        PathState::Stale => {
+            fs::remove_file(&path)
+                .map_err(|e| ctx(e, format!("cannot remove stale socket {shown}")))?;
+        }
     }
     // The socket is made under a temporary name in the same directory,
     // given its mode, owner and group, set listening, and only then
@@ -265,10 +259,7 @@ impl Listener {
             }
             Listener::Unix { sock, .. } => {
                 let s = UnixStream::from(accept_nonblocking(sock.as_raw_fd())?);
-                let peer = match sys::peer_pid(s.as_raw_fd()) {
-                    Some(pid) => format!("UNIX pid {pid}"),
-                    None => "UNIX peer".to_string(),
-                };
+                let peer = distcache_rs::transport::unix_peer_name(s.as_raw_fd());
                 Ok((Stream::Unix(s), peer))
             }
         }
@@ -340,156 +331,42 @@ pub fn connect(addr: &Address) -> io::Result<Stream> {
     connect_timeout(addr, None)
 }
 
-/// Connect with an optional timeout for the TCP handshake.
+/// Connect with an optional timeout (the one connector,
+/// [`distcache_rs::transport::connect_by`]); the stream is blocking.
 pub fn connect_timeout(addr: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
-    match addr {
-        Address::Ip {
-            listen_only: true, ..
-        } => Err(io::Error::new(
+    if !addr.can_connect() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("cannot connect to {addr}: it names no host"),
-        )),
-        Address::Ip { addr: sa, .. } => {
-            let s = match timeout {
-                Some(t) => TcpStream::connect_timeout(sa, t),
-                None => TcpStream::connect(sa),
-            }
-            .map_err(|e| ctx(e, format!("cannot connect to {addr}")))?;
-            let _ = s.set_nodelay(true);
-            Ok(Stream::Tcp(s))
-        }
-        Address::Unix(p) => UnixStream::connect(p)
-            .map(Stream::Unix)
-            .map_err(|e| ctx(e, format!("cannot connect to {addr}"))),
+        ));
     }
+    let what = || format!("cannot connect to {addr}");
+    let sa = sockaddr(addr).map_err(|e| ctx(e, what()))?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let sock = connect_by(&sa, true, deadline).map_err(|e| ctx(e, what()))?;
+    sock.set_nonblocking(false).map_err(|e| ctx(e, what()))?;
+    Ok(Stream::from_socket(sock, &sa))
 }
 
-impl Stream {
-    /// The peer as [`Listener::accept`] names it (`127.0.0.1:5000` or
-    /// `UNIX pid 123`), looked up on demand; empty if unknown.
-    pub fn peer_name(&self) -> String {
-        match self {
-            Stream::Tcp(s) => s.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Stream::Unix(s) => match sys::peer_pid(s.as_raw_fd()) {
-                Some(pid) => format!("UNIX pid {pid}"),
-                None => "UNIX peer".to_string(),
-            },
-        }
-    }
-
-    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
-        }
-    }
-
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        }
-    }
-
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(t),
-            Stream::Unix(s) => s.set_read_timeout(t),
-        }
-    }
-
-    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(t),
-            Stream::Unix(s) => s.set_write_timeout(t),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsRawFd for Stream {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-/// Start a non-blocking connection. Returns the stream and whether it is
-/// already connected.
+/// Start a non-blocking connection (the one connector,
+/// [`distcache_rs::transport::start_connect`]; TCP gets TCP_NODELAY).
+/// Returns the stream and whether it is already connected.
 pub fn connect_nonblocking(addr: &Address) -> io::Result<(Stream, bool)> {
-    let (sock, sa, tcp) = match addr {
-        Address::Unix(p) => (
-            Socket::new(Domain::UNIX, Type::STREAM, None)?,
-            SockAddr::unix(p)?,
-            false,
-        ),
-        Address::Ip {
-            listen_only: true, ..
-        } => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{addr} names no host to connect to"),
-            ))
-        }
-        Address::Ip { addr: sa, .. } => (
-            Socket::new(Domain::for_address(*sa), Type::STREAM, None)?,
-            SockAddr::from(*sa),
-            true,
-        ),
-    };
-    sock.set_nonblocking(true)?;
-    sock.set_cloexec(true)?;
-    if tcp {
-        let _ = sock.set_nodelay(true);
+    if !addr.can_connect() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr} names no host to connect to"),
+        ));
     }
-    let done = match sock.connect(&sa) {
-        Ok(()) => true,
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
-        Err(e) => return Err(e),
-    };
-    let stream = if tcp {
-        Stream::Tcp(sock.into())
-    } else {
-        Stream::Unix(UnixStream::from(OwnedFd::from(sock)))
-    };
-    Ok((stream, done))
-}
-
-impl Stream {
-    /// The pending socket error (SO_ERROR), e.g. of a non-blocking connect.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        match self {
-            Stream::Tcp(t) => t.take_error(),
-            Stream::Unix(u) => u.take_error(),
-        }
-    }
+    let sa = sockaddr(addr)?;
+    let (sock, in_progress) = start_connect(&sa, true)?;
+    Ok((Stream::from_socket(sock, &sa), !in_progress))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dcrs-net-{}-{name}", std::process::id()));

@@ -72,26 +72,8 @@ pub fn drop_privileges(user: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// The pid of the process at the other end of a UNIX socket.
-pub fn peer_pid(fd: RawFd) -> Option<i32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred and len are valid for writes of the given size.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (r == 0 && cred.pid > 0).then_some(cred.pid)
-}
+/// Pid of the process at the other end of a UNIX socket (SO_PEERCRED).
+pub use distcache_rs::transport::peer_pid;
 
 /// Returned by [`daemonize`] to the detached child: call
 /// [`Detached::ready`] once start-up is complete (pid file written), or
