@@ -55,9 +55,14 @@
 //!   unused in the parent, and creation must not start failing when the
 //!   server is down (flags 0 never did).
 //! * The pool below is the persistent mode's own: a connection is owned by
-//!   one operation at a time, so a process holds at most as many as it has
-//!   threads in operations at once (and keeps at most [`MAX_IDLE`] idle);
-//!   a child forked from the process never uses its parent's (see "Fork").
+//!   one operation at a time and an operation takes an idle one before it
+//!   makes one, so a process holds about as many as it has threads in
+//!   operations at once, at most one per thread (and keeps at most
+//!   [`MAX_IDLE`] idle). The pool's locks are only tried, so the bound is
+//!   not absolute: an operation that finds the slots busy on every one of
+//!   its passes (other threads moving connections in and out all the
+//!   while) connects anew rather than wait. A child forked from the
+//!   process never uses its parent's connections (see "Fork").
 //! * Retried (once, on a new connection): only a failure to *send* the
 //!   request (`EPIPE`, `ECONNRESET`: a kept connection the peer closed
 //!   while it was idle, e.g. `dc_client -idle` or a restarted dc_client).
@@ -167,6 +172,9 @@ pub const FLAG_PERSISTENT_LATE: u32 = 0x0008;
 pub const DEFAULT_IO_TIMEOUT_MS: u64 = 2000;
 /// Most idle connections a persistent client keeps.
 pub const MAX_IDLE: usize = 32;
+/// Most passes [`Client`]'s pool makes over its slots looking for an idle
+/// connection while it meets busy slots.
+const TAKE_PASSES: usize = 4;
 /// Most clients whose last `get` result one thread remembers for `reget`.
 pub const MAX_REGET_CLIENTS: usize = 8;
 /// Environment variable overriding the session timeout floor.
@@ -446,18 +454,36 @@ impl Pool {
     /// process (inherited across fork) met on the way are closed: only our
     /// copy of the descriptor, no shutdown(), so the parent's connection is
     /// untouched.
+    ///
+    /// A slot found busy (another thread moving a connection in or out, or
+    /// looking for a free slot) may hold an idle connection, so a pass that
+    /// met one and found nothing is made again, at most [`TAKE_PASSES`] in
+    /// all (a slot caught mid-move by a fork stays busy in the child
+    /// forever, so the passes must end). Without this, threads putting
+    /// connections back made others miss idle ones and connect anew: more
+    /// connections than threads.
     fn take(&self, me: u32) -> Option<Conn> {
-        for slot in &self.slots {
-            let Some(mut g) = slot.try_lock() else {
-                continue;
-            };
-            let got = g.take();
-            // The slot is free again before any close(2) below.
-            drop(g);
-            match got {
-                Some(c) if c.pid == me => return Some(c),
-                Some(inherited) => drop(inherited),
-                None => {}
+        for pass in 0..TAKE_PASSES {
+            if pass > 0 {
+                std::thread::yield_now();
+            }
+            let mut busy = false;
+            for slot in &self.slots {
+                let Some(mut g) = slot.try_lock() else {
+                    busy = true;
+                    continue;
+                };
+                let got = g.take();
+                // The slot is free again before any close(2) below.
+                drop(g);
+                match got {
+                    Some(c) if c.pid == me => return Some(c),
+                    Some(inherited) => drop(inherited),
+                    None => {}
+                }
+            }
+            if !busy {
+                break;
             }
         }
         None
