@@ -400,9 +400,9 @@ mpm_phase() {
     if [ "$reuse" = 1 ]; then
         # The kept connections die with dc_client: each is found closed
         # when the next call sends, and replaced without failing the call.
-        open=$(metric distcache_connections_open)
+        say "$label: restarting dc_client under $(metric distcache_connections_open) kept connections"
         restart_dc_client
-        N=2 serial_rounds "$label, $open kept connections dead after a dc_client restart,"
+        N=2 serial_rounds "$label after-dc_client-restart"
     fi
 
     open=$(metric distcache_connections_open)
