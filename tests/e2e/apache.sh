@@ -487,6 +487,38 @@ for mpm in event worker prefork; do
     done
 done
 
+# The DC_CTX API straight through the same dc_client, as mod_socache_dc's
+# threads use it: capi-tests/dc_ctx_live.c (every flag combination, 16
+# threads on one context for flags 0 and for two persistent modes, fork)
+# with reuse off and on. Its flags-0 hammer alone is 32000 calls.
+say "== DC_CTX through dc_client: capi-tests/dc_ctx_live.c, reuse off and on"
+LIVE="$W/dc_ctx_live"
+LIVESRC="$(cd "$(dirname "$0")/../.." && pwd -P)/capi-tests/dc_ctx_live.c"
+CC_LIVE=$(command -v cc || command -v gcc || true)
+if [ -z "$CC_LIVE" ] || ! "$CC_LIVE" -O2 -o "$LIVE" "$LIVESRC" "${LINKDIRS[@]}" -ldistcache -lnal -lpthread >"$W/live-cc.log" 2>&1; then
+    cat "$W/live-cc.log" 2>/dev/null | tail -5
+    bad "dc_ctx_live.c does not build against $LIBDIR"
+else
+    for reuse in 0 1; do
+        acc0=$(metric distcache_connections_accepted_total)
+        if DISTCACHE_REUSE_CONNECTIONS=$reuse timeout 120 "$LIVE" "UNIX:$SOCK" >"$W/live-$reuse.log" 2>&1; then
+            acc1=$(metric distcache_connections_accepted_total)
+            conns=$((${acc1:-0} - ${acc0:-0}))
+            hammer=$(sed -n 's/^dc_ctx_live: \(flags=0: .*\)/\1/p' "$W/live-$reuse.log")
+            if [ "$reuse" = 0 ] && [ "$conns" -ge 32000 ]; then
+                ok "dc_ctx_live through dc_client, reuse=0: $(tail -1 "$W/live-$reuse.log" | sed 's/^dc_ctx_live: //'); $conns connections (one per flags-0 call); $hammer"
+            elif [ "$reuse" = 1 ] && [ "$conns" -ge 1 ] && [ "$conns" -le 200 ]; then
+                ok "dc_ctx_live through dc_client, reuse=1: $(tail -1 "$W/live-$reuse.log" | sed 's/^dc_ctx_live: //'); $conns connections in all; $hammer"
+            else
+                bad "dc_ctx_live through dc_client, reuse=$reuse: $conns connections (metrics '$acc0' -> '$acc1')"
+            fi
+        else
+            tail -5 "$W/live-$reuse.log"
+            bad "dc_ctx_live through dc_client, reuse=$reuse failed"
+        fi
+    done
+fi
+
 say "== negative control: per-instance shmcb caches must NOT resume across servers"
 start_apache A "$PORT_A" event "shmcb:$W/A/run/scache(512000)"
 start_apache B "$PORT_B" event "shmcb:$W/B/run/scache(512000)"
