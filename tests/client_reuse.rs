@@ -206,10 +206,10 @@ fn environment_values() {
     let peer = map_peer(Default::default(), MapOpts::default());
     let t = std::ffi::CString::new(peer.addr()).unwrap();
 
-    // "1" (surrounding white space is ignored, as for the other
-    // DISTCACHE_* variables): a flags-0 DC_CTX keeps one connection, made
+    // "1" (read as a number, as the other DISTCACHE_* variables are:
+    // white space around it and leading zeros do not matter): a flags-0 DC_CTX keeps one connection, made
     // at the first operation, not by DC_CTX_new.
-    for on in ["1", " 1\n"] {
+    for on in ["1", " 1\n", "01"] {
         std::env::set_var(ENV_REUSE, on);
         let before = peer.stats.conn_count();
         let (_, err) = capture_stderr(|| {

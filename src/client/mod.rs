@@ -43,9 +43,10 @@
 //! # Connection reuse for flags 0 (`DISTCACHE_REUSE_CONNECTIONS`)
 //!
 //! [`Config::reuse_connections`], set by `DISTCACHE_REUSE_CONNECTIONS=1`
-//! when the client is created ([`Config::from_env`]; `0` or unset: off,
-//! the default; any other value is reported on stderr and ignored, i.e.
-//! off), makes a client created with flags exactly `0` run as
+//! when the client is created ([`Config::from_env`]; read as a number like
+//! the other variables, so ` 1` and `01` are 1 too; `0` or unset: off, the
+//! default; any other value is reported on stderr and ignored, i.e. off),
+//! makes a client created with flags exactly `0` run as
 //! `PERSISTENT | PERSISTENT_PIDCHECK | PERSISTENT_RETRY | PERSISTENT_LATE`
 //! with one difference in what is retried. Any other flags are used as
 //! given. [`Client::flags`] still reports the flags given.
@@ -335,35 +336,18 @@ impl Default for Config {
     }
 }
 
-fn env_ms(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+/// A number from the environment: unset gives `default`, a value that is
+/// not a number in `range` is reported on stderr and gives `default`.
+fn env_num(name: &str, default: u64, range: std::ops::RangeInclusive<u64>, unit: &str) -> u64 {
     match std::env::var(name) {
         Err(_) => default,
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(n) if range.contains(&n) => n,
             _ => {
                 log_line(&format!(
-                    "distcache-rs: ignoring {name}={v:?} (expected {}..{} ms); using {default}",
+                    "distcache-rs: ignoring {name}={v:?} (expected {}..{}{unit}); using {default}",
                     range.start(),
                     range.end()
-                ));
-                default
-            }
-        },
-    }
-}
-
-/// A `0`/`1` switch from the environment: unset gives `default`, any other
-/// value is reported on stderr and gives `default`.
-fn env_switch(name: &str, default: bool) -> bool {
-    match std::env::var(name) {
-        Err(_) => default,
-        Ok(v) => match v.trim() {
-            "1" => true,
-            "0" => false,
-            _ => {
-                log_line(&format!(
-                    "distcache-rs: ignoring {name}={v:?} (expected 0 or 1); using {}",
-                    u8::from(default)
                 ));
                 default
             }
@@ -378,14 +362,17 @@ impl Config {
     /// ignored).
     pub fn from_env() -> Config {
         Config {
-            io_timeout: Duration::from_millis(env_ms(
+            io_timeout: Duration::from_millis(env_num(
                 ENV_IO_TIMEOUT,
                 DEFAULT_IO_TIMEOUT_MS,
                 1..=3_600_000,
+                " ms",
             )),
-            min_timeout_ms: env_ms(ENV_MIN_TIMEOUT, DC_MIN_TIMEOUT_MS, 0..=MAX_EXPIRY_MS),
+            min_timeout_ms: env_num(ENV_MIN_TIMEOUT, DC_MIN_TIMEOUT_MS, 0..=MAX_EXPIRY_MS, " ms"),
             uids: UidSource::Process,
-            reuse_connections: env_switch(ENV_REUSE, false),
+            // 0 or 1, as a number (so " 1" and "01" are 1, as they would
+            // be for the other variables).
+            reuse_connections: env_num(ENV_REUSE, 0, 0..=1, "") == 1,
         }
     }
 }
