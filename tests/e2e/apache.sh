@@ -169,9 +169,12 @@ restart_dc_client() { # dc_server (and its sessions) stays
     start_dc_client
 }
 # One unlabelled sample of dc_client's metrics (connections: see
-# daemons/src/metrics.rs), empty when the scrape fails.
+# daemons/src/metrics.rs), empty when the scrape fails. bash's /dev/tcp
+# (no curl in .ci/run's packages); HTTP/1.0, so the answer ends at EOF.
 metric() {
-    curl -s --max-time 5 "http://127.0.0.1:$PORT_M/metrics" 2>/dev/null | awk -v n="$1" '$1 == n { print $2; exit }'
+    timeout 5 bash -c 'exec 9<>"/dev/tcp/127.0.0.1/$1" || exit 0
+        printf "GET /metrics HTTP/1.0\r\n\r\n" >&9
+        awk -v n="$2" "\$1 == n { print \$2; exit }" <&9' _ "$PORT_M" "$1" 2>/dev/null
 }
 # wait_metric NAME VALUE: wait (10 s at most) until the sample is VALUE.
 wait_metric() {
