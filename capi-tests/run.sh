@@ -72,6 +72,13 @@ for src in "$here"/*.c; do
         args=$DC_TEST_ADDR
     fi
     if timeout 120 "$out/$name" $args; then ok; else bad "$name (exit $?)"; fi
+    # The DC_CTX tests once more with flags-0 contexts keeping their
+    # connections (DISTCACHE_REUSE_CONNECTIONS, what Apache can be told to
+    # do): the same answers are expected.
+    case $name in
+        dc_ctx_*)
+            if DISTCACHE_REUSE_CONNECTIONS=1 timeout 120 "$out/$name" $args; then ok; else bad "$name with DISTCACHE_REUSE_CONNECTIONS=1 (exit $?)"; fi ;;
+    esac
     if [ $have_valgrind = 1 ]; then
         if DCRS_UNDER_VALGRIND=1 timeout 600 valgrind -q --error-exitcode=9 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite \

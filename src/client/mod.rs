@@ -9,7 +9,9 @@
 //!
 //! * `0`: every operation connects, does one request/response and closes
 //!   (how Apache's mod_socache_dc uses it). `RETRY` and `LATE` have no
-//!   effect without `PERSISTENT`.
+//!   effect without `PERSISTENT`. With connection reuse turned on
+//!   ([`ENV_REUSE`], see "Connection reuse" below) a flags-0 client keeps
+//!   its connections instead.
 //! * [`FLAG_PERSISTENT`]: connections are kept open and reused. One is made
 //!   by [`Client::new`] (which fails if it cannot connect), unless
 //!   [`FLAG_PERSISTENT_LATE`] is also given, in which case the first
@@ -37,6 +39,48 @@
 //! the child, which connects anew when it finds no idle connection. (The
 //! connection in such a slot, if any, then stays open in the child until it
 //! exits, without being used: its peer sees the parent's close only then.)
+//!
+//! # Connection reuse for flags 0 (`DISTCACHE_REUSE_CONNECTIONS`)
+//!
+//! [`Config::reuse_connections`], set by `DISTCACHE_REUSE_CONNECTIONS=1`
+//! when the client is created ([`Config::from_env`]; read as a number like
+//! the other variables, so ` 1` and `01` are 1 too; `0` or unset: off, the
+//! default; any other value is reported on stderr and ignored, i.e. off),
+//! makes a client created with flags exactly `0` run as
+//! `PERSISTENT | PERSISTENT_PIDCHECK | PERSISTENT_RETRY | PERSISTENT_LATE`
+//! with one difference in what is retried. Any other flags are used as
+//! given. [`Client::flags`] still reports the flags given.
+//!
+//! * `LATE`: nothing connects at creation. Apache makes its context in the
+//!   parent before forking its children; a connection made there would sit
+//!   unused in the parent, and creation must not start failing when the
+//!   server is down (flags 0 never did).
+//! * The pool below is the persistent mode's own: a connection is owned by
+//!   one operation at a time and an operation takes an idle one before it
+//!   makes one, so a process holds about as many as it has threads in
+//!   operations at once, at most one per thread (and keeps at most
+//!   [`MAX_IDLE`] idle). The pool's locks are only tried, so the bound is
+//!   not absolute: an operation that finds the slots busy on every one of
+//!   its passes (other threads moving connections in and out all the
+//!   while) connects anew rather than wait. A child forked from the
+//!   process never uses its parent's connections (see "Fork").
+//! * Retried (once, on a new connection): only a failure to *send* the
+//!   request (`EPIPE`, `ECONNRESET`: a kept connection the peer closed
+//!   while it was idle, e.g. `dc_client -idle` or a restarted dc_client).
+//!   The peer has then not received a whole request, so it cannot have
+//!   acted on it. Not retried, unlike `PERSISTENT_RETRY`: an answer lost
+//!   after the whole request was sent (EOF or reset while waiting for the
+//!   answer), since the server may have acted on the request and a second
+//!   copy can get a different answer (an ADD that was stored comes back
+//!   "matching session", a REMOVE that removed comes back "not found").
+//!   That operation fails ([`Error::Closed`] / [`Error::Recv`]: 0 from
+//!   `DC_CTX_add_session`, `DC_CTX_get_session` and
+//!   `DC_CTX_remove_session`, -1 from `DC_CTX_has_session`), and the next
+//!   operation connects anew.
+//!
+//! Over TCP, a peer's close of an idle connection is not a send failure
+//! (the kernel accepts the send and the answer is then an EOF), so there
+//! it shows as a lost answer: that one operation fails.
 //!
 //! # Fork
 //!
@@ -127,12 +171,23 @@ pub const FLAG_PERSISTENT_LATE: u32 = 0x0008;
 pub const DEFAULT_IO_TIMEOUT_MS: u64 = 2000;
 /// Most idle connections a persistent client keeps.
 pub const MAX_IDLE: usize = 32;
+/// Most passes [`Client`]'s pool makes over its slots looking for an idle
+/// connection while it meets busy slots.
+const TAKE_PASSES: usize = 4;
 /// Most clients whose last `get` result one thread remembers for `reget`.
 pub const MAX_REGET_CLIENTS: usize = 8;
 /// Environment variable overriding the session timeout floor.
 pub const ENV_MIN_TIMEOUT: &str = "DISTCACHE_MIN_TIMEOUT_MS";
 /// Environment variable overriding the I/O bound.
 pub const ENV_IO_TIMEOUT: &str = "DISTCACHE_IO_TIMEOUT_MS";
+/// Environment variable turning on connection reuse for flags-0 clients
+/// (`1`: on; `0` or unset: off).
+pub const ENV_REUSE: &str = "DISTCACHE_REUSE_CONNECTIONS";
+/// The flags a flags-0 client runs with when connection reuse is on (see
+/// the module documentation; what is retried differs from
+/// [`FLAG_PERSISTENT_RETRY`]).
+pub const REUSE_FLAGS: u32 =
+    FLAG_PERSISTENT | FLAG_PERSISTENT_PIDCHECK | FLAG_PERSISTENT_RETRY | FLAG_PERSISTENT_LATE;
 
 /// Session data handed out by [`Client::get`] (shared with the `reget` slot).
 pub type Session = Arc<[u8]>;
@@ -263,6 +318,9 @@ pub struct Config {
     pub min_timeout_ms: u64,
     /// Source of request uids.
     pub uids: UidSource,
+    /// A client created with flags 0 keeps its connections (see the module
+    /// documentation, "Connection reuse"). Off by default.
+    pub reuse_connections: bool,
 }
 
 impl Default for Config {
@@ -271,18 +329,21 @@ impl Default for Config {
             io_timeout: Duration::from_millis(DEFAULT_IO_TIMEOUT_MS),
             min_timeout_ms: DC_MIN_TIMEOUT_MS,
             uids: UidSource::Process,
+            reuse_connections: false,
         }
     }
 }
 
-fn env_ms(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+/// A number from the environment: unset gives `default`, a value that is
+/// not a number in `range` is reported on stderr and gives `default`.
+fn env_num(name: &str, default: u64, range: std::ops::RangeInclusive<u64>, unit: &str) -> u64 {
     match std::env::var(name) {
         Err(_) => default,
         Ok(v) => match v.trim().parse::<u64>() {
             Ok(n) if range.contains(&n) => n,
             _ => {
                 log_line(&format!(
-                    "distcache-rs: ignoring {name}={v:?} (expected {}..{} ms); using {default}",
+                    "distcache-rs: ignoring {name}={v:?} (expected {}..{}{unit}); using {default}",
                     range.start(),
                     range.end()
                 ));
@@ -293,18 +354,23 @@ fn env_ms(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64
 }
 
 impl Config {
-    /// Defaults, overridden by `DISTCACHE_MIN_TIMEOUT_MS` and
-    /// `DISTCACHE_IO_TIMEOUT_MS` when set to valid values (an invalid value
-    /// is reported on stderr and ignored).
+    /// Defaults, overridden by `DISTCACHE_MIN_TIMEOUT_MS`,
+    /// `DISTCACHE_IO_TIMEOUT_MS` and `DISTCACHE_REUSE_CONNECTIONS` when set
+    /// to valid values (an invalid value is reported on stderr and
+    /// ignored).
     pub fn from_env() -> Config {
         Config {
-            io_timeout: Duration::from_millis(env_ms(
+            io_timeout: Duration::from_millis(env_num(
                 ENV_IO_TIMEOUT,
                 DEFAULT_IO_TIMEOUT_MS,
                 1..=3_600_000,
+                " ms",
             )),
-            min_timeout_ms: env_ms(ENV_MIN_TIMEOUT, DC_MIN_TIMEOUT_MS, 0..=MAX_EXPIRY_MS),
+            min_timeout_ms: env_num(ENV_MIN_TIMEOUT, DC_MIN_TIMEOUT_MS, 0..=MAX_EXPIRY_MS, " ms"),
             uids: UidSource::Process,
+            // 0 or 1, as a number (so " 1" and "01" are 1, as they would
+            // be for the other variables).
+            reuse_connections: env_num(ENV_REUSE, 0, 0..=1, "") == 1,
         }
     }
 }
@@ -373,18 +439,36 @@ impl Pool {
     /// process (inherited across fork) met on the way are closed: only our
     /// copy of the descriptor, no shutdown(), so the parent's connection is
     /// untouched.
+    ///
+    /// A slot found busy (another thread moving a connection in or out, or
+    /// looking for a free slot) may hold an idle connection, so a pass that
+    /// met one and found nothing is made again, at most [`TAKE_PASSES`] in
+    /// all (a slot caught mid-move by a fork stays busy in the child
+    /// forever, so the passes must end). Without this, threads putting
+    /// connections back made others miss idle ones and connect anew: more
+    /// connections than threads.
     fn take(&self, me: u32) -> Option<Conn> {
-        for slot in &self.slots {
-            let Some(mut g) = slot.try_lock() else {
-                continue;
-            };
-            let got = g.take();
-            // The slot is free again before any close(2) below.
-            drop(g);
-            match got {
-                Some(c) if c.pid == me => return Some(c),
-                Some(inherited) => drop(inherited),
-                None => {}
+        for pass in 0..TAKE_PASSES {
+            if pass > 0 {
+                std::thread::yield_now();
+            }
+            let mut busy = false;
+            for slot in &self.slots {
+                let Some(mut g) = slot.try_lock() else {
+                    busy = true;
+                    continue;
+                };
+                let got = g.take();
+                // The slot is free again before any close(2) below.
+                drop(g);
+                match got {
+                    Some(c) if c.pid == me => return Some(c),
+                    Some(inherited) => drop(inherited),
+                    None => {}
+                }
+            }
+            if !busy {
+                break;
             }
         }
         None
@@ -418,7 +502,14 @@ pub struct Client {
     target: Target,
     /// The target as given, for messages.
     name: String,
+    /// The flags given at creation.
     flags: u32,
+    /// The flags in effect: `flags`, or [`REUSE_FLAGS`] for a flags-0
+    /// client with connection reuse on.
+    mode: u32,
+    /// Connection reuse for flags 0 is in effect (retries only failed
+    /// sends).
+    reuse: bool,
     cfg: Config,
     uids: Uids,
     /// Idle persistent connections.
@@ -457,16 +548,19 @@ impl Client {
             UidSource::Process => Uids::Process,
             UidSource::Private(start) => Uids::Private(AtomicU32::new(start)),
         };
+        let reuse = flags == 0 && cfg.reuse_connections;
         let c = Client {
             target: t,
             name: target.to_string(),
             flags,
+            mode: if reuse { REUSE_FLAGS } else { flags },
+            reuse,
             cfg,
             uids,
             idle: Pool::new(),
             serial: NEXT_CLIENT_SERIAL.fetch_add(1, Ordering::Relaxed),
         };
-        if c.persistent() && flags & FLAG_PERSISTENT_LATE == 0 {
+        if c.persistent() && c.mode & FLAG_PERSISTENT_LATE == 0 {
             let conn = Conn::connect(&c.target, c.cfg.io_timeout, std::process::id())?;
             c.idle.put(conn);
         }
@@ -476,6 +570,12 @@ impl Client {
     /// The `DC_CTX_FLAG_*` bits given at creation.
     pub fn flags(&self) -> u32 {
         self.flags
+    }
+
+    /// Whether this is a flags-0 client keeping its connections because
+    /// connection reuse was on at creation.
+    pub fn reuses_connections(&self) -> bool {
+        self.reuse
     }
 
     /// The configuration in effect.
@@ -489,7 +589,17 @@ impl Client {
     }
 
     fn persistent(&self) -> bool {
-        self.flags & FLAG_PERSISTENT != 0
+        self.mode & FLAG_PERSISTENT != 0
+    }
+
+    /// Whether `e`, met on a connection, is worth one retry on a new one.
+    fn may_retry(&self, e: &Error) -> bool {
+        if self.reuse {
+            // Only when the peer cannot have received the whole request.
+            matches!(e, Error::Send(_))
+        } else {
+            e.retryable() && self.mode & FLAG_PERSISTENT_RETRY != 0
+        }
     }
 
     /// Add a session that expires after `timeout_ms` (raised to the floor
@@ -665,7 +775,7 @@ impl Client {
                 }
                 Ok(a)
             }
-            Err(e) if e.retryable() && self.flags & FLAG_PERSISTENT_RETRY != 0 => {
+            Err(e) if self.may_retry(&e) => {
                 drop(conn);
                 let mut conn = Conn::connect(&self.target, io, me)?;
                 let (a, clean) = conn.exchange(req, uid, cmd, io)?;
@@ -723,6 +833,7 @@ mod tests {
             io_timeout: Duration::ZERO,
             min_timeout_ms: u64::MAX,
             uids: UidSource::Private(0),
+            reuse_connections: false,
         };
         let c = Client::with_config("UNIX:/nonexistent/dcrs", 0, odd).unwrap();
         assert_eq!(c.config().io_timeout, Duration::from_millis(1));

@@ -2,7 +2,11 @@
 # Apache httpd end-to-end test: Apache's own, unmodified mod_socache_dc.c
 # (from Debian's apache2 source package) built against OUR installed
 # libraries, two Apache instances sharing TLS sessions through our dc_client
-# and dc_server.
+# and dc_server. Every MPM the installed apache2 has (event, worker,
+# prefork) runs with DISTCACHE_REUSE_CONNECTIONS=1 and with it off, the
+# same rounds each; dc_client's -metrics counts the connections (one per
+# cache call when off, kept ones when on, none left after a graceful
+# restart).
 #
 #   openssl s_client -> apache A --mod_socache_dc--\
 #                                                   dc_client (UNIX) -> dc_server
@@ -149,11 +153,34 @@ start_cache() { # start_cache [dc_server flags...]
     DC_SERVER_PID=$!
     PIDS+=("$DC_SERVER_PID")
     wait_sock "$W/dc/server.sock" || die "dc_server did not start: $(tail -3 "$W/dc/server.log")"
-    "$PREFIX/bin/dc_client" -server "UNIX:$W/dc/server.sock" -listen "UNIX:$SOCK" -sockperms 0666 >>"$W/dc/client.log" 2>&1 &
+    start_dc_client
+}
+start_dc_client() {
+    "$PREFIX/bin/dc_client" -server "UNIX:$W/dc/server.sock" -listen "UNIX:$SOCK" -sockperms 0666 \
+        -metrics "IP:127.0.0.1:$PORT_M" >>"$W/dc/client.log" 2>&1 &
     DC_CLIENT_PID=$!
     PIDS+=("$DC_CLIENT_PID")
     wait_sock "$SOCK" || die "dc_client did not start: $(tail -3 "$W/dc/client.log")"
     chmod 0666 "$SOCK"
+}
+restart_dc_client() { # dc_server (and its sessions) stays
+    kill "$DC_CLIENT_PID" 2>/dev/null && wait "$DC_CLIENT_PID" 2>/dev/null
+    rm -f "$SOCK"
+    start_dc_client
+}
+# One unlabelled sample of dc_client's metrics (connections: see
+# daemons/src/metrics.rs), empty when the scrape fails. bash's /dev/tcp
+# (no curl in .ci/run's packages); HTTP/1.0, so the answer ends at EOF.
+metric() {
+    timeout 5 bash -c 'exec 9<>"/dev/tcp/127.0.0.1/$1" || exit 0
+        printf "GET /metrics HTTP/1.0\r\n\r\n" >&9
+        awk -v n="$2" "\$1 == n { print \$2; exit }" <&9' _ "$PORT_M" "$1" 2>/dev/null
+}
+# wait_metric NAME VALUE: wait (10 s at most) until the sample is VALUE.
+wait_metric() {
+    local i
+    for i in $(seq 200); do [ "$(metric "$1")" = "$2" ] && return 0; sleep 0.05; done
+    return 1
 }
 
 CERT="$W/pki/cert.pem"
@@ -174,11 +201,12 @@ free_port() {
 }
 PORT_A=$(free_port 19443)
 PORT_B=$(free_port $((PORT_A + 1)))
+PORT_M=$(free_port $((PORT_B + 1)))
 
 # ------------------------------------------------ 4. Apache instances
 declare -A APID
-start_apache() { # start_apache NAME PORT MPM CACHE
-    local name=$1 port=$2 mpm=$3 cache=$4 d="$W/$1" i
+start_apache() { # start_apache NAME PORT MPM CACHE [REUSE]
+    local name=$1 port=$2 mpm=$3 cache=$4 reuse=${5:-0} d="$W/$1" i
     rm -rf "$d" && mkdir -p "$d/logs" "$d/run"
     {
         echo "ServerRoot \"$d\""
@@ -219,7 +247,8 @@ start_apache() { # start_apache NAME PORT MPM CACHE
         cat "$d/logs/configtest.log"
         die "apache $name: config test failed"
     }
-    "$APACHE2" -d "$d" -f "$d/httpd.conf" -DNO_DETACH >"$d/logs/stdout.log" 2>&1 &
+    # What /etc/apache2/envvars would export (README); 0 is the default.
+    DISTCACHE_REUSE_CONNECTIONS=$reuse "$APACHE2" -d "$d" -f "$d/httpd.conf" -DNO_DETACH >"$d/logs/stdout.log" 2>&1 &
     APID[$name]=$!
     PIDS+=("${APID[$name]}")
     for i in $(seq 200); do
@@ -240,6 +269,20 @@ stop_apache() {
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     APID[$1]=
+}
+children() { # child pids of the named Apache instances
+    local n
+    for n in "$@"; do pgrep -P "${APID[$n]}"; done
+}
+graceful() { # graceful NAME: SIGUSR1, wait for the new generation
+    local d="$W/$1" n0 i
+    n0=$(grep -c 'resuming normal operations' "$d/logs/error.log")
+    kill -USR1 "${APID[$1]}"
+    for i in $(seq 200); do
+        [ "$(grep -c 'resuming normal operations' "$d/logs/error.log")" -gt "$n0" ] && return 0
+        sleep 0.05
+    done
+    return 1
 }
 crashes() { # children killed by a signal, as the parent logs them
     cat "$W"/A/logs/error.log "$W"/B/logs/error.log 2>/dev/null | grep -cE 'exit signal|Segmentation|Aborted' || true
@@ -325,55 +368,159 @@ sleep_to_frac() { # sleep until the clock's sub-second part is $1 us
     sleep "$(printf '0.%06d' "$d")"
 }
 
+# mpm_phase MPM REUSE: Apache A and B with this MPM and
+# DISTCACHE_REUSE_CONNECTIONS=REUSE: the cross-server and parallel rounds,
+# dc_client's connection counts, with reuse on a dc_client restart under
+# the kept connections, a graceful restart of both (every connection of the
+# old generation closed, none left open), a parallel round after it.
+# Leaves A and B running.
+mpm_phase() {
+    local mpm=$1 reuse=$2 label="$1 reuse=$2" acc0 acc1 kids calls conns open old p i c
+    start_apache A "$PORT_A" "$mpm" "dc:UNIX:$SOCK" "$reuse"
+    start_apache B "$PORT_B" "$mpm" "dc:UNIX:$SOCK" "$reuse"
+    acc0=$(metric distcache_connections_accepted_total)
+    serial_rounds "$label"
+    acc1=$(metric distcache_connections_accepted_total)
+    kids=$(children A B | wc -l)
+    # Each cross-server resumption makes at least two cache calls: the
+    # store after the full handshake and the lookup of the resumption.
+    calls=$((2 * 2 * N))
+    conns=$((${acc1:-0} - ${acc0:-0}))
+    if [ "$reuse" = 1 ]; then
+        if [ "$conns" -ge 1 ] && [ "$conns" -le "$kids" ]; then
+            ok "$label: $conns connections to dc_client for >= $calls serial cache calls (at most one per Apache child; $kids children)"
+        else
+            bad "$label: $conns connections to dc_client for >= $calls serial cache calls, $kids Apache children (metrics: '$acc0' -> '$acc1')"
+        fi
+    elif [ "$conns" -ge "$calls" ]; then
+        ok "$label: $conns connections to dc_client for >= $calls serial cache calls (one per call)"
+    else
+        bad "$label: $conns connections for >= $calls cache calls without reuse (metrics: '$acc0' -> '$acc1')"
+    fi
+    parallel_round "$label TLS1.2" -tls1_2
+    parallel_round "$label TLS1.3" -tls1_3
+
+    if [ "$reuse" = 1 ]; then
+        # The kept connections die with dc_client: each is found closed
+        # when the next call sends, and replaced without failing the call.
+        say "$label: restarting dc_client under $(metric distcache_connections_open) kept connections"
+        restart_dc_client
+        N=2 serial_rounds "$label after-dc_client-restart"
+    fi
+
+    open=$(metric distcache_connections_open)
+    if [ "$reuse" = 1 ] && [ "${open:-0}" -lt 1 ]; then
+        bad "$label: no connection kept open between calls"
+    elif [ "$reuse" = 0 ] && [ "$open" != 0 ]; then
+        bad "$label: '$open' connections open between per-call operations"
+    fi
+    old=$(children A B)
+    graceful A && graceful B || bad "$label: graceful restart did not complete"
+    for p in $old; do
+        for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    done
+    if ! wait_metric distcache_connections_open 0; then
+        bad "$label: $(metric distcache_connections_open) connections to dc_client still open after a graceful restart (had $open)"
+        ss -xp 2>/dev/null | grep -F "$SOCK" | head -5
+    elif [ "$reuse" = 1 ]; then
+        ok "$label: graceful restart: the old children's $open kept connections all closed, 0 open (none leaked, the parents hold none)"
+    else
+        ok "$label: graceful restart: 0 connections to dc_client open (none leaked)"
+    fi
+    parallel_round "$label, after a graceful restart, TLS1.2" -tls1_2
+    open=$(metric distcache_connections_open)
+    if [ "$reuse" = 1 ]; then
+        # At most one per thread: 64 threads per Apache (worker and
+        # prefork processes alike).
+        [ "${open:-0}" -ge 1 ] && [ "$open" -le 128 ] && ok "$label: $open connections kept for the new children (at most one per thread, 128)" ||
+            bad "$label: '$open' connections kept after the restart (expected 1..128)"
+    else
+        [ "$open" = 0 ] && ok "$label: 0 connections open between calls after the restart" ||
+            bad "$label: '$open' connections open between per-call operations after the restart"
+    fi
+    c=$(crashes)
+    [ "$c" = 0 ] && ok "$label: no Apache child crashed" || bad "$label: $c Apache child crashes logged"
+}
+
+# The event MPM's extra runs (reuse off): short timeouts from Apache.
+event_timeouts() {
+    # Apache 2.4's mod_socache_dc passes only the millisecond part of the
+    # remaining lifetime: a session stored late in a wall-clock second
+    # arrives with a timeout of a few ms. With -mintimeout it must live on.
+    sleep_to_frac 850000
+    tls "$PORT_A" -tls1_2 "$W/c/late.full" -sess_out "$W/c/late.sess"
+    sleep 5
+    tls "$PORT_B" -tls1_2 "$W/c/late.res" -sess_in "$W/c/late.sess"
+    if is_new "$W/c/late.full" && is_reused "$W/c/late.res"; then
+        ok "a session stored late in a second (timeout of a few ms from Apache) is resumed 5 s later on the other server"
+    else
+        bad "late-second session was not resumed after 5 s with -mintimeout"
+    fi
+
+    say "== event MPM, dc_server without a floor: sub-second timeouts must not crash anything"
+    start_cache
+    for i in $(seq 10); do
+        sleep_to_frac $((i * 97000 % 1000000))
+        tls "$PORT_A" -tls1_2 "$W/c/nf$i.full" -sess_out "$W/c/nf$i.sess"
+    done
+    good=0
+    for i in $(seq 10); do is_new "$W/c/nf$i.full" && grep -q '^HTTP/1.[01] 200' "$W/c/nf$i.full" && good=$((good + 1)); done
+    c=$(crashes)
+    if [ "$good" = 10 ] && [ "$c" = 0 ] && kill -0 "${APID[A]}" && kill -0 "${APID[B]}"; then
+        ok "without -mintimeout: 10 stores at spread sub-second points, 10 pages served, 0 child crashes"
+    else
+        bad "without -mintimeout: $good/10 served, $c crashes"
+    fi
+    start_cache -mintimeout 300000
+}
+
 # ------------------------------------------------ 5. the runs
-say "== event MPM, dc_server -mintimeout 300000"
 start_cache -mintimeout 300000
-start_apache A "$PORT_A" event "dc:UNIX:$SOCK"
-start_apache B "$PORT_B" event "dc:UNIX:$SOCK"
-serial_rounds event
-parallel_round "event TLS1.2" -tls1_2
-parallel_round "event TLS1.3" -tls1_3
-
-# Apache 2.4's mod_socache_dc passes only the millisecond part of the
-# remaining lifetime: a session stored late in a wall-clock second arrives
-# with a timeout of a few ms. With -mintimeout it must live on.
-sleep_to_frac 850000
-tls "$PORT_A" -tls1_2 "$W/c/late.full" -sess_out "$W/c/late.sess"
-sleep 5
-tls "$PORT_B" -tls1_2 "$W/c/late.res" -sess_in "$W/c/late.sess"
-if is_new "$W/c/late.full" && is_reused "$W/c/late.res"; then
-    ok "a session stored late in a second (timeout of a few ms from Apache) is resumed 5 s later on the other server"
-else
-    bad "late-second session was not resumed after 5 s with -mintimeout"
-fi
-c=$(crashes)
-[ "$c" = 0 ] && ok "no Apache child crashed (event, with -mintimeout)" || bad "$c Apache child crashes logged"
-
-say "== event MPM, dc_server without a floor: sub-second timeouts must not crash anything"
-start_cache
-for i in $(seq 10); do
-    sleep_to_frac $((i * 97000 % 1000000))
-    tls "$PORT_A" -tls1_2 "$W/c/nf$i.full" -sess_out "$W/c/nf$i.sess"
+for mpm in event worker prefork; do
+    if [ ! -f "$MODDIR/mod_mpm_$mpm.so" ]; then
+        [ "${CI:-}" = true ] && bad "$mpm MPM not installed ($MODDIR/mod_mpm_$mpm.so)" || say "SKIP: $mpm MPM not installed"
+        continue
+    fi
+    for reuse in 0 1; do
+        say "== $mpm MPM, DISTCACHE_REUSE_CONNECTIONS=$reuse, dc_server -mintimeout 300000"
+        mpm_phase "$mpm" "$reuse"
+        [ "$mpm" = event ] && [ "$reuse" = 0 ] && event_timeouts
+        stop_apache A
+        stop_apache B
+    done
 done
-good=0
-for i in $(seq 10); do is_new "$W/c/nf$i.full" && grep -q '^HTTP/1.[01] 200' "$W/c/nf$i.full" && good=$((good + 1)); done
-c=$(crashes)
-if [ "$good" = 10 ] && [ "$c" = 0 ] && kill -0 "${APID[A]}" && kill -0 "${APID[B]}"; then
-    ok "without -mintimeout: 10 stores at spread sub-second points, 10 pages served, 0 child crashes"
-else
-    bad "without -mintimeout: $good/10 served, $c crashes"
-fi
-stop_apache A
-stop_apache B
 
-say "== prefork MPM"
-start_cache -mintimeout 300000
-start_apache A "$PORT_A" prefork "dc:UNIX:$SOCK"
-start_apache B "$PORT_B" prefork "dc:UNIX:$SOCK"
-N=$(((N + 1) / 2)) serial_rounds prefork
-parallel_round "prefork TLS1.2" -tls1_2
-stop_apache A
-stop_apache B
+# The DC_CTX API straight through the same dc_client, as mod_socache_dc's
+# threads use it: capi-tests/dc_ctx_live.c (every flag combination, 16
+# threads on one context for flags 0 and for two persistent modes, fork)
+# with reuse off and on. Its flags-0 hammer alone is 32000 calls.
+say "== DC_CTX through dc_client: capi-tests/dc_ctx_live.c, reuse off and on"
+LIVE="$W/dc_ctx_live"
+LIVESRC="$(cd "$(dirname "$0")/../.." && pwd -P)/capi-tests/dc_ctx_live.c"
+CC_LIVE=$(command -v cc || command -v gcc || true)
+if [ -z "$CC_LIVE" ] || ! "$CC_LIVE" -O2 -o "$LIVE" "$LIVESRC" "${LINKDIRS[@]}" -ldistcache -lnal -lpthread >"$W/live-cc.log" 2>&1; then
+    cat "$W/live-cc.log" 2>/dev/null | tail -5
+    bad "dc_ctx_live.c does not build against $LIBDIR"
+else
+    for reuse in 0 1; do
+        acc0=$(metric distcache_connections_accepted_total)
+        if DISTCACHE_REUSE_CONNECTIONS=$reuse timeout 120 "$LIVE" "UNIX:$SOCK" >"$W/live-$reuse.log" 2>&1; then
+            acc1=$(metric distcache_connections_accepted_total)
+            conns=$((${acc1:-0} - ${acc0:-0}))
+            hammer=$(sed -n 's/^dc_ctx_live: \(flags=0: .*\)/\1/p' "$W/live-$reuse.log")
+            if [ "$reuse" = 0 ] && [ "$conns" -ge 32000 ]; then
+                ok "dc_ctx_live through dc_client, reuse=0: $(tail -1 "$W/live-$reuse.log" | sed 's/^dc_ctx_live: //'); $conns connections (one per flags-0 call); $hammer"
+            elif [ "$reuse" = 1 ] && [ "$conns" -ge 1 ] && [ "$conns" -le 200 ]; then
+                ok "dc_ctx_live through dc_client, reuse=1: $(tail -1 "$W/live-$reuse.log" | sed 's/^dc_ctx_live: //'); $conns connections in all; $hammer"
+            else
+                bad "dc_ctx_live through dc_client, reuse=$reuse: $conns connections (metrics '$acc0' -> '$acc1')"
+            fi
+        else
+            tail -5 "$W/live-$reuse.log"
+            bad "dc_ctx_live through dc_client, reuse=$reuse failed"
+        fi
+    done
+fi
 
 say "== negative control: per-instance shmcb caches must NOT resume across servers"
 start_apache A "$PORT_A" event "shmcb:$W/A/run/scache(512000)"
