@@ -13,6 +13,7 @@
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
 //! - [`metrics`]: the `-metrics` Prometheus endpoint of dc_server and
 //!   dc_client, served from the same loop;
+//! - [`tls`]: the TLS link (certificates, keys, [`tls::TlsStream`]);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -23,4 +24,5 @@ pub mod daemon;
 pub mod evloop;
 pub mod metrics;
 pub mod sessiond;
+pub mod tls;
 pub mod tools;
