@@ -148,7 +148,13 @@ impl TlsServer {
         })
     }
 
-    /// The rustls configuration (for tests and the metrics of later work).
+    /// A server side from a configuration built elsewhere (a test's, or
+    /// one with other protocol versions).
+    pub fn new(config: Arc<ServerConfig>) -> TlsServer {
+        TlsServer { config }
+    }
+
+    /// The rustls configuration.
     pub fn config(&self) -> &Arc<ServerConfig> {
         &self.config
     }
@@ -190,10 +196,25 @@ impl TlsClient {
         })
     }
 
+    /// A client side from a configuration built elsewhere (a test's, a
+    /// client without a certificate, other protocol versions).
+    pub fn new(config: Arc<ClientConfig>, server_name: &str) -> Result<TlsClient, String> {
+        Ok(TlsClient {
+            config,
+            name: parse_name(server_name)?,
+        })
+    }
+
     /// The rustls configuration.
     pub fn config(&self) -> &Arc<ClientConfig> {
         &self.config
     }
+}
+
+/// The name the server's certificate must carry.
+fn parse_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_string())
+        .map_err(|_| format!("{NAME_FLAG} {name:?}: not a DNS name or an IP address"))
 }
 
 /// ring, with its default cipher suites and key exchange groups.
@@ -674,7 +695,14 @@ impl TlsStream {
     /// One read of the socket into rustls and the processing of it.
     /// `Ok(false)` at the peer's end of stream.
     fn pull(&mut self) -> io::Result<bool> {
-        let n = self.conn.read_tls(&mut self.sock)?;
+        let n = match self.conn.read_tls(&mut self.sock) {
+            Ok(n) => n,
+            // A plain server that hangs up on the unread ClientHello resets.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && self.conn.is_handshaking() => {
+                return Err(self.fail(Failure::ClosedInHandshake))
+            }
+            Err(e) => return Err(e),
+        };
         if n == 0 && self.conn.is_handshaking() {
             return Err(self.fail(Failure::ClosedInHandshake));
         }
