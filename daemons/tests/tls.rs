@@ -298,6 +298,34 @@ fn client_without_cert(ca_pem: &str, name: &str) -> TlsClient {
 
 use rustls::pki_types::pem::PemObject;
 
+/// A dc_server side that speaks TLS 1.2 only (built here: the loader
+/// offers 1.3 and 1.2), requiring client certificates from `ca.pem`.
+fn tls12_server(pki: &Pki, files: &TlsFiles) -> TlsServer {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    TlsServer::new(Arc::new(config))
+}
+
 // ------------------------------------------------------------ tests
 
 #[test]
@@ -380,6 +408,57 @@ fn read_outcome_into(s: &mut TlsStream, buf: &mut [u8]) -> usize {
         }
     }
     panic!("no data in 1000 turns");
+}
+
+#[test]
+fn tls12_forced_on_the_server_round_trip_and_refusal() {
+    let pki = Pki::new("tls-12");
+    let server = tls12_server(&pki, &pki.server());
+    let client = load_client(&pki.client(), "cache.example");
+    let (mut c, mut s) = pair(&server, &client);
+    let (rc, rs) = handshake(&mut c, &mut s);
+    rc.unwrap();
+    rs.unwrap();
+    assert_eq!(c.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(s.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(c.peer_names(), vec!["cache.example".to_string()]);
+    assert!(s.peer_names().contains(&"web1.example".to_string()));
+    let request: Vec<u8> = (0..40_000u32).map(|i| (i % 241) as u8).collect();
+    assert_eq!(transfer(&mut c, &mut s, &request).unwrap(), request);
+    assert_eq!(transfer(&mut s, &mut c, b"answer").unwrap(), b"answer");
+
+    // TLS 1.2 judges the client's certificate inside the handshake, so the
+    // client learns of the refusal there, not on a later read.
+    let nocert = client_without_cert(&pki.ca.pem, "cache.example");
+    let (mut c, mut s) = pair(&server, &nocert);
+    let (rc, rs) = handshake(&mut c, &mut s);
+    assert_eq!(failure_of(&rs), Failure::NoClientCert);
+    assert!(matches!(failure_of(&rc), Failure::PeerRefused(_)), "{rc:?}");
+}
+
+#[test]
+fn garbage_after_the_handshake_ends_the_session_clearly() {
+    let pki = Pki::new("tls-garbage");
+    let server = load_server(&pki.server());
+    let client = load_client(&pki.client(), "cache.example");
+    let (c, s) = tcp_pair();
+    let mut raw = c.try_clone().unwrap();
+    let mut c = TlsStream::connect(c, &client).unwrap();
+    let mut s = TlsStream::accept(s, &server).unwrap();
+    let (rc, rs) = handshake(&mut c, &mut s);
+    rc.unwrap();
+    rs.unwrap();
+    assert_eq!(transfer(&mut c, &mut s, b"first").unwrap(), b"first");
+    // Bytes that are not a TLS record, on the client's socket behind the
+    // session's back (an application data record header with junk after it).
+    raw.write_all(&[23, 3, 3, 0, 40]).unwrap();
+    raw.write_all(&[0x5a; 40]).unwrap();
+    let r = read_outcome(&mut s);
+    let failure = failure_of(&r);
+    assert!(matches!(failure, Failure::Protocol(_)), "{failure:?}");
+    assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    // The session stays failed: a write says the same.
+    assert_eq!(failure_of(&s.write(b"x")), failure);
 }
 
 #[test]
