@@ -65,6 +65,14 @@ pub const NO_CLIENT_AUTH_FLAG: &str = "-tls-no-client-auth";
 /// explicit here so a later flag can change it).
 pub const DEFAULT_SEND_BUFFER: usize = 64 * 1024;
 
+/// Default bound on the socket reads one `read`, `write`, `flush` or
+/// `handshake` call makes (rustls reads at most 4 KiB at a time, so about
+/// 64 KiB): a peer that streams records which yield no plaintext (a large
+/// handshake message, many small records) cannot hold one loop turn. When
+/// hit, the call returns `WouldBlock` with the rest still in the socket, so
+/// a level-triggered loop comes back to it after serving the others.
+pub const DEFAULT_READS_PER_CALL: usize = 16;
+
 /// The PEM files of one side of a TLS link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -481,6 +489,12 @@ impl Failure {
                 | InvalidMessage::UnknownProtocolVersion
                 | InvalidMessage::MessageTooLarge,
             ) if handshaking => Failure::NotTls,
+            E::InvalidMessage(
+                InvalidMessage::HandshakePayloadTooLarge
+                | InvalidMessage::CertificatePayloadTooLarge,
+            ) => Failure::Protocol(format!(
+                "the peer's handshake message is over rustls' 64 KiB bound ({err})"
+            )),
             E::NoCertificatesPresented => Failure::NoClientCert,
             E::InvalidCertificate(c) => match c {
                 CertificateError::UnknownIssuer => Failure::UnknownCa,
@@ -562,6 +576,11 @@ pub struct TlsStream {
     close_reported: bool,
     /// The first failure, returned again by every later call.
     failed: Option<Failure>,
+    /// Socket reads allowed per call, and left in the current call.
+    reads_per_call: usize,
+    reads_left: usize,
+    /// How many calls stopped at `reads_per_call`.
+    budget_hits: u64,
 }
 
 impl fmt::Debug for TlsStream {
@@ -602,6 +621,9 @@ impl TlsStream {
             close_pending: false,
             close_reported: false,
             failed: None,
+            reads_per_call: DEFAULT_READS_PER_CALL,
+            reads_left: DEFAULT_READS_PER_CALL,
+            budget_hits: 0,
         })
     }
 
@@ -656,6 +678,24 @@ impl TlsStream {
         err
     }
 
+    /// Sets the bound on socket reads per call (at least 1; see
+    /// [`DEFAULT_READS_PER_CALL`]).
+    pub fn set_reads_per_call(&mut self, reads: usize) {
+        self.reads_per_call = reads.max(1);
+    }
+
+    /// How many calls have stopped at the bound on socket reads (for the
+    /// caller's log line and metrics).
+    pub fn budget_hits(&self) -> u64 {
+        self.budget_hits
+    }
+
+    /// The start of a public call: the failure so far, a fresh read budget.
+    fn begin(&mut self) -> io::Result<()> {
+        self.reads_left = self.reads_per_call;
+        self.check_failed()
+    }
+
     fn check_failed(&self) -> io::Result<()> {
         match &self.failed {
             Some(f) => Err(f.clone().into_io()),
@@ -695,11 +735,26 @@ impl TlsStream {
     /// One read of the socket into rustls and the processing of it.
     /// `Ok(false)` at the peer's end of stream.
     fn pull(&mut self) -> io::Result<bool> {
+        if self.reads_left == 0 {
+            self.budget_hits += 1;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.reads_left -= 1;
         let n = match self.conn.read_tls(&mut self.sock) {
             Ok(n) => n,
             // A plain server that hangs up on the unread ClientHello resets.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset && self.conn.is_handshaking() => {
                 return Err(self.fail(Failure::ClosedInHandshake))
+            }
+            // rustls' own bounds ("message buffer full": a handshake message
+            // over 64 KiB) come as errors that are not the socket's.
+            Err(e) if e.raw_os_error().is_none() && e.kind() != io::ErrorKind::WouldBlock => {
+                let why = if self.conn.is_handshaking() {
+                    format!("the peer's handshake message is over rustls' 64 KiB bound ({e})")
+                } else {
+                    format!("the peer's records overflow the session's buffers ({e})")
+                };
+                return Err(self.fail(Failure::Protocol(why)));
             }
             Err(e) => return Err(e),
         };
@@ -713,7 +768,11 @@ impl TlsStream {
     /// Moves the handshake as far as the socket allows. `Ok(())` when it is
     /// done; `WouldBlock` while it waits for the peer or the socket.
     pub fn handshake(&mut self) -> io::Result<()> {
-        self.check_failed()?;
+        self.begin()?;
+        self.drive_handshake()
+    }
+
+    fn drive_handshake(&mut self) -> io::Result<()> {
         while self.conn.is_handshaking() {
             match self.push() {
                 Ok(()) => {}
@@ -740,11 +799,11 @@ impl TlsStream {
 
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.check_failed()?;
+        self.begin()?;
         if buf.is_empty() {
             return Ok(0);
         }
-        self.handshake()?;
+        self.drive_handshake()?;
         loop {
             match self.conn.reader().read(buf) {
                 Ok(0) => {
@@ -781,8 +840,8 @@ impl Write for TlsStream {
     /// [`DEFAULT_SEND_BUFFER`]) waits in the session; the records of the
     /// bytes accepted are sent now or by a later `flush`.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check_failed()?;
-        self.handshake()?;
+        self.begin()?;
+        self.drive_handshake()?;
         self.push()?;
         let n = self.conn.writer().write(buf)?;
         match self.push() {
@@ -792,9 +851,9 @@ impl Write for TlsStream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.check_failed()?;
+        self.begin()?;
         if self.conn.is_handshaking() {
-            return self.handshake();
+            return self.drive_handshake();
         }
         self.push()
     }

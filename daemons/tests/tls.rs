@@ -935,3 +935,83 @@ fn send_queue_is_bounded_when_the_peer_does_not_read() {
     }
     assert_eq!(got, &data[..accepted]);
 }
+
+/// One handshake message of `len` bytes (a bogus ClientHello) in 16 KiB
+/// records, as a raw peer would send it.
+fn fragmented_hello(len: usize) -> Vec<u8> {
+    let mut message = vec![1u8, (len >> 16) as u8, (len >> 8) as u8, len as u8];
+    message.resize(4 + len, 0x33);
+    let mut wire = Vec::new();
+    for chunk in message.chunks(16384) {
+        wire.extend_from_slice(&[22, 3, 1]);
+        wire.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        wire.extend_from_slice(chunk);
+    }
+    wire
+}
+
+#[test]
+fn socket_reads_per_call_are_bounded_and_the_rest_waits_in_the_socket() {
+    let pki = Pki::new("tls-budget");
+    let server = load_server(&pki.server());
+    let (mut raw, s) = tcp_pair();
+    let mut s = TlsStream::accept(s, &server).unwrap();
+    s.set_reads_per_call(4);
+    // Joining this message takes more than 4 socket reads of <= 4 KiB.
+    let wire = fragmented_hello(0xff00);
+    assert!(wire.len() > 4 * 4096);
+    raw.write_all(&wire).unwrap();
+    let r = s.handshake();
+    assert!(would_block(&r), "{r:?}");
+    assert_eq!(s.budget_hits(), 1);
+    assert!(fd_readable(&s), "the rest is left in the socket");
+    // Later calls take the rest and judge the (bogus) ClientHello.
+    let mut r = s.handshake();
+    while would_block(&r) {
+        wait(&[&s]);
+        r = s.handshake();
+    }
+    assert!(s.budget_hits() > 1);
+    assert!(Failure::of(r.as_ref().unwrap_err()).is_some(), "{r:?}");
+}
+
+#[test]
+fn oversized_handshake_message_refused_clearly() {
+    let pki = Pki::new("tls-oversized");
+    let server = load_server(&pki.server());
+    // Declared over the bound (refused from its header), and declared at
+    // the bound but overflowing rustls' joining buffer with the headers.
+    for len in [0x20000, 0xffff] {
+        let (mut raw, s) = tcp_pair();
+        let mut s = TlsStream::accept(s, &server).unwrap();
+        raw.write_all(&fragmented_hello(len)).unwrap();
+        let mut r = s.handshake();
+        while would_block(&r) {
+            wait(&[&s]);
+            r = s.handshake();
+        }
+        match failure_of(&r) {
+            Failure::Protocol(why) => assert!(why.contains("64 KiB"), "{len}: {why}"),
+            other => panic!("{len}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_budget_of_one_read_per_call_still_carries_everything() {
+    let pki = Pki::new("tls-budget1");
+    let server = load_server(&pki.server());
+    let client = load_client(&pki.client(), "cache.example");
+    let (mut c, mut s) = pair(&server, &client);
+    c.set_reads_per_call(1);
+    s.set_reads_per_call(1);
+    let (rc, rs) = handshake(&mut c, &mut s);
+    rc.unwrap();
+    rs.unwrap();
+    let request: Vec<u8> = (0..100_000u32).map(|i| (i % 199) as u8).collect();
+    assert_eq!(transfer(&mut c, &mut s, &request).unwrap(), request);
+    assert!(
+        s.budget_hits() > 0,
+        "16 KiB records take several 4 KiB reads"
+    );
+}
