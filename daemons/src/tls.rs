@@ -653,6 +653,11 @@ impl TlsStream {
         }
     }
 
+    /// The peer's address (for log lines).
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.sock.peer_addr()
+    }
+
     /// The negotiated protocol version, once the handshake is done.
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         self.conn.protocol_version()
@@ -767,6 +772,12 @@ impl TlsStream {
 
     /// Moves the handshake as far as the socket allows. `Ok(())` when it is
     /// done; `WouldBlock` while it waits for the peer or the socket.
+    ///
+    /// Bounded per call by the read budget ([`DEFAULT_READS_PER_CALL`]) and
+    /// in size by rustls (64 KiB per handshake message); how long it may
+    /// take in all, and so how many bytes a slow peer may trickle, is the
+    /// caller's `-stall` bound: a connection still handshaking when it
+    /// expires is closed like any other that makes no progress.
     pub fn handshake(&mut self) -> io::Result<()> {
         self.begin()?;
         self.drive_handshake()

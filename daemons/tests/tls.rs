@@ -449,6 +449,7 @@ fn garbage_after_the_handshake_ends_the_session_clearly() {
     rc.unwrap();
     rs.unwrap();
     assert_eq!(transfer(&mut c, &mut s, b"first").unwrap(), b"first");
+    assert_eq!(s.peer_addr().unwrap(), raw.local_addr().unwrap());
     // Bytes that are not a TLS record, on the client's socket behind the
     // session's back (an application data record header with junk after it).
     raw.write_all(&[23, 3, 3, 0, 40]).unwrap();
