@@ -51,6 +51,7 @@ struct LeafSpec<'a> {
     dns: &'a [&'a str],
     uris: &'a [&'a str],
     expired: bool,
+    not_yet_valid: bool,
     serial: Option<u64>,
 }
 
@@ -74,6 +75,10 @@ fn make_leaf(ca: &Ca, spec: LeafSpec) -> Leaf {
     if spec.expired {
         params.not_before = rcgen::date_time_ymd(2000, 1, 1);
         params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    if spec.not_yet_valid {
+        params.not_before = rcgen::date_time_ymd(3000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(3001, 1, 1);
     }
     if let Some(s) = spec.serial {
         params.serial_number = Some(SerialNumber::from(s));
@@ -584,6 +589,33 @@ fn expired_server_certificate_refused() {
     let client = load_client(&pki.client(), "cache.example");
     let (mut c, mut s) = pair(&server, &client);
     refused(&mut c, &mut s, false, Failure::Expired);
+}
+
+#[test]
+fn not_yet_valid_certificates_refused_on_both_sides() {
+    let pki = Pki::new("tls-future");
+    let future = |dns| {
+        make_leaf(
+            &pki.ca,
+            LeafSpec {
+                dns,
+                not_yet_valid: true,
+                ..Default::default()
+            },
+        )
+    };
+    let server = load_server(&pki.server());
+    let client = load_client(
+        &pki.files("future-c", &future(&["web1.example"])),
+        "cache.example",
+    );
+    let (mut c, mut s) = pair(&server, &client);
+    refused(&mut c, &mut s, true, Failure::NotYetValid);
+
+    let server = load_server(&pki.files("future-s", &future(&["cache.example"])));
+    let client = load_client(&pki.client(), "cache.example");
+    let (mut c, mut s) = pair(&server, &client);
+    refused(&mut c, &mut s, false, Failure::NotYetValid);
 }
 
 #[test]
