@@ -18,6 +18,8 @@
 //!   dc_client, served from the same loop;
 //! - [`snapshot`]: dc_server's `-snapshot` file (the cache written at
 //!   exit and read back at start, so a restart loses no sessions);
+//! - [`tls`]: the TLS link (certificates, keys, [`tls::TlsStream`]; not
+//!   yet wired to the daemons' flags);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -30,4 +32,5 @@ pub mod link;
 pub mod metrics;
 pub mod sessiond;
 pub mod snapshot;
+pub mod tls;
 pub mod tools;
