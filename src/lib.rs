@@ -25,10 +25,13 @@
 //! One request, end to end: `DC_CTX_add_session` (`capi/client.rs`) ->
 //! `Client::add` (`client/mod.rs`, payload by `proto::encode_add`) ->
 //! `Conn::exchange` (`client/conn.rs`: UNIX or TCP, connected by
-//! `transport::connect_by`, framed by `proto/frame.rs`) -> dc_server
-//! (`daemons/src/bin/dc_server.rs`, or dc_client in front of it) ->
-//! `server::handle_request` (`server/mod.rs`) -> `Cache::add`
-//! (`server/cache.rs`) -> the answer back the same way.
+//! `transport::connect_by`, framed by `proto/frame.rs`) -> dc_server,
+//! where the connection is a `Link` (`daemons/src/link.rs`: read, buffer,
+//! decode) driven by `daemons/src/bin/dc_server.rs` (or first dc_client,
+//! `daemons/src/bin/dc_client/main.rs`, whose application and server sides
+//! are Links too) -> `server::handle_request` (`server/mod.rs`) ->
+//! `Cache::add` (`server/cache.rs`) -> the answer queued on the Link's
+//! output and written back the same way.
 //!
 //! The cdylib built from this crate is installed as `libnal.so.1` and holds
 //! every exported symbol; `libdistcache.so.1` and `libdistcacheserver.so.1`

@@ -18,13 +18,14 @@
 //! - `since`: accepted, or last answered (for [`tools::evict`]).
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::net::Shutdown;
 
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
+use distcache_rs::transport::Transport;
 
 use crate::evloop::{self, Event, Poller};
-use crate::tools::{self, Stream};
+use crate::tools;
 
 /// Output left after a flush is compacted once this much of the buffer is
 /// already written (so a slow reader does not keep written bytes around).
@@ -38,7 +39,9 @@ pub const KEEP_BUF: usize = 16 * 1024;
 /// A connection of the daemons. See the module documentation.
 #[derive(Debug)]
 pub struct Link {
-    stream: Stream,
+    /// The byte stream: a plain UNIX or TCP socket, or a TLS session over
+    /// TCP ([`crate::tls::TlsStream`]); the link never knows which.
+    stream: Box<dyn Transport>,
     token: u64,
     /// Events registered with the poller (0 while not registered).
     interest: u32,
@@ -80,7 +83,7 @@ pub struct Got {
 }
 
 impl Link {
-    fn new(stream: Stream, token: u64, dir: Direction, now: u64) -> Link {
+    fn new(stream: Box<dyn Transport>, token: u64, dir: Direction, now: u64) -> Link {
         Link {
             stream,
             token,
@@ -109,12 +112,12 @@ impl Link {
 
     /// An accepted connection, registered for reading under `token`.
     pub fn accepted(
-        stream: Stream,
+        stream: impl Transport + 'static,
         token: u64,
         dir: Direction,
         poller: &Poller,
     ) -> io::Result<Link> {
-        let mut l = Link::new(stream, token, dir, tools::now_ms());
+        let mut l = Link::new(Box::new(stream), token, dir, tools::now_ms());
         poller.add(l.stream.as_raw_fd(), token, evloop::READ)?;
         l.interest = evloop::READ;
         Ok(l)
@@ -131,7 +134,7 @@ impl Link {
     ) -> io::Result<Link> {
         let (stream, done) = tools::connect_nonblocking(addr)?;
         let now = tools::now_ms();
-        let mut l = Link::new(stream, token, dir, now);
+        let mut l = Link::new(Box::new(stream), token, dir, now);
         let interest = evloop::READ | evloop::WRITE;
         poller.add(l.stream.as_raw_fd(), token, interest)?;
         l.interest = interest;
@@ -171,8 +174,8 @@ impl Link {
         }
     }
 
-    pub fn stream(&self) -> &Stream {
-        &self.stream
+    pub fn stream(&self) -> &dyn Transport {
+        &*self.stream
     }
 
     pub fn token(&self) -> u64 {
@@ -213,6 +216,12 @@ impl Link {
         !self.inbuf.is_empty() || self.dec.in_message() || self.unsent() > 0
     }
 
+    /// The stream holds input already taken from the descriptor (a TLS
+    /// session's decrypted records): read again before waiting for epoll.
+    pub fn has_buffered_input(&self) -> bool {
+        self.stream.has_buffered_input()
+    }
+
     /// Read into `scratch` once (nothing is buffered): the caller decodes
     /// straight from it and keeps the rest with [`Link::keep`]. Updates
     /// the clocks.
@@ -250,7 +259,9 @@ impl Link {
                     }
                     self.inbuf.extend_from_slice(&scratch[..n]);
                     got.n += n;
-                    if n < scratch.len() {
+                    // A short read emptied the socket; a TLS session may
+                    // still hold decrypted bytes the descriptor does not show.
+                    if n < scratch.len() && !self.stream.has_buffered_input() {
                         break;
                     }
                 }
@@ -357,7 +368,7 @@ impl Link {
     /// Tell the peer nothing more comes (before closing a link whose peer
     /// reads until the end, e.g. an HTTP answer).
     pub fn shutdown_write(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     /// Nothing more to read and nothing left to write: close it.
@@ -428,7 +439,76 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::Stream;
+    use std::os::fd::{AsRawFd, RawFd};
     use std::os::unix::net::UnixStream;
+
+    /// A transport that has taken `held` off its descriptor already (as a
+    /// TLS session holds decrypted records) and hands it out two bytes a
+    /// read.
+    #[derive(Debug)]
+    struct Holding {
+        sock: UnixStream,
+        held: Vec<u8>,
+    }
+    impl Read for Holding {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            if self.held.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(2).min(self.held.len());
+            b[..n].copy_from_slice(&self.held[..n]);
+            self.held.drain(..n);
+            Ok(n)
+        }
+    }
+    impl Write for Holding {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.sock.write(b)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl AsRawFd for Holding {
+        fn as_raw_fd(&self) -> RawFd {
+            self.sock.as_raw_fd()
+        }
+    }
+    impl Transport for Holding {
+        fn peer_name(&self) -> String {
+            String::new()
+        }
+        fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+            self.sock.shutdown(how)
+        }
+        fn take_error(&self) -> io::Result<Option<io::Error>> {
+            Ok(None)
+        }
+        fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+            self.sock.set_nonblocking(on)
+        }
+        fn has_buffered_input(&self) -> bool {
+            !self.held.is_empty()
+        }
+    }
+
+    #[test]
+    fn reads_what_a_transport_holds_past_a_short_read() {
+        let p = Poller::new().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        let t = Holding {
+            sock: a,
+            held: b"abcdefg".to_vec(),
+        };
+        let mut l = Link::accepted(t, 1, Direction::Requests, &p).unwrap();
+        assert!(l.has_buffered_input());
+        let mut scratch = [0u8; 4];
+        let got = l.read_some(&mut scratch, 64).unwrap();
+        assert_eq!(got, Got { n: 7, eof: false });
+        assert_eq!(l.inbuf, b"abcdefg");
+        assert!(!l.has_buffered_input());
+    }
 
     fn pair(poller: &Poller) -> (Link, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();

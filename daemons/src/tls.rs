@@ -875,3 +875,24 @@ impl AsRawFd for TlsStream {
         self.sock.as_raw_fd()
     }
 }
+
+/// A TLS session is a byte stream of the transport layer: the daemons'
+/// connection code ([`crate::link`]) and the blocking client can carry it
+/// like a plain socket. The socket operations act on the TCP socket below.
+impl distcache_rs::transport::Transport for TlsStream {
+    fn peer_name(&self) -> String {
+        self.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+    }
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock.shutdown(how)
+    }
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.sock.take_error()
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.sock.set_nonblocking(on)
+    }
+    fn has_buffered_input(&self) -> bool {
+        TlsStream::has_buffered_input(self)
+    }
+}
