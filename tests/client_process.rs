@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{map_peer, read_n, replay_peer, MapOpts, Peer, Stats};
+use client_support::{in_child, map_peer, read_n, replay_peer, MapOpts, Peer, Stats};
 use common::unhex;
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
@@ -24,27 +24,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Run `f` in a forked child; returns its exit status (0 = f returned true).
-fn in_child(f: impl FnOnce() -> bool) -> (i32, i32) {
-    // SAFETY: fork() has no memory-safety preconditions. The child only
-    // runs `f` (our client and plain syscalls; the other threads of this
-    // process do not hold the locks it uses) and then _exit()s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
-        // SAFETY: _exit() ends the child without running the parent's
-        // atexit handlers or test harness code.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child with a valid status pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
-    (pid, libc::WEXITSTATUS(status))
 }
 
 #[test]

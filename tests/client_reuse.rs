@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{answer, map_peer, Map, MapOpts, Peer, Stats};
+use client_support::{answer, in_child, map_peer, Map, MapOpts, Peer, Stats};
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
 use distcache_rs::proto::{encode_message, status, Decoder, Direction};
@@ -35,28 +35,6 @@ fn reuse_cfg() -> Config {
         reuse_connections: true,
         ..Config::default()
     }
-}
-
-/// Run `f` in a forked child; returns its pid and exit status (0 = `f`
-/// returned true).
-fn in_child(f: impl FnOnce() -> bool) -> (i32, i32) {
-    // SAFETY: fork() has no memory-safety preconditions. The child only
-    // runs `f` (our client and plain syscalls; the test holds SERIAL, so no
-    // other test of this binary is inside the client) and then _exit()s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
-        // SAFETY: _exit() ends the child without running the parent's
-        // atexit handlers or test harness code.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child with a valid status pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
-    (pid, libc::WEXITSTATUS(status))
 }
 
 /// Run `f` with fd 2 redirected to a file; returns what was written.

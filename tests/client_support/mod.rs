@@ -381,3 +381,25 @@ pub fn tcp_map_peer(map: Map, v6: bool) -> Option<String> {
         format!("IP:127.0.0.1:{port}")
     })
 }
+
+/// Run `f` in a forked child; returns its pid and exit status (0 = `f`
+/// returned true). The caller keeps other threads of the test process out
+/// of the locks `f` uses (the tests serialise on their own lock).
+pub fn in_child(f: impl FnOnce() -> bool) -> (i32, i32) {
+    // SAFETY: fork() has no memory-safety preconditions. The child only
+    // runs `f` (the client and plain syscalls) and then _exit()s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+        // SAFETY: _exit() ends the child without running the parent's
+        // atexit handlers or test harness code.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
+    (pid, libc::WEXITSTATUS(status))
+}
