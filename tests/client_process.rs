@@ -8,13 +8,14 @@ mod client_support;
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{in_child, map_peer, read_n, replay_peer, MapOpts, Peer, Stats};
+use client_support::{
+    capture_stderr, in_child, map_peer, read_n, replay_peer, MapOpts, Peer, Stats,
+};
 use common::unhex;
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
@@ -291,31 +292,6 @@ fn fork_while_other_threads_use_the_client_never_hangs_the_child() {
     assert!(ops.load(Ordering::Relaxed) >= 200);
 }
 
-/// Run `f` with file descriptor 2 redirected to a temporary file; returns
-/// what was written there.
-fn capture_stderr(f: impl FnOnce()) -> String {
-    let path = client_support::temp_sock().with_extension("stderr");
-    let file = std::fs::File::create(&path).unwrap();
-    // SAFETY: dup/dup2 on valid descriptors; fd 2 is restored below.
-    let saved = unsafe { libc::dup(2) };
-    assert!(saved >= 0);
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 2) }, 2);
-    f();
-    // SAFETY: as above.
-    unsafe {
-        libc::dup2(saved, 2);
-        libc::close(saved);
-    }
-    let mut s = String::new();
-    std::fs::File::open(&path)
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    s
-}
-
 #[test]
 fn bad_proto_level_fails_the_call_with_a_line_on_stderr() {
     let _g = serial();
@@ -332,7 +308,7 @@ fn bad_proto_level_fails_the_call_with_a_line_on_stderr() {
     let cl = Client::with_config(&peer.addr(), FLAG_PERSISTENT, cfg).unwrap();
     let result = Arc::new(Mutex::new(None));
     let r2 = result.clone();
-    let err = capture_stderr(|| {
+    let (_, err) = capture_stderr(|| {
         *r2.lock().unwrap() = Some(cl.add(b"proxy-session-id", b"proxy session payload", 300_000));
     });
     let r = result.lock().unwrap().take().unwrap();
@@ -378,7 +354,7 @@ fn environment_sets_the_floor_and_the_io_bound() {
     // Invalid values are reported and ignored.
     std::env::set_var(ENV_MIN_TIMEOUT, "604800001");
     std::env::set_var(ENV_IO_TIMEOUT, "soon");
-    let err = capture_stderr(|| {
+    let (_, err) = capture_stderr(|| {
         let cl = Client::new(&peer.addr(), 0).unwrap();
         assert_eq!(cl.config().min_timeout_ms, 500);
         assert_eq!(
@@ -462,7 +438,7 @@ fn random_and_mutated_answers_never_panic() {
     };
     let cl = Client::with_config(&peer.addr(), 0, c).unwrap();
     let _g = serial();
-    let err = capture_stderr(|| {
+    let (_, err) = capture_stderr(|| {
         for _ in 0..300 {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cl.has(b"abc")));
             let r = r.expect("client panicked on peer input");

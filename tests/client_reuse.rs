@@ -13,13 +13,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::raw::c_uint;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use client_support::{answer, in_child, map_peer, Map, MapOpts, Peer, Stats};
+use client_support::{answer, capture_stderr, in_child, map_peer, Map, MapOpts, Peer, Stats};
 use distcache_rs::capi::client::*;
 use distcache_rs::client::*;
 use distcache_rs::proto::{encode_message, status, Decoder, Direction};
@@ -35,30 +34,6 @@ fn reuse_cfg() -> Config {
         reuse_connections: true,
         ..Config::default()
     }
-}
-
-/// Run `f` with fd 2 redirected to a file; returns what was written.
-fn capture_stderr<T>(f: impl FnOnce() -> T) -> (T, String) {
-    let path = client_support::temp_sock().with_extension("stderr");
-    let file = std::fs::File::create(&path).unwrap();
-    // SAFETY: dup/dup2 on valid descriptors; fd 2 is restored below.
-    let saved = unsafe { libc::dup(2) };
-    assert!(saved >= 0);
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 2) }, 2);
-    let r = f();
-    // SAFETY: as above.
-    unsafe {
-        libc::dup2(saved, 2);
-        libc::close(saved);
-    }
-    let mut s = String::new();
-    std::fs::File::open(&path)
-        .unwrap()
-        .read_to_string(&mut s)
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    (r, s)
 }
 
 /// Wait (at most 10 s, a bound for a hung test, not a speed check) until

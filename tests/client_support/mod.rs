@@ -403,3 +403,31 @@ pub fn in_child(f: impl FnOnce() -> bool) -> (i32, i32) {
     assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
     (pid, libc::WEXITSTATUS(status))
 }
+
+/// Run `f` with file descriptor 2 redirected to a temporary file; returns
+/// its result and what was written there.
+pub fn capture_stderr<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let path = temp_sock().with_extension("stderr");
+    let file = std::fs::File::create(&path).unwrap();
+    // SAFETY: dup/dup2 on valid descriptors; fd 2 is restored below.
+    let saved = unsafe { libc::dup(2) };
+    assert!(saved >= 0);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), 2) },
+        2
+    );
+    let r = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::dup2(saved, 2);
+        libc::close(saved);
+    }
+    let mut s = String::new();
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (r, s)
+}
