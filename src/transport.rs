@@ -56,6 +56,21 @@ pub trait Transport: Read + Write + AsRawFd + Send + Debug {
     fn has_buffered_input(&self) -> bool {
         false
     }
+
+    /// Whether a handshake below the protocol (TLS) is still going on: the
+    /// link holds a peer that has not yet been able to send a request, so
+    /// its stall clock runs. Always false for a plain socket.
+    fn handshaking(&self) -> bool {
+        false
+    }
+
+    /// Whether the stream has bytes of its own to send (TLS records: a
+    /// handshake flight, an alert, a key update) even when the caller has
+    /// no output queued: watch the descriptor for writability and call
+    /// `flush`. Always false for a plain socket.
+    fn wants_write(&self) -> bool {
+        false
+    }
 }
 
 /// A connected plain socket (UNIX or TCP).

@@ -28,6 +28,9 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     pub user: Option<String>,
     pub killable: bool,
+    /// SIGUSR1 reloads files (TLS) rather than being ignored (unless
+    /// `killable`, where it stops the daemon as documented).
+    pub reload: bool,
 }
 
 /// A started daemon: its signals, pid file and systemd link.
@@ -74,7 +77,7 @@ impl Daemon {
             }
             1
         };
-        let signals = match Signals::install(opts.killable) {
+        let signals = match Signals::install(opts.killable, opts.reload) {
             Ok(s) => s,
             Err(e) => {
                 return Err(fail(

@@ -33,4 +33,5 @@ pub mod metrics;
 pub mod sessiond;
 pub mod snapshot;
 pub mod tls;
+pub mod tlsconf;
 pub mod tools;

@@ -67,6 +67,8 @@ pub struct Link {
     pub charged: usize,
     /// Order of creation among the process's links.
     serial: u64,
+    /// When the link was made.
+    born: u64,
 }
 
 /// Serials for [`Link::serial`] (the daemons are single-threaded; atomic
@@ -101,6 +103,7 @@ impl Link {
             completed: false,
             charged: 0,
             serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            born: now,
         }
     }
 
@@ -121,6 +124,65 @@ impl Link {
         poller.add(l.stream.as_raw_fd(), token, evloop::READ)?;
         l.interest = evloop::READ;
         Ok(l)
+    }
+
+    /// [`Link::accepted`] for a stream already boxed (a TLS session or a
+    /// plain socket, chosen by the listener it came from).
+    pub fn accepted_boxed(
+        stream: Box<dyn Transport>,
+        token: u64,
+        dir: Direction,
+        poller: &Poller,
+    ) -> io::Result<Link> {
+        let mut l = Link::new(stream, token, dir, tools::now_ms());
+        poller.add(l.stream.as_raw_fd(), token, evloop::READ)?;
+        l.interest = evloop::READ;
+        Ok(l)
+    }
+
+    /// [`Link::connect`] to a TCP address, the socket wrapped by `wrap`
+    /// (a TLS client session) before it is registered. The handshake starts
+    /// once the connect completes ([`Link::handshaking`]).
+    pub fn connect_over(
+        addr: &Address,
+        token: u64,
+        dir: Direction,
+        poller: &Poller,
+        wrap: impl FnOnce(std::net::TcpStream) -> io::Result<Box<dyn Transport>>,
+    ) -> io::Result<Link> {
+        let (stream, done) = tools::connect_nonblocking(addr)?;
+        let tcp = match stream {
+            tools::Stream::Tcp(t) => t,
+            tools::Stream::Unix(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "TLS runs over TCP only",
+                ))
+            }
+        };
+        let now = tools::now_ms();
+        let mut l = Link::new(wrap(tcp)?, token, dir, now);
+        let interest = evloop::READ | evloop::WRITE;
+        poller.add(l.stream.as_raw_fd(), token, interest)?;
+        l.interest = interest;
+        l.connecting = (!done).then_some(now);
+        Ok(l)
+    }
+
+    /// When the link was made (accepted, or its connect started).
+    pub fn born(&self) -> u64 {
+        self.born
+    }
+
+    /// A handshake below the protocol (TLS) is still going on.
+    pub fn handshaking(&self) -> bool {
+        self.stream.handshaking()
+    }
+
+    /// The stream has bytes of its own to send (TLS records) besides the
+    /// link's output: watch for writability and [`Link::flush`].
+    pub fn wants_write(&self) -> bool {
+        self.stream.wants_write()
     }
 
     /// Start a non-blocking connect to `addr`, registered under `token`.
@@ -210,10 +272,14 @@ impl Link {
         }
     }
 
-    /// Half a request (or answer) received and not taken, or output the
-    /// peer has not read.
+    /// Half a request (or answer) received and not taken, output the peer
+    /// has not read, or a TLS handshake not completed (so `-stall` bounds
+    /// a handshake that never ends).
     pub fn holds(&self) -> bool {
-        !self.inbuf.is_empty() || self.dec.in_message() || self.unsent() > 0
+        !self.inbuf.is_empty()
+            || self.dec.in_message()
+            || self.unsent() > 0
+            || self.stream.handshaking()
     }
 
     /// The stream holds input already taken from the descriptor (a TLS
@@ -328,6 +394,17 @@ impl Link {
     /// Write as much unsent output as the socket takes. `Ok(true)` if some
     /// left (the clocks then move).
     pub fn flush(&mut self) -> io::Result<bool> {
+        if self.out_pos == self.out.len() && self.stream.wants_write() {
+            // Records of the stream's own (a handshake flight) and no
+            // output: push them; the handshake moving is progress.
+            match self.stream.flush() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(false);
+        }
         let before = self.out_pos;
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {

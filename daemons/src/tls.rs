@@ -96,6 +96,19 @@ pub struct ServerOptions {
     pub allow_names: Vec<String>,
     /// `-tls-key-insecure-perms`: accept a key file readable by others.
     pub insecure_key_perms: bool,
+    /// `-tls-max-version 1.2`: offer TLS 1.2 only (default: 1.3 and 1.2).
+    pub tls12_only: bool,
+}
+
+/// The protocol versions offered: TLS 1.3 and 1.2, or 1.2 alone
+/// (`-tls-max-version 1.2`, for a peer or a test that needs it).
+fn versions(tls12_only: bool) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    if tls12_only {
+        &TLS12_ONLY
+    } else {
+        rustls::DEFAULT_VERSIONS
+    }
 }
 
 /// A loaded server side: what [`TlsStream::accept`] needs.
@@ -124,7 +137,7 @@ impl TlsServer {
             None => Vec::new(),
         };
         let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions(opts.tls12_only))
             .map_err(|e| format!("TLS: no usable protocol version: {e}"))?;
         let builder = if opts.no_client_auth {
             if !opts.allow_names.is_empty() {
@@ -177,6 +190,17 @@ impl TlsClient {
         server_name: &str,
         insecure_key_perms: bool,
     ) -> Result<TlsClient, String> {
+        Self::load_versions(files, server_name, insecure_key_perms, false)
+    }
+
+    /// [`TlsClient::load`], offering TLS 1.2 only when `tls12_only`
+    /// (`-tls-max-version 1.2`).
+    pub fn load_versions(
+        files: &TlsFiles,
+        server_name: &str,
+        insecure_key_perms: bool,
+        tls12_only: bool,
+    ) -> Result<TlsClient, String> {
         let provider = provider();
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| format!("{NAME_FLAG} {server_name:?}: not a DNS name or an IP address"))?;
@@ -193,7 +217,7 @@ impl TlsClient {
                 .build()
                 .map_err(|e| verifier_error(files, e))?;
         let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions(tls12_only))
             .map_err(|e| format!("TLS: no usable protocol version: {e}"))?
             .with_webpki_verifier(verifier)
             .with_client_auth_cert(chain, key)
@@ -894,5 +918,11 @@ impl distcache_rs::transport::Transport for TlsStream {
     }
     fn has_buffered_input(&self) -> bool {
         TlsStream::has_buffered_input(self)
+    }
+    fn handshaking(&self) -> bool {
+        self.failed.is_none() && self.conn.is_handshaking()
+    }
+    fn wants_write(&self) -> bool {
+        self.failed.is_none() && self.conn.wants_write()
     }
 }

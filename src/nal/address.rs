@@ -8,6 +8,9 @@
 //! - `IPv6:[addr]:port` (listen or connect) and `IPv6:port` (all IPv6
 //!   interfaces, listen only): beyond the original.
 //!
+//! `TLS:` addresses are the daemons' (dc_client connects to dc_server over
+//! TLS); here they are refused with a message saying so.
+//!
 //! Spaces before a port number are skipped, as the original's number
 //! parsing does (`IP: 9001`). Two strings the original accepted are
 //! refused, deliberately: `UNIX:` with an empty path, and a UNIX path
@@ -49,9 +52,10 @@ impl fmt::Display for AddressError {
 impl std::error::Error for AddressError {}
 
 impl AddressError {
-    /// Whether the original libnal accepted this string (an empty or an
-    /// over-long UNIX path): our deliberate refusals, which the C entry
-    /// point reports on stderr.
+    /// Whether this is one of our deliberate refusals, which the C entry
+    /// point reports on stderr (one line): a string the original libnal
+    /// accepted (an empty or an over-long UNIX path), or a `TLS:` address,
+    /// which only the daemons speak.
     pub fn original_accepted(&self) -> bool {
         self.1
     }
@@ -65,7 +69,7 @@ fn err<T>(s: &str, why: &str) -> Result<T, AddressError> {
     Err(AddressError(message(s, why), false))
 }
 
-/// A refusal of a string the original accepted.
+/// A deliberate refusal (see [`AddressError::original_accepted`]).
 fn err_deliberate<T>(s: &str, why: &str) -> Result<T, AddressError> {
     Err(AddressError(message(s, why), true))
 }
@@ -114,6 +118,10 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
+/// Why a `TLS:` address is refused here: the C libraries do not link a
+/// TLS stack; the daemons parse TLS addresses themselves.
+pub const TLS_REFUSED: &str = "the C libraries do not speak TLS: run dc_client -server TLS:host:port in front and give this program dc_client's -listen address";
+
 /// The error text (suffix) of [`Address::parse_numeric`] when the string is
 /// well-formed but names a host that would need a name lookup.
 pub const LOOKUP_REFUSED: &str = "host name lookup refused";
@@ -156,6 +164,9 @@ impl Address {
     fn parse_with(s: &str, lookup: bool) -> Result<Address, AddressError> {
         if s.contains('\0') {
             return err(s, "contains a NUL byte");
+        }
+        if strip_prefix_ci(s, "TLS:").is_some() {
+            return err_deliberate(s, TLS_REFUSED);
         }
         if let Some(path) = strip_prefix_ci(s, "UNIX:") {
             if path.is_empty() {
@@ -368,6 +379,17 @@ mod tests {
         // The cut falls inside the two-byte character: no panic.
         let e = Address::parse(&format!("{}\u{e9}", "Z".repeat(199))).unwrap_err();
         assert!(e.0.contains(&format!("'{}...'", "Z".repeat(199))), "{e}");
+    }
+
+    /// `TLS:` forms are the daemons' own: the libraries refuse them with
+    /// the way out, reported on stderr by the C entry points.
+    #[test]
+    fn tls_forms_are_refused_with_the_way_out() {
+        for s in ["TLS:127.0.0.1:9443", "tls:[::1]:9443", "TLS:9443"] {
+            let e = Address::parse(s).unwrap_err();
+            assert!(e.original_accepted(), "{s}: {e}");
+            assert!(e.0.contains("dc_client -server TLS:"), "{s}: {e}");
+        }
     }
 
     #[test]

@@ -22,12 +22,15 @@ use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
 use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
+use distcache_rs::transport::Transport;
 use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Poller};
 use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, ConnStats, Endpoint};
 use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::snapshot;
+use distcache_tools::tls::{ServerOptions, TlsStream};
+use distcache_tools::tlsconf::{self, DaemonAddress, ServerTls};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, Parsed, RateLimit, SockOpts, Stream};
 
@@ -43,7 +46,7 @@ const CLI: Cli = Cli {
         Flag::value(
             &["listen"],
             "address",
-            "address to accept clients on (required)",
+            "address to accept clients on: UNIX:, IP:, TLS: (required, repeatable)",
         ),
         Flag::switch(&["daemon"], "detach and close the standard descriptors"),
         Flag::value(&["user"], "user", "switch to this user once listening"),
@@ -135,6 +138,7 @@ const CLI: Cli = Cli {
              e.g. IP:127.0.0.1:9101 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
         ),
     ],
+    extra: tlsconf::SERVER_FLAGS,
 };
 
 /// Default and largest `-maxbuffer` (MB).
@@ -169,13 +173,20 @@ const SESSIOND_EVERY: usize = 4;
 /// SO_RCVBUF asked for the sessiond socket, to absorb bursts.
 const SESSIOND_RCVBUF: usize = 1 << 20;
 
-const TOK_LISTENER: u64 = 0;
+/// The `-listen` addresses' tokens: `TOK_LISTENER + i` for the i-th.
+const TOK_LISTENER: u64 = 1 << 48;
+/// Most `-listen` flags (a UNIX socket, plain and TLS side by side while a
+/// fleet migrates, an address per interface).
+const MAX_LISTEN: usize = 16;
 const TOK_SIGNALS: u64 = 1;
 const TOK_SESSIOND: u64 = 2;
 const TOK_BASE: u64 = 3;
 
 struct Config {
-    listen: Address,
+    /// Every `-listen` address, in the order given.
+    listen: Vec<DaemonAddress>,
+    /// The `-tls-*` flags, when a `-listen` address is `TLS:`.
+    tls: Option<(tlsconf::Settings, ServerOptions)>,
     daemon: bool,
     user: Option<String>,
     sock: SockOpts,
@@ -225,8 +236,43 @@ fn sessiond_address(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn config(p: &Parsed) -> Result<Config, String> {
-    let listen = p.required("listen")?;
-    let listen = Address::parse(listen).map_err(|e| format!("flag -listen: {e}"))?;
+    p.required("listen")?;
+    let all = p.all("listen");
+    if all.len() > MAX_LISTEN {
+        return Err(format!(
+            "flag -listen: given {} times, at most {MAX_LISTEN}",
+            all.len()
+        ));
+    }
+    let mut listen: Vec<DaemonAddress> = Vec::new();
+    for a in all {
+        let d = DaemonAddress::parse(a).map_err(|e| format!("flag -listen: {e}"))?;
+        if !d.addr.can_listen() {
+            return Err(format!("flag -listen: cannot listen on '{a}'"));
+        }
+        if listen.iter().any(|l| l.addr == d.addr) {
+            return Err(format!("flag -listen: '{a}' is given twice"));
+        }
+        listen.push(d);
+    }
+    let tls_addrs: Vec<String> = listen
+        .iter()
+        .filter(|l| l.tls)
+        .map(|l| l.to_string())
+        .collect();
+    let tls = tlsconf::Settings::from_flags(
+        p,
+        !tls_addrs.is_empty(),
+        &format!("-listen {}", tls_addrs.join(", -listen ")),
+    )?
+    .map(|s| {
+        let opts = ServerOptions {
+            no_client_auth: p.has("tls-no-client-auth"),
+            allow_names: p.all("tls-allow-name").to_vec(),
+            ..Default::default()
+        };
+        (s, opts)
+    });
     for flag in ["user", "sockowner"] {
         if let Some(u) = p.get(flag) {
             tools::lookup_user(u).map_err(|e| format!("flag -{flag}: {e}"))?;
@@ -292,6 +338,7 @@ fn config(p: &Parsed) -> Result<Config, String> {
     }
     Ok(Config {
         listen,
+        tls,
         daemon: p.has("daemon"),
         user: p.get("user").map(String::from),
         sock: SockOpts {
@@ -366,19 +413,53 @@ fn run() -> i32 {
     }) {
         log(&w);
     }
-    if let Address::Ip { addr, .. } = &cfg.listen {
-        if let Some(w) = tools::net::exposure_warning("-listen", *addr, NO_AUTH) {
-            log(&w);
+    for l in cfg.listen.iter().filter(|l| !l.tls) {
+        if let Address::Ip { addr, .. } = &l.addr {
+            if let Some(w) = tools::net::exposure_warning("-listen", *addr, NO_AUTH) {
+                log(&w);
+            }
         }
     }
-    Daemon::hold_signals();
-    let listener = match tools::listen(&cfg.listen, &cfg.sock) {
-        Ok(l) => l,
-        Err(e) => {
-            tools::log::fatal(&e.to_string());
-            return 1;
+    // The TLS files are read now, before -user drops privileges (and again
+    // at each reload, as that user).
+    let tls = match &cfg.tls {
+        Some((settings, opts)) => {
+            if opts.no_client_auth {
+                log(&format!(
+                    "warning: {}: clients are not authenticated: anyone who reaches a TLS: address can read and plant TLS sessions; give clients certificates and drop this flag",
+                    tlsconf::NO_CLIENT_AUTH_FLAG
+                ));
+            }
+            match ServerTls::load(settings.clone(), opts.clone(), tools::now_ms()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tools::log::fatal(&e);
+                    return 1;
+                }
+            }
         }
+        None => None,
     };
+    Daemon::hold_signals();
+    let mut listening = Vec::new();
+    for addr in &cfg.listen {
+        match tools::listen(&addr.addr, &cfg.sock) {
+            Ok(sock) => listening.push(Listening {
+                sock,
+                tls: addr.tls,
+            }),
+            Err(e) => {
+                tools::log::fatal(&e.to_string());
+                return 1;
+            }
+        }
+    }
+    let shown = cfg
+        .listen
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let endpoint = match cfg.metrics.as_ref().map(Endpoint::bind).transpose() {
         Ok(e) => e,
         Err(e) => {
@@ -391,14 +472,18 @@ fn run() -> i32 {
         pidfile: cfg.pidfile.clone(),
         user: cfg.user.clone(),
         killable: cfg.killable,
+        reload: tls.is_some(),
     };
-    let files: Vec<&std::path::Path> = listener.unix_path().into_iter().collect();
+    let files: Vec<&std::path::Path> = listening
+        .iter()
+        .filter_map(|l| l.sock.unix_path())
+        .collect();
     let mut d = match Daemon::start(TOOL, &opts, &files) {
         Ok(d) => d,
         Err(code) => return code,
     };
     release_big_buffers();
-    let mut server = match Server::new(listener, udp, &cfg) {
+    let mut server = match Server::new(listening, tls, udp, &cfg) {
         Ok(s) => s,
         Err(e) => return d.fail(&format!("cannot start the event loop: {e}")),
     };
@@ -411,11 +496,11 @@ fn run() -> i32 {
         }
         server.metrics = Some(ep);
     }
-    d.ready(&format!("listening on {}", cfg.listen));
+    d.ready(&format!("listening on {shown}"));
     if !cfg.daemon {
         log(&format!(
-            "listening on {}, up to {} sessions",
-            cfg.listen, cfg.sessions
+            "listening on {shown}, up to {} sessions",
+            cfg.sessions
         ));
         if let Some(a) = cfg.sessiond {
             log(&format!(
@@ -641,9 +726,21 @@ fn bind_sessiond(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// One `-listen` address's socket.
+struct Listening {
+    sock: Listener,
+    /// Connections accepted here speak TLS.
+    tls: bool,
+}
+
 struct Server {
     poller: Poller,
-    listener: Listener,
+    listening: Vec<Listening>,
+    /// The server side of TLS (any `-listen TLS:`), reloadable.
+    tls: Option<ServerTls>,
+    /// Connections whose stream holds decrypted input the descriptor does
+    /// not show: served again before the loop sleeps.
+    again: Vec<usize>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     /// Slots freed during the current batch of events (reused afterwards so
@@ -681,9 +778,16 @@ struct Server {
 }
 
 impl Server {
-    fn new(listener: Listener, udp: Option<UdpSocket>, cfg: &Config) -> io::Result<Server> {
+    fn new(
+        listening: Vec<Listening>,
+        tls: Option<ServerTls>,
+        udp: Option<UdpSocket>,
+        cfg: &Config,
+    ) -> io::Result<Server> {
         let poller = Poller::new()?;
-        poller.add(listener.as_raw_fd(), TOK_LISTENER, evloop::READ)?;
+        for (i, l) in listening.iter().enumerate() {
+            poller.add(l.sock.as_raw_fd(), TOK_LISTENER + i as u64, evloop::READ)?;
+        }
         if let Some(u) = &udp {
             poller.add(u.as_raw_fd(), TOK_SESSIOND, evloop::READ)?;
         }
@@ -695,7 +799,9 @@ impl Server {
         });
         Ok(Server {
             poller,
-            listener,
+            listening,
+            tls,
+            again: Vec::new(),
             conns: Vec::new(),
             free: Vec::new(),
             freed: Vec::new(),
@@ -768,7 +874,19 @@ impl Server {
         });
         loop {
             d.tick(tools::now_ms());
-            self.poller.wait(Some(sleep), &mut events)?;
+            // Up to the next -idle/-stall scan when one is due sooner (a
+            // short -stall bounds a handshake that never completes).
+            let now = tools::now_ms();
+            let wait = if !self.again.is_empty() {
+                Duration::ZERO
+            } else if (self.idle_ms > 0 || self.stall_ms > 0) && self.nconns > 0 {
+                sleep.min(Duration::from_millis(
+                    self.next_idle_scan.saturating_sub(now).max(1),
+                ))
+            } else {
+                sleep
+            };
+            self.poller.wait(Some(wait), &mut events)?;
             // stunnel waits only a few milliseconds for a GET answer:
             // datagrams go first, and are looked for again every few
             // connections, never queued behind distcache work.
@@ -776,17 +894,25 @@ impl Server {
                 self.sessiond_drain();
             }
             let mut served = 0usize;
-            let mut accept = false;
+            // Listeners with newcomers (a bit per -listen address).
+            let mut accept = 0u32;
             for ev in &events {
                 match ev.token {
                     TOK_SESSIOND => {}
                     // After the connections: a newcomer accepted in the
                     // previous round has its request read before more
                     // newcomers can push it out of a full table.
-                    TOK_LISTENER => accept = true,
+                    t if (TOK_LISTENER..TOK_LISTENER + MAX_LISTEN as u64).contains(&t) => {
+                        accept |= 1 << (t - TOK_LISTENER)
+                    }
                     TOK_SIGNALS => {
                         if let Some(sig) = d.signals.pending() {
                             return Ok(sig);
+                        }
+                        if d.signals.take_reload() {
+                            if let Some(tls) = &mut self.tls {
+                                tls.maybe_reload(true, tools::now_ms(), &mut |l| log(l));
+                            }
                         }
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
@@ -802,9 +928,19 @@ impl Server {
                     }
                 }
             }
+            // Connections with decrypted input left: a bounded read each,
+            // as if the descriptor had shown it.
+            for idx in std::mem::take(&mut self.again) {
+                self.conn_event(idx, evloop::READ);
+            }
             self.free.append(&mut self.freed);
-            if accept {
-                self.accept_some();
+            for i in 0..self.listening.len() {
+                if accept & (1 << i) != 0 {
+                    self.accept_some(i);
+                }
+            }
+            if let Some(tls) = &mut self.tls {
+                tls.maybe_reload(false, tools::now_ms(), &mut |l| log(l));
             }
             self.expire_idle();
             if let Some(ep) = &mut self.metrics {
@@ -833,11 +969,15 @@ impl Server {
             let l = &c.link;
             let why = if let Some(quiet) = l.stalled(now, self.stall_ms) {
                 self.conn_stats.closed_stall += 1;
-                format!(
+                if l.handshaking() {
+                    format!("TLS: handshake not completed in {quiet} ms (-stall)")
+                } else {
+                    format!(
                     "stalled for {quiet} ms with {} bytes of a request and {} bytes of answers pending (-stall)",
                     l.inbuf.len(),
                     l.unsent()
                 )
+                }
             } else if l.idle_due(self.idle_ms).is_some_and(|due| now >= due) {
                 self.conn_stats.closed_idle += 1;
                 format!("idle for {} ms (-idle)", now - l.last_active)
@@ -862,10 +1002,10 @@ impl Server {
         self.stats.ops + self.sessiond.as_ref().map_or(0, Sessiond::ops)
     }
 
-    fn accept_some(&mut self) {
+    fn accept_some(&mut self, which: usize) {
         let mut fd_room_made = false;
         for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
+            match self.listening[which].sock.accept() {
                 Ok((stream, peer)) => {
                     // Room made for a descriptor went to this newcomer.
                     fd_room_made = false;
@@ -881,6 +1021,21 @@ impl Server {
                         drop(stream);
                         continue;
                     }
+                    let stream: Box<dyn Transport> = match (&self.tls, stream) {
+                        (Some(tls), Stream::Tcp(tcp)) if self.listening[which].tls => {
+                            match TlsStream::accept(tcp, tls.current()) {
+                                Ok(t) => Box::new(t),
+                                Err(e) => {
+                                    self.note(&format!(
+                                        "closing connection from {peer}: {}",
+                                        tlsconf::failure_reason(&e)
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        (_, s) => Box::new(s),
+                    };
                     self.register(stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -907,7 +1062,7 @@ impl Server {
                     // the reserve one and close at once, so the listener
                     // does not spin.
                     self.reserve_fd = None;
-                    if let Ok((s, peer)) = self.listener.accept() {
+                    if let Ok((s, peer)) = self.listening[which].sock.accept() {
                         drop(s);
                         self.conn_stats.refused_nofile += 1;
                         self.note(&format!(
@@ -1026,7 +1181,7 @@ impl Server {
         self.buffered > self.maxbuffer
     }
 
-    fn register(&mut self, stream: Stream, peer: String) {
+    fn register(&mut self, stream: Box<dyn Transport>, peer: String) {
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -1035,7 +1190,7 @@ impl Server {
             }
         };
         let token = idx as u64 + TOK_BASE;
-        match Link::accepted(stream, token, Direction::Requests, &self.poller) {
+        match Link::accepted_boxed(stream, token, Direction::Requests, &self.poller) {
             Ok(link) => {
                 self.conns[idx] = Some(Conn { link, peer });
                 self.nconns += 1;
@@ -1063,6 +1218,9 @@ impl Server {
                     self.note(&msg);
                     self.close(idx, conn);
                     return;
+                }
+                if conn.link.has_buffered_input() && !paused(&conn.link, self.over_budget()) {
+                    self.again.push(idx);
                 }
                 self.conns[idx] = Some(conn);
             }
@@ -1106,13 +1264,15 @@ impl Server {
                     }
                 }
                 Ok(_) => {}
-                Err(_) => return Outcome::Close(None),
+                Err(e) => return Outcome::Close(tls_reason(&e)),
             }
         }
         loop {
             let link = &mut conn.link;
-            if link.unsent() > 0 && link.flush().is_err() {
-                return Outcome::Close(None);
+            if link.unsent() > 0 || link.wants_write() {
+                if let Err(e) = link.flush() {
+                    return Outcome::Close(tls_reason(&e));
+                }
             }
             // Output drained below the mark: decode what is still buffered
             // (also after the peer finished sending).
@@ -1256,6 +1416,13 @@ impl Server {
     }
 }
 
+/// Why a connection failed, for its log line: a TLS failure says why (the
+/// peer is refused or misbehaves); a plain socket error (the peer reset
+/// the connection) closes it quietly, as it always did.
+fn tls_reason(e: &io::Error) -> Option<String> {
+    distcache_tools::tls::Failure::of(e).map(|f| f.to_string())
+}
+
 /// Answers back up past the mark, or wait while over -maxbuffer: take no
 /// more requests.
 fn backed_up(link: &Link, over_budget: bool) -> bool {
@@ -1326,7 +1493,7 @@ fn process(
 fn desired_interest(link: &Link, over_budget: bool) -> u32 {
     if paused(link, over_budget) {
         evloop::WRITE | libc::EPOLLET as u32
-    } else if link.unsent() > 0 {
+    } else if link.unsent() > 0 || link.wants_write() {
         evloop::READ | evloop::WRITE
     } else {
         evloop::READ

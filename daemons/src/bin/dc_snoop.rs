@@ -31,6 +31,7 @@ const CLI: Cli = Cli {
         ),
         Flag::switch(&["hex"], "also dump every message's payload in hex"),
     ],
+    extra: &[],
 };
 
 const TOK_LISTEN: u64 = 0;
@@ -427,7 +428,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let signals = match tools::Signals::install(false) {
+    let signals = match tools::Signals::install(false, false) {
         Ok(s) => s,
         Err(e) => {
             tools::log::fatal(&e.to_string());

@@ -94,6 +94,7 @@ const CLI: Cli = Cli {
             "seed of the random generator (default: from the clock)",
         ),
     ],
+    extra: &[],
 };
 
 /// Cap of the default operation count (10 * sessions^2 grows fast).

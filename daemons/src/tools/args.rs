@@ -49,6 +49,9 @@ pub struct Cli {
     /// Synopsis after the program name, e.g. `-listen <address> [options]`.
     pub synopsis: &'static str,
     pub flags: &'static [Flag],
+    /// A group of flags shared by several tools (the TLS flags), listed
+    /// after `flags` in the usage.
+    pub extra: &'static [Flag],
 }
 
 /// Why parsing stopped.
@@ -69,12 +72,17 @@ impl fmt::Display for ArgError {
     }
 }
 
-/// The parsed command line: canonical flag name -> value ("" for switches).
-/// A repeated flag keeps its last value.
+/// The parsed command line: canonical flag name -> values ("" for
+/// switches), in the order given. [`Parsed::get`] gives a repeated flag's
+/// last value; [`Parsed::all`] gives every value of a repeatable one.
 #[derive(Clone, Debug, Default)]
 pub struct Parsed {
-    map: HashMap<&'static str, String>,
+    map: HashMap<&'static str, Vec<String>>,
 }
+
+/// Most values one flag keeps: a repeatable flag (`-listen`,
+/// `-tls-allow-name`) given more often than this is refused.
+pub const MAX_REPEAT: usize = 64;
 
 impl Cli {
     /// The usage text (several lines, ending with a newline).
@@ -83,6 +91,7 @@ impl Cli {
         let rows: Vec<(String, &str)> = self
             .flags
             .iter()
+            .chain(self.extra)
             .map(|f| {
                 let mut left = f
                     .names
@@ -108,7 +117,10 @@ impl Cli {
     }
 
     fn find(&self, name: &str) -> Option<&'static Flag> {
-        self.flags.iter().find(|f| f.names.contains(&name))
+        self.flags
+            .iter()
+            .chain(self.extra)
+            .find(|f| f.names.contains(&name))
     }
 
     /// Parse arguments (without the program name).
@@ -151,7 +163,7 @@ impl Cli {
                     if inline.is_some() {
                         return Err(ArgError::Bad(format!("flag -{canon} takes no value")));
                     }
-                    out.map.insert(canon, String::new());
+                    out.push(canon, String::new())?;
                 }
                 Some(metavar) => {
                     let v = match inline {
@@ -160,7 +172,7 @@ impl Cli {
                             ArgError::Bad(format!("flag -{canon} needs a value <{metavar}>"))
                         })?,
                     };
-                    out.map.insert(canon, v);
+                    out.push(canon, v)?;
                 }
             }
         }
@@ -192,6 +204,23 @@ impl Cli {
 }
 
 impl Parsed {
+    fn push(&mut self, canon: &'static str, v: String) -> Result<(), ArgError> {
+        let vals = self.map.entry(canon).or_default();
+        if vals.len() >= MAX_REPEAT {
+            return Err(ArgError::Bad(format!(
+                "flag -{canon} given more than {MAX_REPEAT} times"
+            )));
+        }
+        vals.push(v);
+        Ok(())
+    }
+
+    /// Every value of a repeatable flag, in the order given (empty when
+    /// absent).
+    pub fn all(&self, name: &str) -> &[String] {
+        self.map.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// Whether a flag (canonical name) was given.
     pub fn has(&self, name: &str) -> bool {
         self.map.contains_key(name)
@@ -199,7 +228,10 @@ impl Parsed {
 
     /// A flag's value, if given.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.map.get(name).map(String::as_str)
+        self.map
+            .get(name)
+            .and_then(|v| v.last())
+            .map(String::as_str)
     }
 
     /// A flag's value, or an error naming it when absent.
@@ -255,7 +287,35 @@ mod tests {
             Flag::value(&["sockperms"], "octal", "mode"),
             Flag::switch(&["daemon"], "detach"),
         ],
+        extra: &[Flag::value(&["tls-allow-name"], "name", "allowed peer")],
     };
+
+    #[test]
+    fn repeatable_flags_keep_every_value() {
+        let p = CLI
+            .parse([
+                "-listen",
+                "UNIX:/a",
+                "-tls-allow-name",
+                "a.example",
+                "-listen=TLS:9",
+                "--tls-allow-name",
+                "b.example",
+            ])
+            .unwrap();
+        assert_eq!(p.all("listen"), ["UNIX:/a", "TLS:9"]);
+        assert_eq!(p.get("listen"), Some("TLS:9"));
+        assert_eq!(p.all("tls-allow-name"), ["a.example", "b.example"]);
+        assert!(p.all("server").is_empty());
+        assert!(CLI.usage().contains("-tls-allow-name <name>"));
+        let many: Vec<String> = (0..=MAX_REPEAT)
+            .flat_map(|i| ["-listen".to_string(), format!("UNIX:/s{i}")])
+            .collect();
+        match CLI.parse(many) {
+            Err(ArgError::Bad(m)) => assert!(m.contains("-listen"), "{m}"),
+            other => panic!("accepted {} -listen flags: {other:?}", MAX_REPEAT + 1),
+        }
+    }
 
     #[test]
     fn single_and_double_dash() {

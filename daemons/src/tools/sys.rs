@@ -445,10 +445,16 @@ pub fn removal_warning(what: &str, path: &Path, user: &User) -> Option<String> {
 /// `-logfile` ([`super::log::reopens_on_usr2`], so install after
 /// [`super::log::setup`]), SIGUSR2 reopens it instead (with `killable`,
 /// SIGUSR1 still stops). Poll the fd for READ and call [`Signals::pending`].
+///
+/// With `reload` (a daemon with TLS files) and without `killable`,
+/// SIGUSR1 asks for the files to be read again instead: [`Signals::pending`]
+/// notes it for [`Signals::take_reload`] and does not return it.
 #[derive(Debug)]
 pub struct Signals {
     fd: OwnedFd,
     reopen: bool,
+    reload: bool,
+    reload_asked: std::cell::Cell<bool>,
 }
 
 impl Signals {
@@ -480,7 +486,8 @@ impl Signals {
         Ok(())
     }
 
-    pub fn install(killable: bool) -> io::Result<Signals> {
+    pub fn install(killable: bool, reload: bool) -> io::Result<Signals> {
+        let reload = reload && !killable;
         // SAFETY: a zeroed sigset_t is then initialised by sigemptyset.
         let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SIGHUP (terminal gone) would kill us without clean-up by
@@ -488,7 +495,7 @@ impl Signals {
         let mut stop = vec![libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
         let reopen = super::log::reopens_on_usr2();
         let mut ignore = vec![libc::SIGPIPE];
-        if killable {
+        if killable || reload {
             stop.push(libc::SIGUSR1);
         } else {
             ignore.push(libc::SIGUSR1);
@@ -520,6 +527,8 @@ impl Signals {
         Ok(Signals {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             reopen,
+            reload,
+            reload_asked: std::cell::Cell::new(false),
         })
     }
 
@@ -529,14 +538,21 @@ impl Signals {
     }
 
     /// The next delivered stop signal, if any (non-blocking). A SIGUSR2
-    /// that reopens the log file is handled here and not returned.
+    /// that reopens the log file, and a SIGUSR1 that asks for a reload,
+    /// are handled here and not returned.
     pub fn pending(&self) -> Option<i32> {
         loop {
             match self.next() {
                 Some(libc::SIGUSR2) if self.reopen => super::log::reopen(),
+                Some(libc::SIGUSR1) if self.reload => self.reload_asked.set(true),
                 other => return other,
             }
         }
+    }
+
+    /// Whether a SIGUSR1 asked for a reload since the last call.
+    pub fn take_reload(&self) -> bool {
+        self.reload_asked.replace(false)
     }
 
     fn next(&self) -> Option<i32> {

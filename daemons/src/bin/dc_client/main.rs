@@ -37,6 +37,8 @@ use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Event, Poller};
 use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer, Endpoint};
+use distcache_tools::tls::TlsStream;
+use distcache_tools::tlsconf::{self, ClientTls, DaemonAddress};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
 
@@ -113,6 +115,7 @@ const CLI: Cli = Cli {
              e.g. IP:127.0.0.1:9102 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
         ),
     ],
+    extra: tlsconf::CLIENT_FLAGS,
 };
 
 const TOK_LISTEN: u64 = 0;
@@ -176,7 +179,8 @@ const DEFAULT_MAXCONNS: u64 = 4096;
 const DEFAULT_STALL_MS: u64 = 10_000;
 
 struct Config {
-    server: Address,
+    /// `-server`: a libnal address, or `TLS:host:port`.
+    server: DaemonAddress,
     retry_ms: u64,
     idle_ms: u64,
     maxconns: usize,
@@ -250,6 +254,10 @@ struct Proxy {
     metrics: Option<Endpoint>,
     stats: metrics::ClientView,
     ever_up: bool,
+    /// [`Proxy::upstream_connected`] ran for the current server connection.
+    up_logged: bool,
+    /// `-server TLS:...`: the client side of the link, reloadable.
+    tls: Option<ClientTls>,
 }
 
 /// The tail of a rate-limited log line.
@@ -311,32 +319,62 @@ impl Proxy {
     fn connect_upstream(&mut self) {
         let token = self.next_token;
         self.next_token += 1;
-        match Link::connect(&self.cfg.server, token, Direction::Responses, &self.poller) {
+        let addr = &self.cfg.server.addr;
+        let made = match &self.tls {
+            Some(tls) => {
+                let client = tls.current().clone();
+                Link::connect_over(addr, token, Direction::Responses, &self.poller, |tcp| {
+                    Ok(Box::new(TlsStream::connect(tcp, &client)?))
+                })
+            }
+            None => Link::connect(addr, token, Direction::Responses, &self.poller),
+        };
+        match made {
             Ok(link) => {
-                let done = !link.connecting();
+                let done = !link.connecting() && !link.handshaking();
                 self.up = Some(link);
                 if done {
                     self.upstream_connected();
+                } else {
+                    // A TLS connect that completed at once: send the
+                    // ClientHello now.
+                    self.flush_upstream();
                 }
             }
             Err(e) => self.connect_failed(e),
         }
     }
 
-    /// The server connection's state.
+    /// The server connection's state: connecting while the TCP connect or
+    /// the TLS handshake is not done (both bounded by the connect timeout).
     fn up_state(&self) -> Option<UpState> {
         self.up.as_ref().map(|u| match u.connecting_since() {
             Some(since) => UpState::Connecting { since },
+            None if u.handshaking() => UpState::Connecting { since: u.born() },
             None => UpState::Up,
         })
+    }
+
+    /// The TLS handshake just completed: the link is up.
+    fn handshake_progress(&mut self) {
+        if self
+            .up
+            .as_ref()
+            .is_some_and(|u| !u.connecting() && !u.handshaking())
+            && !self.up_logged
+        {
+            self.upstream_connected();
+        }
     }
 
     fn connect_failed(&mut self, e: io::Error) {
         self.stats.connect_failures += 1;
         if !self.outage_logged {
             log(format_args!(
-                "cannot connect to server {}: {e}; answering requests with failures, retrying every {} ms",
-                self.cfg.server, self.cfg.retry_ms
+                "cannot connect to server {}: {}; answering requests with failures, retrying every {} ms",
+                self.cfg.server,
+                tlsconf::failure_reason(&e),
+                self.cfg.retry_ms
             ));
             self.outage_logged = true;
         }
@@ -345,6 +383,7 @@ impl Proxy {
 
     fn upstream_connected(&mut self) {
         if self.up.is_some() {
+            self.up_logged = true;
             self.stats.reconnects += u64::from(self.ever_up);
             self.ever_up = true;
             if self.outage_logged {
@@ -357,6 +396,7 @@ impl Proxy {
     /// Forget the server connection; answer everything in flight with
     /// `payload` and schedule a reconnection.
     fn drop_upstream(&mut self, payload: &[u8]) {
+        self.up_logged = false;
         if let Some(mut up) = self.up.take() {
             up.deregister(&self.poller);
         }
@@ -417,22 +457,69 @@ impl Proxy {
         let Some(up) = self.up.as_mut() else { return };
         if up.connecting() {
             match up.connect_event(ev) {
+                Ok(true) if up.handshaking() => {
+                    // TCP is up: the TLS handshake starts (ClientHello).
+                    self.flush_upstream();
+                    return;
+                }
                 Ok(true) => self.upstream_connected(),
                 Ok(false) => return,
                 Err(e) => return self.connect_failed(e),
             }
         }
-        if ev.readable() {
+        if ev.readable() || self.up.as_ref().is_some_and(Link::has_buffered_input) {
             self.read_upstream();
+        }
+        if ev.writable() && self.up.as_ref().is_some_and(Link::handshaking) {
+            self.flush_upstream();
+        }
+    }
+
+    /// Push the server connection's output (and a TLS handshake) now.
+    fn flush_upstream(&mut self) {
+        let Some(up) = self.up.as_mut() else { return };
+        if up.connecting() {
+            return;
+        }
+        if let Err(e) = up.flush() {
+            if up.handshaking() {
+                return self.connect_failed(e);
+            }
+            return self
+                .upstream_lost(format_args!("write error: {}", tlsconf::failure_reason(&e)));
+        }
+        self.handshake_progress();
+        self.set_upstream_interest();
+    }
+
+    fn set_upstream_interest(&mut self) {
+        if let Some(up) = self.up.as_mut() {
+            let mut want = evloop::READ;
+            if up.connecting() || up.unsent() > 0 || up.wants_write() {
+                want |= evloop::WRITE;
+            }
+            let _ = up.set_interest(&self.poller, want);
         }
     }
 
     fn read_upstream(&mut self) {
         let Some(up) = self.up.as_mut() else { return };
+        let was_handshaking = up.handshaking();
         let eof = match up.read_some(&mut self.scratch, READ_BUDGET) {
             Ok(got) => got.eof,
-            Err(e) => return self.upstream_lost(format_args!("read error: {e}")),
+            // A refused handshake is a failed connect (logged once per
+            // outage, with the reason), not a lost connection.
+            Err(e) if was_handshaking => return self.connect_failed(e),
+            Err(e) => {
+                return self
+                    .upstream_lost(format_args!("read error: {}", tlsconf::failure_reason(&e)))
+            }
         };
+        if was_handshaking {
+            self.handshake_progress();
+            self.set_upstream_interest();
+        }
+        let Some(up) = self.up.as_mut() else { return };
         // Route every complete answer.
         let (dec, inbuf) = (&mut up.dec, &up.inbuf);
         let mut fault = None;
@@ -751,19 +838,8 @@ impl Proxy {
             self.update_client(token);
         }
         self.dirty = dirty;
-        if let Some(up) = self.up.as_mut() {
-            let mut want = evloop::READ;
-            if !up.connecting() {
-                if let Err(e) = up.flush() {
-                    return self.upstream_lost(format_args!("write error: {e}"));
-                }
-                if up.unsent() > 0 {
-                    want |= evloop::WRITE;
-                }
-            } else {
-                want |= evloop::WRITE;
-            }
-            let _ = up.set_interest(&self.poller, want);
+        if self.up.is_some() {
+            self.flush_upstream();
         }
     }
 
@@ -939,11 +1015,14 @@ impl Proxy {
             // Timers.
             match self.up_state() {
                 None if now >= self.next_retry => self.connect_upstream(),
-                Some(UpState::Connecting { since }) if now >= since + CONNECT_TIMEOUT_MS => self
-                    .connect_failed(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection timed out",
-                    )),
+                Some(UpState::Connecting { since }) if now >= since + CONNECT_TIMEOUT_MS => {
+                    let what = if self.up.as_ref().is_some_and(Link::connecting) {
+                        "connection timed out"
+                    } else {
+                        "TLS handshake timed out"
+                    };
+                    self.connect_failed(io::Error::new(io::ErrorKind::TimedOut, what))
+                }
                 Some(UpState::Connecting { since })
                     if now >= since + CONNECT_GRACE_MS && self.mux.in_flight() > 0 =>
                 {
@@ -1002,6 +1081,16 @@ impl Proxy {
             if let Some(t) = self.metrics.as_ref().and_then(Endpoint::next_deadline) {
                 wake = wake.min(t);
             }
+            if let Some(tls) = &mut self.tls {
+                tls.maybe_reload(d.signals.take_reload(), now, &mut |l| {
+                    log(format_args!("{l}"))
+                });
+                wake = wake.min(now.saturating_add(tls.due_in(now)));
+            }
+            if self.up.as_ref().is_some_and(Link::has_buffered_input) {
+                // Decrypted answers the descriptor will not show: now.
+                wake = now;
+            }
             d.tick(now);
             let mut timeout =
                 (wake != u64::MAX).then(|| Duration::from_millis(wake.saturating_sub(now)));
@@ -1017,6 +1106,13 @@ impl Proxy {
                             log(format_args!("{}: shutting down", tools::signal_name(sig)));
                             return Ok(());
                         }
+                        if let Some(tls) = &mut self.tls {
+                            if d.signals.take_reload() {
+                                tls.maybe_reload(true, Self::now(), &mut |l| {
+                                    log(format_args!("{l}"))
+                                });
+                            }
+                        }
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
                     t if self.up.as_ref().is_some_and(|u| u.token() == t) => self.on_upstream(ev),
@@ -1031,14 +1127,20 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     let p = CLI.parse_env()?;
     let fail = |m: String| CLI.fail(&m);
     let server = p.required("server").map_err(fail)?;
-    let server = Address::parse(server).map_err(|e| fail(format!("flag -server: {e}")))?;
-    if !server.can_connect() {
+    let server = DaemonAddress::parse(server).map_err(|e| fail(format!("flag -server: {e}")))?;
+    if !server.addr.can_connect() {
         return Err(fail(format!(
             "flag -server: {server} names no host to connect to"
         )));
     }
-    let listen = Address::parse(p.get("listen").unwrap_or("UNIX:/tmp/scache"))
-        .map_err(|e| fail(format!("flag -listen: {e}")))?;
+    let listen = p.get("listen").unwrap_or("UNIX:/tmp/scache");
+    if listen.len() >= 4 && listen.as_bytes()[..4].eq_ignore_ascii_case(b"TLS:") {
+        return Err(fail(format!(
+            "flag -listen: '{listen}': dc_client listens for local applications in plain (UNIX: or IP:); TLS is for -server"
+        )));
+    }
+    let listen = Address::parse(listen).map_err(|e| fail(format!("flag -listen: {e}")))?;
+    tlsconf::Settings::from_flags(&p, server.tls, &format!("-server {server}")).map_err(fail)?;
     let retry_ms = p.num("retry", 5000, 1, 86_400_000).map_err(fail)?;
     let idle_ms = p.num("idle", 0, 0, 86_400_000).map_err(fail)?;
     let maxconns = p
@@ -1127,11 +1229,32 @@ fn main() -> ExitCode {
         Ok(e) => e,
         Err(e) => return fatal(e),
     };
+    // The TLS files are read now, before -user drops privileges (and
+    // again at each reload, as that user).
+    let tls = match tlsconf::Settings::from_flags(&p, cfg.server.tls, "-server") {
+        Ok(Some(settings)) => {
+            let name = p
+                .get("tls-name")
+                .or(cfg.server.host.as_deref())
+                .unwrap_or_default()
+                .to_string();
+            match ClientTls::load(settings, &name, tools::now_ms()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tools::log::fatal(&e);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(m) => return ExitCode::from(CLI.fail(&m) as u8),
+    };
     let dopts = daemon::Options {
         daemon: p.has("daemon"),
         pidfile: pidfile_path,
         user: p.get("user").map(str::to_string),
         killable: false,
+        reload: tls.is_some(),
     };
     let files: Vec<&std::path::Path> = listener.unix_path().into_iter().collect();
     let mut d = match Daemon::start("dc_client", &dopts, &files) {
@@ -1177,6 +1300,8 @@ fn main() -> ExitCode {
         metrics: None,
         stats: metrics::ClientView::default(),
         ever_up: false,
+        up_logged: false,
+        tls,
     };
     if let Some(ep) = endpoint {
         if let Err(e) = ep.register(&proxy.poller) {
