@@ -81,7 +81,13 @@ dcc-np 64 512 1500
 dcc-np 16 50000 200
 dcc-p 1 512 200
 dcc-p 16 512 200
+dcc-tls-p 16 512 200
+dcc-p 16 512 200
+dcc-tls-p 16 512 200
 dcc-p 64 512 200
+dcc-tls-p 64 512 200
+dcc-p 64 512 200
+dcc-tls-p 64 512 200
 dcc-p 1 512 1500
 dcc-p 16 512 1500
 dcc-p 64 512 1500
@@ -102,6 +108,9 @@ tcp 64 512 200
 dcc-np 16 512 200
 floor-np 16 0 200
 dcc-p 16 512 200
+dcc-tls-p 16 512 200
+dcc-p 64 512 200
+dcc-tls-p 64 512 200
 "
     ;;
 *)
@@ -187,20 +196,52 @@ wait_sock() {
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
-# start_server unix|tcp: a fresh dc_server; sets SRV and SRV_ADDR.
+# TLS cells (issue 16): a CA, a server certificate for 127.0.0.1 and a
+# client certificate, made with openssl once per run.
+PKI=$T/pki
+TLS_NOTE=
+make_pki() {
+    command -v openssl >/dev/null 2>&1 || { TLS_NOTE="openssl not installed: no TLS cells"; return 1; }
+    mkdir -p "$PKI" && (
+        cd "$PKI" || exit 1
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -out ca.pem -days 2 -subj "/CN=bench CA" &&
+        for n in server client; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n.key \
+                -out $n.csr -subj "/CN=$n" || exit 1
+            if [ $n = server ]; then echo "subjectAltName=IP:127.0.0.1" >$n.ext
+            else echo "subjectAltName=DNS:bench-client.example" >$n.ext; fi
+            openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem \
+                -days 2 -extfile $n.ext || exit 1
+        done
+        chmod 600 ./*.key
+    ) >/dev/null 2>&1 || { TLS_NOTE="making the test certificates failed: no TLS cells"; return 1; }
+}
+tls_flags() { echo "-tls-cert $PKI/$1.pem -tls-key $PKI/$1.key -tls-ca $PKI/ca.pem"; }
+TLS_OK=0
+make_pki && TLS_OK=1
+
+# start_server unix|tcp|tls [extra flags...]: a fresh dc_server; sets SRV
+# and SRV_ADDR.
 start_server() {
     local try
     stop_pid "$DCC"; DCC=
     stop_pid "$SRV"; SRV=
     rm -f "$T/s.sock"
     for try in 1 2 3 4 5; do
+        local flags=
         if [ "$1" = unix ]; then
             SRV_ADDR=UNIX:$T/s.sock
         else
             PORT=$(free_port) || die "no free port"
             SRV_ADDR=IP:127.0.0.1:$PORT
         fi
-        "$PREFIX/bin/dc_server" -listen "$SRV_ADDR" -sessions 1100000 </dev/null >>"$T/server.log" 2>&1 &
+        if [ "$1" = tls ]; then
+            SRV_ADDR=TLS:127.0.0.1:$PORT
+            flags=$(tls_flags server)
+        fi
+        # shellcheck disable=SC2086 # $flags are words
+        "$PREFIX/bin/dc_server" -listen "$SRV_ADDR" -sessions 1100000 $flags "${@:2}" </dev/null >>"$T/server.log" 2>&1 &
         SRV=$!
         if [ "$1" = unix ]; then wait_sock "$T/s.sock" "$SRV"; else wait_tcp "$PORT" "$SRV"; fi && return 0
         stop_pid "$SRV"; SRV=
@@ -210,7 +251,10 @@ start_server() {
 
 start_dc_client() {
     rm -f "$T/c.sock"
-    "$PREFIX/bin/dc_client" -server "$SRV_ADDR" -listen "UNIX:$T/c.sock" </dev/null >>"$T/client.log" 2>&1 &
+    local flags=
+    case $SRV_ADDR in TLS:*) flags=$(tls_flags client) ;; esac
+    # shellcheck disable=SC2086 # $flags are words
+    "$PREFIX/bin/dc_client" -server "$SRV_ADDR" -listen "UNIX:$T/c.sock" $flags </dev/null >>"$T/client.log" 2>&1 &
     DCC=$!
     wait_sock "$T/c.sock" "$DCC" || die "dc_client did not start: $(tail -3 "$T/client.log")"
 }
@@ -232,6 +276,7 @@ tname() {
     tcp) echo "TCP 127.0.0.1" ;;
     dcc-np) echo "dc_client, new conn/op" ;;
     dcc-p) echo "dc_client, persistent" ;;
+    dcc-tls-p) echo "dc_client, persistent, TLS link" ;;
     floor-p) echo "kernel floor: do-nothing responder, persistent (UNIX)" ;;
     floor-np) echo "kernel floor: do-nothing responder, new conn/op (UNIX)" ;;
     esac
@@ -266,7 +311,11 @@ run_cell() {
     floor-*) run_floor "$@"; return ;;
     esac
     case $tr in
+    *-tls-*) [ "$TLS_OK" = 1 ] || return 0 ;;
+    esac
+    case $tr in
     unix) start_server unix; addr=$SRV_ADDR ;;
+    *-tls-*) start_server tls; addr=$SRV_ADDR ;;
     *) start_server tcp; addr=$SRV_ADDR ;;
     esac
     case $tr in
@@ -319,6 +368,47 @@ $CELLS
 EOF
 stop_pid "$DCC"; DCC=
 stop_pid "$SRV"; SRV=
+
+# ---- TLS: memory per idle connection, sessiond under a handshake flood ----
+# scripts/tls_bench.py (python3's ssl module as the peer): N idle
+# connections held open, plain then TLS, and dc_server's RSS growth
+# divided by N; then stunnel-style sessiond GETs (one a millisecond) alone
+# and while 200 full TLS handshakes a second arrive on the same dc_server.
+TLS_IDLE_N=1000
+[ "$MODE" = short ] && TLS_IDLE_N=500
+TLS_MEM_PLAIN= TLS_MEM_TLS= SD_BASE= SD_FLOOD= SD_CTRL=
+if [ "$TLS_OK" = 1 ] && command -v python3 >/dev/null 2>&1; then
+    for kind in plain tls; do
+        start_server "$([ $kind = tls ] && echo tls || echo tcp)"
+        rss0=$(rss_kb "$SRV")
+        coproc IDLE { python3 "$ROOT/scripts/tls_bench.py" idle 127.0.0.1 "$PORT" "$TLS_IDLE_N" "$PKI" "$([ $kind = plain ] && echo plain)" 2>>"$RAW"; }
+        read -r -t 120 ready n <&"${IDLE[0]}" || ready=
+        sleep 0.5
+        rss=$(rss_kb "$SRV")
+        if [ "$ready" = ready ]; then
+            per=$(awk -v a="$rss0" -v b="$rss" -v n="$n" 'BEGIN { printf "%.1f", (b - a) / n }')
+            [ $kind = tls ] && TLS_MEM_TLS=$per || TLS_MEM_PLAIN=$per
+            echo "idle $kind connections: $n, dc_server RSS $rss0 -> $rss kB: $per KiB each" >>"$RAW"
+        fi
+        eval "exec ${IDLE[1]}>&-"
+        wait "$IDLE_PID" 2>/dev/null
+    done
+    # The control: the same flood against another dc_server, so what the
+    # flood's clients cost the machine is told apart from what the
+    # handshakes cost the loop that serves the datagrams.
+    start_server tls
+    OTHER=$SRV OTHER_PORT=$PORT SRV=
+    SDPORT=$(free_port)
+    start_server tls -sessiond "127.0.0.1:$SDPORT"
+    SD_CTRL=$(timeout 60 python3 "$ROOT/scripts/tls_bench.py" sessiond "$SDPORT" "$SECS" 200 127.0.0.1 "$OTHER_PORT" "$PKI" 2>>"$RAW" | tail -1)
+    stop_pid "$OTHER"
+    echo "sessiond with 200 handshakes/s to another dc_server: $SD_CTRL" >>"$RAW"
+    SD_BASE=$(timeout 60 python3 "$ROOT/scripts/tls_bench.py" sessiond "$SDPORT" "$SECS" 0 127.0.0.1 "$PORT" "$PKI" 2>>"$RAW" | tail -1)
+    SD_FLOOD=$(timeout 60 python3 "$ROOT/scripts/tls_bench.py" sessiond "$SDPORT" "$SECS" 200 127.0.0.1 "$PORT" "$PKI" 2>>"$RAW" | tail -1)
+    echo "sessiond alone: $SD_BASE" >>"$RAW"
+    echo "sessiond with 200 handshakes/s: $SD_FLOOD" >>"$RAW"
+    stop_pid "$SRV"; SRV=
+fi
 
 # ---- redis side by side ----
 # Two comparisons at equal concurrency, 200-byte values, no pipelining:
@@ -431,6 +521,41 @@ EOF
         echo "redis-server/redis-benchmark not installed (apt-get install redis-server redis-tools): no comparison."
     fi
     echo
+    echo "### TLS link (issue 16)"
+    echo
+    if [ "$TLS_OK" = 1 ]; then
+        echo "Application -> dc_client over UNIX, dc_client -> dc_server over TCP 127.0.0.1 with TLS (rustls, ring, TLS 1.3, ECDSA P-256 certificates, client certificate verified), beside the same cells over plain TCP; cells run alternately (plain, TLS, plain, TLS) and compared as means."
+        echo
+        echo "| clients, 200 B, persistent | plain ops/s | TLS ops/s | ratio TLS / plain | required | verdict | dc_server CPU us/op plain | TLS | difference us |"
+        echo "|---|---|---|---|---|---|---|---|---|"
+        for c in 16 64; do
+            p=${OPS[dcc-p:$c:512:200]:-}; t=${OPS[dcc-tls-p:$c:512:200]:-}
+            [ -n "$t" ] || continue
+            r=$(ratio "$t" "$p")
+            up=${USOP[dcc-p:$c:512:200]:-}; ut=${USOP[dcc-tls-p:$c:512:200]:-}
+            echo "| $c | $p | $t | $r | >= 0.85 | $(verdict "$r" 0.85) | $up | $ut | $(awk -v a="$ut" -v b="$up" 'BEGIN { if (a != "" && b != "") printf "%.2f", a - b; else print "n/a" }') |"
+        done
+        echo
+        if [ -n "$TLS_MEM_TLS" ]; then
+            echo "Memory per idle connection on dc_server ($TLS_IDLE_N connections held open by scripts/tls_bench.py, RSS growth / N): plain TCP ${TLS_MEM_PLAIN:-n/a} KiB, TLS ${TLS_MEM_TLS} KiB."
+            echo
+        fi
+        if [ -n "$SD_FLOOD" ]; then
+            echo "stunnel sessiond GETs (one datagram a millisecond, answer time measured by the sender) on a dc_server that also listens on TLS:"
+            echo
+            echo "| load | sessiond GETs answered | p50 us | p99 us | max us | handshakes done |"
+            echo "|---|---|---|---|---|---|"
+            echo "| sessiond alone | $(kv answered "$SD_BASE")/$(kv sessiond_gets "$SD_BASE") | $(kv p50_us "$SD_BASE") | $(kv p99_us "$SD_BASE") | $(kv max_us "$SD_BASE") | - |"
+            echo "| with 200 TLS handshakes a second to the same dc_server | $(kv answered "$SD_FLOOD")/$(kv sessiond_gets "$SD_FLOOD") | $(kv p50_us "$SD_FLOOD") | $(kv p99_us "$SD_FLOOD") | $(kv max_us "$SD_FLOOD") | $(kv handshakes "$SD_FLOOD") ($(kv handshake_failures "$SD_FLOOD") failed) |"
+            echo "| control: the same flood to another dc_server | $(kv answered "$SD_CTRL")/$(kv sessiond_gets "$SD_CTRL") | $(kv p50_us "$SD_CTRL") | $(kv p99_us "$SD_CTRL") | $(kv max_us "$SD_CTRL") | $(kv handshakes "$SD_CTRL") ($(kv handshake_failures "$SD_CTRL") failed) |"
+            echo
+            echo "The flood's clients (python) run on the same two cores as dc_server: their CPU is in the measured latency; the control row is that share alone. The difference between the two flood rows is what handshakes cost the loop that answers the datagrams."
+            echo
+        fi
+    else
+        echo "$TLS_NOTE."
+        echo
+    fi
     echo "### Kernel floor"
     echo
     echo "scripts/floor.c: a responder with no cache, no protocol and no library (one thread, epoll, recv + send per request) and clients that wait with poll + recv as libdistcache does. Its CPU per operation is what the kernel charges for the socket traffic alone on this machine; nothing built on per-request socket calls can go below it."

@@ -917,12 +917,21 @@ impl Server {
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
                     t => {
-                        self.conn_event((t - TOK_BASE) as usize, ev.events);
+                        let idx = (t - TOK_BASE) as usize;
+                        // A TLS handshake step costs a signature or a
+                        // certificate check (hundreds of microseconds):
+                        // datagrams are looked for after each one.
+                        let handshake = self
+                            .conns
+                            .get(idx)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|c| c.link.handshaking());
+                        self.conn_event(idx, ev.events);
                         if self.over_budget() {
                             self.enforce_budget();
                         }
                         served += 1;
-                        if served % SESSIOND_EVERY == 0 {
+                        if handshake || served % SESSIOND_EVERY == 0 {
                             self.sessiond_drain();
                         }
                     }
