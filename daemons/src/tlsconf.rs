@@ -141,6 +141,22 @@ pub const CLIENT_FLAGS: &[Flag] = &[
     RELOAD,
 ];
 
+/// The `-tls-*` flags of dc_test and dc_snoop (they connect, and run too
+/// briefly for reloading to matter).
+pub const CONNECT_FLAGS: &[Flag] = &[
+    CERT,
+    KEY,
+    CA,
+    CRL,
+    Flag::value(
+        &["tls-name"],
+        "name",
+        "TLS: the name the server's certificate must carry (default: the address's host)",
+    ),
+    INSECURE,
+    MAX_VERSION,
+];
+
 /// The `-tls-*` flags of dc_server (the listening side).
 pub const SERVER_FLAGS: &[Flag] = &[
     CERT,
@@ -422,6 +438,62 @@ impl ClientTls {
 
 fn load_client(s: &Settings, name: &str) -> Result<TlsClient, String> {
     TlsClient::load_versions(&s.files, name, s.insecure_key_perms, s.tls12_only)
+}
+
+/// Loads the client side for a tool that connects once per run (dc_test,
+/// dc_snoop): `-tls-name`, or the address's host, is the name expected.
+pub fn client_for(
+    p: &Parsed,
+    addr: &DaemonAddress,
+    what: &str,
+) -> Result<Option<TlsClient>, String> {
+    let Some(settings) = Settings::from_flags(p, addr.tls, what)? else {
+        return Ok(None);
+    };
+    let name = p
+        .get("tls-name")
+        .or(addr.host.as_deref())
+        .unwrap_or_default();
+    load_client(&settings, name).map(Some)
+}
+
+/// A blocking connector for the client library ([`distcache_rs::client::Connector`]):
+/// TCP connect, then the whole TLS handshake, both by the deadline, for
+/// tools that use the library's blocking client (dc_test).
+pub fn blocking_connector(client: TlsClient) -> distcache_rs::client::Connector {
+    use distcache_rs::transport::{connect_by, wait_ready, Transport};
+    use std::os::fd::AsRawFd;
+    std::sync::Arc::new(move |sa, deadline| {
+        let sock = connect_by(sa, true, Some(deadline))?;
+        let mut tls = crate::tls::TlsStream::connect(sock.into(), &client)?;
+        loop {
+            match tls.handshake() {
+                Ok(()) => return Ok(Box::new(tls) as Box<dyn Transport>),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        ));
+                    }
+                    let mut ev = libc::POLLIN;
+                    if Transport::wants_write(&tls) {
+                        ev |= libc::POLLOUT;
+                    }
+                    match wait_ready(tls.as_raw_fd(), ev, Some(left)) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => {
+                    let why = failure_reason(&e);
+                    return Err(io::Error::new(e.kind(), why));
+                }
+            }
+        }
+    })
 }
 
 /// Why a connection failed, for a log line: a TLS failure in its own

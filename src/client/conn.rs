@@ -26,10 +26,77 @@ use super::Error;
 use crate::proto::{encoded_len, Cmd, Decoder, Direction, Event, MAX_TOTAL_DATA};
 use crate::transport::{connect_by, wait_ready, Transport};
 
+/// Makes a tool's connection stream (a TLS session, connected and with
+/// its handshake done) in place of a plain socket: given the address and
+/// the deadline of the whole connect. The C libraries never set one.
+pub type Connector =
+    std::sync::Arc<dyn Fn(&SockAddr, Instant) -> io::Result<Box<dyn Transport>> + Send + Sync>;
+
 /// Where to connect, resolved once per client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) sockaddr: SockAddr,
+    /// A tool's own connector; `None`: a plain socket.
+    pub(crate) connector: Option<Connector>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("sockaddr", &self.sockaddr)
+            .field("connector", &self.connector.is_some())
+            .finish()
+    }
+}
+
+/// The stream of a client connection: a plain socket (always, in the C
+/// libraries) or what a tool's [`Connector`] made.
+#[derive(Debug)]
+pub(crate) enum Sock {
+    Plain(Socket),
+    Boxed(Box<dyn Transport>),
+}
+
+impl std::os::fd::AsRawFd for Sock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Sock::Plain(s) => s.as_raw_fd(),
+            Sock::Boxed(t) => t.as_raw_fd(),
+        }
+    }
+}
+
+impl Wire for Sock {
+    fn send_some(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.send_some(buf),
+            Sock::Boxed(t) => t.write(buf),
+        }
+    }
+    fn recv_some(&mut self, v: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.recv_some(v),
+            Sock::Boxed(t) => transport_recv(&mut **t, v),
+        }
+    }
+    fn has_buffered_input(&self) -> bool {
+        match self {
+            Sock::Plain(_) => false,
+            Sock::Boxed(t) => t.has_buffered_input(),
+        }
+    }
+}
+
+/// A transport's `read` into the room after `v`'s bytes, growing `v`.
+fn transport_recv(t: &mut (impl io::Read + ?Sized), v: &mut Vec<u8>) -> io::Result<usize> {
+    let len = v.len();
+    if v.capacity() - len < 2048 {
+        v.reserve(RECV_CHUNK);
+    }
+    v.resize(v.capacity(), 0);
+    let r = t.read(&mut v[len..]);
+    v.truncate(len + *r.as_ref().unwrap_or(&0));
+    r
 }
 
 /// Receive buffer grows in steps of this size.
@@ -70,14 +137,7 @@ impl<T: Transport> Wire for T {
         self.write(buf)
     }
     fn recv_some(&mut self, v: &mut Vec<u8>) -> io::Result<usize> {
-        let len = v.len();
-        if v.capacity() - len < 2048 {
-            v.reserve(RECV_CHUNK);
-        }
-        v.resize(v.capacity(), 0);
-        let r = self.read(&mut v[len..]);
-        v.truncate(len + *r.as_ref().unwrap_or(&0));
-        r
+        transport_recv(self, v)
     }
     fn has_buffered_input(&self) -> bool {
         Transport::has_buffered_input(self)
@@ -86,7 +146,7 @@ impl<T: Transport> Wire for T {
 
 /// A connected, non-blocking stream plus its receive buffer.
 #[derive(Debug)]
-pub(crate) struct Conn<S: Wire = Socket> {
+pub(crate) struct Conn<S: Wire = Sock> {
     sock: S,
     /// Process that made the connection: a pooled connection is used only
     /// by it, never by a child forked since.
@@ -136,7 +196,11 @@ impl Conn {
     /// is never pooled).
     pub(crate) fn connect(t: &Target, io_timeout: Duration, pid: u32) -> Result<Conn, Error> {
         let deadline = Instant::now() + io_timeout;
-        let sock = connect_by(&t.sockaddr, true, Some(deadline)).map_err(|e| match e.kind() {
+        let made = match &t.connector {
+            None => connect_by(&t.sockaddr, true, Some(deadline)).map(Sock::Plain),
+            Some(connect) => connect(&t.sockaddr, deadline).map(Sock::Boxed),
+        };
+        let sock = made.map_err(|e| match e.kind() {
             io::ErrorKind::TimedOut => Error::Timeout("connect"),
             _ => Error::Connect(e),
         })?;

@@ -151,6 +151,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+pub use self::conn::Connector;
 use self::conn::{Conn, Target};
 use crate::nal::Address;
 use crate::proto::{
@@ -527,6 +528,7 @@ fn resolve(target: &str) -> Result<Target, Error> {
     }
     Ok(Target {
         sockaddr: crate::transport::sockaddr(&addr).map_err(|e| Error::Address(e.to_string()))?,
+        connector: None,
     })
 }
 
@@ -540,10 +542,23 @@ impl Client {
 
     /// Like [`Client::new`] with an explicit configuration. An I/O timeout
     /// under 1 ms is raised to 1 ms, a floor over 7 days lowered to 7 days.
-    pub fn with_config(target: &str, flags: u32, mut cfg: Config) -> Result<Client, Error> {
+    pub fn with_config(target: &str, flags: u32, cfg: Config) -> Result<Client, Error> {
+        Client::with_connector(target, flags, cfg, None)
+    }
+
+    /// Like [`Client::with_config`], every connection made by `connector`
+    /// when given (a tool's TLS session to `target`, a TCP address); the
+    /// C API never passes one.
+    pub fn with_connector(
+        target: &str,
+        flags: u32,
+        mut cfg: Config,
+        connector: Option<Connector>,
+    ) -> Result<Client, Error> {
         cfg.io_timeout = cfg.io_timeout.max(Duration::from_millis(1));
         cfg.min_timeout_ms = cfg.min_timeout_ms.min(MAX_EXPIRY_MS);
-        let t = resolve(target)?;
+        let mut t = resolve(target)?;
+        t.connector = connector;
         let uids = match cfg.uids {
             UidSource::Process => Uids::Process,
             UidSource::Private(start) => Uids::Private(AtomicU32::new(start)),

@@ -17,6 +17,8 @@ use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, status, Cmd, Direction, MsgRef};
 use distcache_tools::evloop::{self, Event, Poller};
 use distcache_tools::link::Link;
+use distcache_tools::tls::{TlsClient, TlsStream};
+use distcache_tools::tlsconf::{self, DaemonAddress};
 use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
 
 const CLI: Cli = Cli {
@@ -31,7 +33,7 @@ const CLI: Cli = Cli {
         ),
         Flag::switch(&["hex"], "also dump every message's payload in hex"),
     ],
-    extra: &[],
+    extra: tlsconf::CONNECT_FLAGS,
 };
 
 const TOK_LISTEN: u64 = 0;
@@ -140,7 +142,10 @@ struct Pair {
 struct Snoop {
     poller: Poller,
     listener: Listener,
-    server: Address,
+    /// `-server`: a libnal address or `TLS:host:port`.
+    server: DaemonAddress,
+    /// `-server TLS:...`: the client side of the TLS link to the server.
+    tls: Option<TlsClient>,
     hex: bool,
     pairs: HashMap<u64, Pair>,
     next_conn: u64,
@@ -177,18 +182,32 @@ impl Snoop {
                     continue;
                 }
             };
-            let server =
-                match Link::connect(&self.server, n * 2 + 1, Direction::Responses, &self.poller) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let msg = format!(
-                            "open from {peer}: cannot connect to {}: {e}; closed",
-                            self.server
-                        );
-                        self.line(n, &msg);
-                        continue;
-                    }
-                };
+            let made = match &self.tls {
+                Some(tls) => Link::connect_over(
+                    &self.server.addr,
+                    n * 2 + 1,
+                    Direction::Responses,
+                    &self.poller,
+                    |tcp| Ok(Box::new(TlsStream::connect(tcp, tls)?)),
+                ),
+                None => Link::connect(
+                    &self.server.addr,
+                    n * 2 + 1,
+                    Direction::Responses,
+                    &self.poller,
+                ),
+            };
+            let server = match made {
+                Ok(l) => l,
+                Err(e) => {
+                    let msg = format!(
+                        "open from {peer}: cannot connect to {}: {e}; closed",
+                        self.server
+                    );
+                    self.line(n, &msg);
+                    continue;
+                }
+            };
             let msg = format!("open from {peer} -> {}", self.server);
             self.line(n, &msg);
             self.pairs.insert(
@@ -274,9 +293,10 @@ impl Snoop {
         } else {
             (&mut p.client, &mut p.server)
         };
-        // Writes first.
-        if ev.writable() && !src.connecting() {
+        // Writes first (and a TLS handshake's records).
+        if (ev.writable() || src.handshaking()) && !src.connecting() {
             if let Err(e) = src.flush() {
+                let e = tlsconf::failure_reason(&e);
                 return self.close(n, &format!("write to {who} failed: {e}"));
             }
         }
@@ -308,7 +328,10 @@ impl Snoop {
                 self.line(n, &format!("{who} closed its side"));
             }
             Ok(_) => {}
-            Err(e) => self.close(n, &format!("read from {who} failed: {e}")),
+            Err(e) => {
+                let e = tlsconf::failure_reason(&e);
+                self.close(n, &format!("read from {who} failed: {e}"))
+            }
         }
     }
 
@@ -323,7 +346,11 @@ impl Snoop {
                 }
                 continue;
             }
-            if p.server.unsent() > 0 && p.server.flush().is_err() {
+            if p.server.handshaking() && now >= p.server.born() + CONNECT_TIMEOUT_MS {
+                done.push((*n, "TLS handshake with the server timed out"));
+                continue;
+            }
+            if (p.server.unsent() > 0 || p.server.wants_write()) && p.server.flush().is_err() {
                 done.push((*n, "write to server failed"));
                 continue;
             }
@@ -344,7 +371,7 @@ impl Snoop {
                 if other.unsent() < MAX_PENDING {
                     i |= evloop::READ;
                 }
-                if me.unsent() > 0 {
+                if me.unsent() > 0 || me.wants_write() {
                     i |= evloop::WRITE;
                 }
                 i
@@ -376,12 +403,31 @@ impl Snoop {
                     .modify(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
             }
             let busy = self.accept_paused_until.is_some()
-                || self
-                    .pairs
-                    .values()
-                    .any(|p| p.closing.is_some() || p.server.connecting());
-            let timeout = busy.then(|| Duration::from_millis(50));
+                || self.pairs.values().any(|p| {
+                    p.closing.is_some() || p.server.connecting() || p.server.handshaking()
+                });
+            // Answers a TLS session decrypted and the descriptor will not
+            // show: relayed now, as if it had.
+            let held: Vec<u64> = self
+                .pairs
+                .iter()
+                .filter(|(_, p)| p.closing.is_none() && p.server.has_buffered_input())
+                .map(|(n, _)| n * 2 + 1)
+                .collect();
+            let timeout = if !held.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                busy.then(|| Duration::from_millis(50))
+            };
             self.poller.wait(timeout, &mut events)?;
+            for token in held {
+                if !events.iter().any(|e| e.token == token) {
+                    events.push(Event {
+                        token,
+                        events: evloop::READ,
+                    });
+                }
+            }
             for ev in &events {
                 match ev.token {
                     TOK_LISTEN => self.accept(),
@@ -416,10 +462,18 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(m) => return fail(m),
     };
-    let server = match Address::parse(server) {
-        Ok(a) if a.can_connect() => a,
+    let server = match DaemonAddress::parse(server) {
+        Ok(a) if a.addr.can_connect() => a,
         Ok(a) => return fail(format!("flag -server: {a} names no host to connect to")),
         Err(e) => return fail(format!("flag -server: {e}")),
+    };
+    let tls = match tlsconf::client_for(&p, &server, &format!("-server {server}")) {
+        Ok(t) => t,
+        Err(m) if m.starts_with("missing") || m.starts_with("flag") => return fail(m),
+        Err(m) => {
+            tools::log::fatal(&m);
+            return ExitCode::from(1);
+        }
     };
     let listener = match tools::listen(&listen, &SockOpts::default()) {
         Ok(l) => l,
@@ -447,6 +501,7 @@ fn main() -> ExitCode {
         poller,
         listener,
         server,
+        tls,
         hex: p.has("hex"),
         pairs: HashMap::new(),
         next_conn: 0,

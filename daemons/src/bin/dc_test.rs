@@ -38,8 +38,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use distcache_rs::client::{
     AddOutcome, Client, Config, Error, Session as Data, FLAG_PERSISTENT, FLAG_PERSISTENT_LATE,
 };
-use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, DC_MIN_TIMEOUT_MS};
+use distcache_tools::tlsconf::{self, DaemonAddress};
 use distcache_tools::tools::{Cli, Flag};
 
 const CLI: Cli = Cli {
@@ -94,7 +94,7 @@ const CLI: Cli = Cli {
             "seed of the random generator (default: from the clock)",
         ),
     ],
-    extra: &[],
+    extra: tlsconf::CONNECT_FLAGS,
 };
 
 /// Cap of the default operation count (10 * sessions^2 grows fast).
@@ -141,7 +141,11 @@ impl Rng {
 
 #[derive(Clone, Debug)]
 struct Params {
+    /// The address the library connects to (a `TLS:` address becomes its
+    /// `IP:` form, connected through `tls`).
     target: String,
+    /// `-connect TLS:...`: the client side of the link.
+    tls: Option<distcache_tools::tls::TlsClient>,
     progress: u64,
     sessions: usize,
     datamin: usize,
@@ -411,7 +415,11 @@ fn worker(p: Arc<Params>, w: usize, ops: u64, salt: u64, shared: Arc<Shared>) ->
         // Connect on first use, where a failure is counted like any other.
         flags |= FLAG_PERSISTENT_LATE;
     }
-    let client = match Client::with_config(&p.target, flags, Config::from_env()) {
+    let connector = p
+        .tls
+        .clone()
+        .map(distcache_tools::tlsconf::blocking_connector);
+    let client = match Client::with_connector(&p.target, flags, Config::from_env(), connector) {
         Ok(c) => c,
         Err(e) => {
             out.error = Some(format!("client {w}: cannot use {}: {e}", p.target));
@@ -490,12 +498,27 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
 fn parse() -> Result<Params, i32> {
     let a = CLI.parse_env()?;
     let fail = |m: String| CLI.fail(&m);
-    let target = a.required("connect").map_err(fail)?.to_string();
-    match Address::parse(&target) {
-        Ok(addr) if addr.can_connect() => {}
-        Ok(addr) => return Err(fail(format!("flag -connect: {addr} names no host"))),
+    let given = a.required("connect").map_err(fail)?.to_string();
+    let addr = match DaemonAddress::parse(&given) {
+        Ok(d) if d.addr.can_connect() => d,
+        Ok(d) => return Err(fail(format!("flag -connect: {d} names no host"))),
         Err(e) => return Err(fail(format!("flag -connect: {e}"))),
-    }
+    };
+    let target = if addr.tls {
+        addr.addr.to_string()
+    } else {
+        given.clone()
+    };
+    let tls = match tlsconf::client_for(&a, &addr, &format!("-connect {given}")) {
+        Ok(t) => t,
+        // A missing flag is a usage error; a file that does not load is
+        // one line naming the flag and the file.
+        Err(m) if m.starts_with("missing") || m.starts_with("flag") => return Err(fail(m)),
+        Err(m) => {
+            eprintln!("dc_test: {m}");
+            return Err(1);
+        }
+    };
     let progress = a.num("progress", 0, 0, u64::MAX).map_err(fail)?;
     let sessions = a.num("sessions", 10, 1, MAX_SESSIONS).map_err(fail)? as usize;
     // ADD payload: 8 + id (up to 63) + data must fit in 32768 bytes.
@@ -538,6 +561,7 @@ fn parse() -> Result<Params, i32> {
     };
     Ok(Params {
         target,
+        tls,
         progress,
         sessions,
         datamin,
@@ -664,6 +688,7 @@ mod tests {
     fn sessions_respect_limits_and_key_spaces() {
         let p = Params {
             target: String::new(),
+            tls: None,
             progress: 0,
             sessions: 500,
             datamin: 50,
@@ -702,6 +727,7 @@ mod tests {
     fn ids_of_a_run_are_distinct_by_construction() {
         let p = Params {
             target: String::new(),
+            tls: None,
             progress: 0,
             sessions: 1_000_000,
             datamin: 1,
