@@ -25,7 +25,6 @@
 
 mod mux;
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -35,6 +34,7 @@ use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, AddParse, Cmd, Direction};
 use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Event, Poller};
+use distcache_tools::idmap::{self, IdMap};
 use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer, Endpoint};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
@@ -210,7 +210,7 @@ struct Proxy {
     cfg: Config,
     poller: Poller,
     listener: Listener,
-    clients: HashMap<u64, Client>,
+    clients: IdMap<u64, Client>,
     next_token: u64,
     /// The connection to dc_server; its output holds the requests encoded
     /// for the server and not yet written.
@@ -1156,7 +1156,7 @@ fn main() -> ExitCode {
         cfg,
         poller,
         listener,
-        clients: HashMap::new(),
+        clients: idmap::new(),
         next_token: TOK_FIRST,
         up: None,
         mux: Mux::new(),

@@ -2,7 +2,9 @@
 //! uids toward the server, remembers who asked what, and routes each answer
 //! back to the right local client under its original uid.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use distcache_tools::idmap::{self, IdMap};
 
 use distcache_rs::proto::{self, Cmd, MsgRef};
 
@@ -59,11 +61,11 @@ pub struct Mux {
     /// The next server-side uid (the first forwarded request gets 1).
     next_uid: u32,
     seq: u64,
-    inflight: HashMap<u32, Pending>,
+    inflight: IdMap<u32, Pending>,
     /// Server-side uids of requests answered past their deadline, with
     /// their operation: reserved until their late answer arrives (or the
     /// connection goes), so the answer is discarded, never routed.
-    late: HashMap<u32, Cmd>,
+    late: IdMap<u32, Cmd>,
     /// (forwarding time in ms, server uid) in forwarding order: the
     /// deadline queue.
     order: VecDeque<(u64, u32)>,
@@ -80,8 +82,8 @@ impl Mux {
         Mux {
             next_uid: 1,
             seq: 0,
-            inflight: HashMap::new(),
-            late: HashMap::new(),
+            inflight: idmap::new(),
+            late: idmap::new(),
             order: VecDeque::new(),
         }
     }
