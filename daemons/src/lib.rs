@@ -14,6 +14,8 @@
 //!   dc_client (both sides) and dc_snoop;
 //! - [`evloop`]: the one epoll readiness loop of the daemons (the library
 //!   keeps poll/ppoll, since an epoll descriptor would cross fork());
+//! - [`idmap`]: hash maps keyed by ids the daemons assign themselves
+//!   (a multiplicative hash, not SipHash);
 //! - [`metrics`]: the `-metrics` Prometheus endpoint of dc_server and
 //!   dc_client, served from the same loop;
 //! - [`snapshot`]: dc_server's `-snapshot` file (the cache written at
@@ -28,6 +30,7 @@
 
 pub mod daemon;
 pub mod evloop;
+pub mod idmap;
 pub mod link;
 pub mod metrics;
 pub mod sessiond;

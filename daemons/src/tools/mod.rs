@@ -16,7 +16,7 @@ pub mod sys;
 pub use args::{parse_num, parse_octal, ArgError, Cli, Flag, Parsed};
 pub use net::{connect, connect_nonblocking, connect_timeout, listen, Listener, SockOpts, Stream};
 pub use sys::{
-    absolute_path, daemonize, drop_privileges, lookup_group, lookup_user, now_ms,
+    absolute_path, daemonize, drop_privileges, lookup_group, lookup_user, now_ms, now_us,
     raise_nofile_limit, removal_warning, signal_name, timestamp, user_name, Detached, PidFile,
     RateLimit, Signals, User,
 };

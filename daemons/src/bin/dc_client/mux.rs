@@ -2,7 +2,9 @@
 //! uids toward the server, remembers who asked what, and routes each answer
 //! back to the right local client under its original uid.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use distcache_tools::idmap::{self, IdMap};
 
 use distcache_rs::proto::{self, Cmd, MsgRef};
 
@@ -16,8 +18,9 @@ pub struct Pending {
     pub cmd: Cmd,
     /// Forwarding order, to fail pending requests in the order they came.
     seq: u64,
-    /// When it was forwarded (for the round-trip histogram of -metrics).
-    pub sent: std::time::Instant,
+    /// When it was forwarded, in microseconds of `tools::now_us` (for
+    /// the round-trip histogram of -metrics).
+    pub sent_us: u64,
 }
 
 /// What became of an answer from the server.
@@ -59,11 +62,11 @@ pub struct Mux {
     /// The next server-side uid (the first forwarded request gets 1).
     next_uid: u32,
     seq: u64,
-    inflight: HashMap<u32, Pending>,
+    inflight: IdMap<u32, Pending>,
     /// Server-side uids of requests answered past their deadline, with
     /// their operation: reserved until their late answer arrives (or the
     /// connection goes), so the answer is discarded, never routed.
-    late: HashMap<u32, Cmd>,
+    late: IdMap<u32, Cmd>,
     /// (forwarding time in ms, server uid) in forwarding order: the
     /// deadline queue.
     order: VecDeque<(u64, u32)>,
@@ -80,8 +83,8 @@ impl Mux {
         Mux {
             next_uid: 1,
             seq: 0,
-            inflight: HashMap::new(),
-            late: HashMap::new(),
+            inflight: idmap::new(),
+            late: idmap::new(),
             order: VecDeque::new(),
         }
     }
@@ -129,13 +132,16 @@ impl Mux {
 
     /// Forward `msg` (a request from local client `client`): append it to
     /// `up_out` with a fresh server-side uid and remember the route.
-    /// Returns the uid used toward the server.
+    /// `now` is the time in ms (for the deadline queue), `now_us` the same
+    /// moment in microseconds (for the round-trip time). Returns the uid
+    /// used toward the server.
     pub fn forward(
         &mut self,
         client: u64,
         msg: &MsgRef<'_>,
         up_out: &mut Vec<u8>,
         now: u64,
+        now_us: u64,
     ) -> u32 {
         // A uid still in flight or reserved for a late answer (only
         // possible after 2^32 requests) is skipped.
@@ -154,7 +160,7 @@ impl Mux {
                 uid: msg.uid,
                 cmd: msg.cmd,
                 seq: self.seq,
-                sent: std::time::Instant::now(),
+                sent_us: now_us,
             },
         );
         self.order.push_back((now, sid));
@@ -226,11 +232,11 @@ mod tests {
         let mut m = Mux::new();
         let mut up = Vec::new();
         assert_eq!(
-            m.forward(7, &req(0xDEADBEEF, Cmd::Get, b"abc"), &mut up, 0),
+            m.forward(7, &req(0xDEADBEEF, Cmd::Get, b"abc"), &mut up, 0, 0),
             1
         );
         assert_eq!(
-            m.forward(8, &req(0xDEADBEEF, Cmd::Have, b"abc"), &mut up, 0),
+            m.forward(8, &req(0xDEADBEEF, Cmd::Have, b"abc"), &mut up, 0, 0),
             2
         );
         let (msgs, used) = decode_all(Direction::Requests, &up).unwrap();
@@ -264,15 +270,15 @@ mod tests {
         assert_eq!(failed[0].client, 7);
         assert_eq!(m.in_flight(), 0);
         // The counter keeps going after a failure.
-        assert_eq!(m.forward(7, &req(1, Cmd::Get, b""), &mut up, 0), 3);
+        assert_eq!(m.forward(7, &req(1, Cmd::Get, b""), &mut up, 0, 0), 3);
     }
 
     #[test]
     fn expired_requests_keep_their_uid_and_their_late_answer_is_discarded() {
         let mut m = Mux::new();
         let mut up = Vec::new();
-        assert_eq!(m.forward(1, &req(10, Cmd::Get, b"a"), &mut up, 100), 1);
-        assert_eq!(m.forward(2, &req(20, Cmd::Get, b"b"), &mut up, 300), 2);
+        assert_eq!(m.forward(1, &req(10, Cmd::Get, b"a"), &mut up, 100, 0), 1);
+        assert_eq!(m.forward(2, &req(20, Cmd::Get, b"b"), &mut up, 300, 0), 2);
         assert_eq!(m.oldest_sent(), Some(100));
         let gone = m.expire(250);
         assert_eq!(gone.len(), 1);
@@ -298,10 +304,10 @@ mod tests {
         assert_eq!(m.oldest_sent(), None);
         // A reserved uid is skipped when the counter wraps onto it.
         let mut m = Mux::new();
-        m.forward(1, &req(1, Cmd::Get, b"a"), &mut up, 0);
+        m.forward(1, &req(1, Cmd::Get, b"a"), &mut up, 0, 0);
         m.expire(0);
         m.next_uid = 1;
-        assert_eq!(m.forward(1, &req(2, Cmd::Get, b"a"), &mut up, 0), 2);
+        assert_eq!(m.forward(1, &req(2, Cmd::Get, b"a"), &mut up, 0, 0), 2);
         assert_eq!(m.fail_all().len(), 1);
         assert_eq!(m.late(), 0);
     }
@@ -311,7 +317,7 @@ mod tests {
         let mut m = Mux::new();
         let mut up = Vec::new();
         for i in 0..100u32 {
-            m.forward(u64::from(i % 3), &req(i, Cmd::Get, b"x"), &mut up, 0);
+            m.forward(u64::from(i % 3), &req(i, Cmd::Get, b"x"), &mut up, 0, 0);
         }
         let v = m.fail_all();
         assert_eq!(
@@ -327,7 +333,7 @@ mod tests {
         let mut orig = Vec::new();
         proto::encode_message(&mut orig, false, 1, Cmd::Add, &payload).unwrap();
         let mut up = Vec::new();
-        m.forward(1, &req(1, Cmd::Add, &payload), &mut up, 0);
+        m.forward(1, &req(1, Cmd::Add, &payload), &mut up, 0, 0);
         assert_eq!(up, orig);
     }
 
