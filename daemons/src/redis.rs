@@ -91,9 +91,10 @@ use crate::tools::log;
 pub const MAX_PENDING: usize = 4096;
 
 /// Unsent command bytes, at most (a Redis that stops reading); beyond it a
-/// request fails at once with [`Failure::Full`]. 4096 ADDs of the largest
-/// session fit.
-pub const MAX_UNSENT: usize = 4096 * (proto::MAX_TOTAL_DATA + 256);
+/// request fails at once with [`Failure::Full`]. Some 250 ADDs of the
+/// largest session, or thousands of GETs; a live Redis on loopback never
+/// lets this much wait.
+pub const MAX_UNSENT: usize = 8 << 20;
 
 /// Received bytes not yet decoded, at most. Every reply we accept fits
 /// (the largest is a GET of [`MAX_VALUE`] bytes); longer values are
@@ -782,14 +783,7 @@ impl RedisConn {
                         // Skip the value as it arrives: a miss.
                         self.skipping = head + len + 2;
                         let p = self.pending.pop_front();
-                        self.stats.oversize += 1;
-                        if !self.oversize_logged {
-                            self.oversize_logged = true;
-                            self.log(format_args!(
-                                "a stored value of {len} bytes is over the session limit of \
-                                 {MAX_VALUE}: answered as a miss (logged once)"
-                            ));
-                        }
+                        self.oversized(len);
                         if let Some(token) = p.and_then(|p| p.token) {
                             out.push(Completion {
                                 token,
@@ -857,7 +851,10 @@ impl RedisConn {
             (Op::Add, OwnedFrame::SimpleString(_)) => Answer::Added,
             (Op::Add, OwnedFrame::Null) => Answer::Matching,
             (Op::Get, OwnedFrame::Null) => Answer::Miss,
-            (Op::Get, OwnedFrame::BulkString(v)) if v.len() > MAX_VALUE => Answer::Miss,
+            (Op::Get, OwnedFrame::BulkString(v)) if v.len() > MAX_VALUE => {
+                self.oversized(v.len());
+                Answer::Miss
+            }
             (Op::Get, OwnedFrame::BulkString(v)) => Answer::Hit(v),
             (Op::Remove, OwnedFrame::Integer(n)) => {
                 if n > 0 {
@@ -883,6 +880,19 @@ impl RedisConn {
             out.push(Completion { token, answer });
         }
         true
+    }
+
+    /// A GET value of `len` bytes, over [`MAX_VALUE`]: counted, logged
+    /// the first time.
+    fn oversized(&mut self, len: usize) {
+        self.stats.oversize += 1;
+        if !self.oversize_logged {
+            self.oversize_logged = true;
+            self.log(format_args!(
+                "a stored value of {len} bytes is over the session limit of {MAX_VALUE}: \
+                 answered as a miss (logged once)"
+            ));
+        }
     }
 
     fn up(&mut self, _now: u64) {

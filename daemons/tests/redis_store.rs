@@ -625,7 +625,17 @@ fn an_error_reply_fails_only_its_request() {
 
 /// A fake Redis: answers the handshake's PING, waits for `requests` GETs,
 /// then sends `then` (if any) and closes.
-fn fake(requests: usize, then: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+fn fake(requests: usize, then: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    fake_holding(requests, then, Duration::ZERO)
+}
+
+/// [`fake`], holding the connection open for `hold` (silent) before it
+/// closes.
+fn fake_holding(
+    requests: usize,
+    then: Vec<u8>,
+    hold: Duration,
+) -> (u16, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
@@ -647,12 +657,14 @@ fn fake(requests: usize, then: &'static [u8]) -> (u16, std::thread::JoinHandle<(
             assert!(n > 0, "the client closed first");
             got.extend_from_slice(&b[..n]);
         }
-        s.write_all(then).unwrap();
+        // The client may reset the connection while this is written.
+        let _ = s.write_all(&then);
+        std::thread::sleep(hold);
     });
     (port, h)
 }
 
-fn reset_case(then: &'static [u8], why: &str) {
+fn reset_case(then: Vec<u8>, why: &str) {
     let (port, h) = fake(3, then);
     let mut d = Drv::new(Config::new(loopback(port)));
     d.wait_up();
@@ -686,10 +698,50 @@ fn reset_case(then: &'static [u8], why: &str) {
 
 #[test]
 fn protocol_garbage_resets_and_fails_each_waiting_request_once() {
-    reset_case(b"?garbage\r\n", "protocol error");
+    reset_case(b"?garbage\r\n".to_vec(), "protocol error");
 }
 
 #[test]
 fn a_close_resets_and_fails_each_waiting_request_once() {
-    reset_case(b"", "closed");
+    reset_case(Vec::new(), "closed");
+}
+
+#[test]
+fn an_endless_reply_fills_the_bounded_input_and_resets() {
+    // A simple string that never ends: the input buffer stops it.
+    let mut then = vec![b'+'];
+    then.resize(1 << 20, b'a');
+    reset_case(then, "longer than");
+}
+
+#[test]
+fn an_up_connection_that_goes_silent_is_reset_after_the_stall_time() {
+    let (port, h) = fake_holding(1, Vec::new(), Duration::from_secs(3));
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 100;
+    cfg.stall_ms = 400;
+    let mut d = Drv::new(cfg);
+    d.wait_up();
+    let t0 = Instant::now();
+    let t = d.submit(Request::Get { id: b"x" }).unwrap();
+    assert_eq!(
+        d.answer(t, Duration::from_secs(2)),
+        Answer::Failed(Failure::Deadline)
+    );
+    d.until(Duration::from_secs(2), "the silent connection reset", |d| {
+        !d.rc.is_up()
+    });
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_millis(1500),
+        "reset after {took:?}"
+    );
+    assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
+    assert!(d.done.is_empty(), "answered twice: {:?}", d.done);
+    let lines = log_lines(&loopback(port));
+    assert!(
+        lines.iter().any(|l| l.contains("down: no reply for")),
+        "{lines:#?}"
+    );
+    h.join().unwrap();
 }
