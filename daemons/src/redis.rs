@@ -55,8 +55,8 @@
 //!   dropped when it comes.
 //! - An error reply fails only the request it answers, classified in
 //!   [`ReplyError`]; a READONLY reply (a primary turned replica in a
-//!   fail-over) and the loss of an up connection set the "needs rediscovery"
-//!   flag ([`RedisConn::take_rediscovery`]) for the Sentinel layer.
+//!   fail-over), a lost connection and a failed attempt set the "needs
+//!   rediscovery" flag ([`RedisConn::take_rediscovery`]) for the Sentinel layer.
 //! - Protocol garbage, a reply of the wrong type, an unsolicited reply, a
 //!   closed connection, a failed handshake (AUTH refused, NOAUTH), or no
 //!   reply for [`Config::stall_ms`]: the connection is reset, every waiting
@@ -432,8 +432,9 @@ impl RedisConn {
         self.pending.len()
     }
 
-    /// Whether a READONLY reply or the loss of an up connection asked for
-    /// the primary to be looked up again (Sentinel); clears the flag.
+    /// Whether a READONLY reply, a lost connection or a failed attempt
+    /// asked for the primary to be looked up again (Sentinel); clears the
+    /// flag.
     pub fn take_rediscovery(&mut self) -> bool {
         std::mem::take(&mut self.rediscover)
     }
@@ -530,9 +531,9 @@ impl RedisConn {
             deadline: now.saturating_add(self.cfg.deadline_ms),
             queued: now,
         });
-        if self.state == State::Up {
-            self.flush(poller, now, out);
-        }
+        // Written now when connected (behind the handshake while it runs);
+        // while the TCP connect is in progress this only asks for WRITE.
+        self.flush(poller, now, out);
         Ok(())
     }
 
@@ -925,9 +926,7 @@ impl RedisConn {
             }
         }
         let was_up = self.state == State::Up;
-        if was_up {
-            self.rediscover = true;
-        }
+        self.rediscover = true;
         self.stats.downs += 1;
         let delay = self.backoff();
         if was_up || self.logged_down != Some(kind) {

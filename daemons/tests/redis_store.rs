@@ -387,8 +387,17 @@ fn auth_with_user_and_password_and_one_line_for_a_wrong_one() {
     cfg.user = Some("alice".into());
     cfg.password = Some(Secret(b"s3cret".to_vec()));
     let mut d = Drv::new(cfg.clone());
-    d.wait_up();
-    assert_eq!(d.call(add(b"a", b"b", 10_000)), Answer::Added);
+    // Submitted while the connection opens: sent behind AUTH and PING.
+    assert!(!d.rc.is_up());
+    let t = d
+        .submit(add(b"a", b"b", 10_000))
+        .expect("queued while opening");
+    assert_eq!(d.answer(t, Duration::from_secs(5)), Answer::Added);
+    assert!(d.rc.is_up());
+    assert_eq!(
+        d.call(Request::Get { id: b"a" }),
+        Answer::Hit(b"b".to_vec())
+    );
     // The connection is alice's.
     match r.raw(&[b"CLIENT", b"LIST"]) {
         OwnedFrame::BulkString(list) => {
@@ -743,5 +752,43 @@ fn an_up_connection_that_goes_silent_is_reset_after_the_stall_time() {
         lines.iter().any(|l| l.contains("down: no reply for")),
         "{lines:#?}"
     );
+    h.join().unwrap();
+}
+
+#[test]
+fn a_request_submitted_during_the_handshake_is_sent_once_it_is_up() {
+    // PONG comes late: the connect is done, the handshake is not.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        let mut read_until = |s: &mut TcpStream, what: &str, got: &mut Vec<u8>| {
+            while !String::from_utf8_lossy(got).contains(what) {
+                let n = s.read(&mut b).unwrap_or(0);
+                assert!(n > 0, "no {what} from the client");
+                got.extend_from_slice(&b[..n]);
+            }
+        };
+        read_until(&mut s, "PING", &mut got);
+        std::thread::sleep(Duration::from_millis(150));
+        s.write_all(b"+PONG\r\n").unwrap();
+        read_until(&mut s, "GET", &mut got);
+        s.write_all(b"$-1\r\n").unwrap();
+        let _ = s.read(&mut b);
+    });
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 1000;
+    let mut d = Drv::new(cfg);
+    let t = tools::now_ms();
+    d.until(Duration::from_secs(1), "60 ms of handshake", |_| {
+        tools::now_ms() >= t + 60
+    });
+    assert!(!d.rc.is_up(), "up before its PONG");
+    let tok = d.submit(Request::Get { id: b"x" }).unwrap();
+    assert_eq!(d.answer(tok, Duration::from_secs(2)), Answer::Miss);
+    drop(d);
     h.join().unwrap();
 }
