@@ -22,6 +22,8 @@
 //!   exit and read back at start, so a restart loses no sessions);
 //! - [`tls`]: the TLS link (certificates, keys, [`tls::TlsStream`]; not
 //!   yet wired to the daemons' flags);
+//! - [`redis`]: a non-blocking, pipelined Redis client for the loops
+//!   (issue 17: Redis as the shared store; not yet wired to the daemons);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -33,6 +35,7 @@ pub mod evloop;
 pub mod idmap;
 pub mod link;
 pub mod metrics;
+pub mod redis;
 pub mod sessiond;
 pub mod snapshot;
 pub mod tls;

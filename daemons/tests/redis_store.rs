@@ -1,0 +1,794 @@
+//! The Redis client of the daemons (daemons/src/redis.rs) against a real
+//! redis-server started on a free loopback port in a temporary directory
+//! (no persistence), stopped by pid; and against small fake servers for
+//! what a real one does not do (garbage, a close in mid-pipeline, silence).
+//!
+//! Skipped with a message when /usr/bin/redis-server is missing, unless
+//! CI=true (then a missing Redis fails the test: .ci/run installs it).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{free_port, Proc, TempDir};
+use distcache_rs::nal::Address;
+use distcache_rs::proto::{status, MAX_TOTAL_DATA};
+use distcache_tools::evloop::Poller;
+use distcache_tools::redis::{
+    Answer, Completion, Config, Failure, RedisConn, ReplyError, Request, Secret, DEFAULT_PREFIX,
+    MAX_PENDING,
+};
+use distcache_tools::tools::{self, log};
+use redis_protocol::resp2::types::OwnedFrame;
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_CLI: &str = "/usr/bin/redis-cli";
+
+/// Whether the tests can run; outside CI a machine without Redis skips.
+fn have_redis(test: &str) -> bool {
+    if Path::new(REDIS_SERVER).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{REDIS_SERVER} is missing under CI (.ci/run installs redis-server)"
+    );
+    eprintln!("{test}: skipped, {REDIS_SERVER} is not installed");
+    false
+}
+
+/// The process's log lines go to one file; each test reads the lines
+/// naming its own Redis address.
+fn log_file() -> &'static Path {
+    static LOG: OnceLock<std::path::PathBuf> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("dcrs-redis-store-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        log::setup("redis_store", &log::Target::File(p.clone())).unwrap();
+        p
+    })
+}
+
+fn log_lines(addr: &Address) -> Vec<String> {
+    let tag = format!("redis {addr}: ");
+    std::fs::read_to_string(log_file())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .map(str::to_string)
+        .collect()
+}
+
+fn loopback(port: u16) -> Address {
+    Address::Ip {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        listen_only: false,
+    }
+}
+
+/// A redis-server of our own.
+struct Redis {
+    port: u16,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl Redis {
+    fn start(tag: &str) -> Redis {
+        Self::start_on(tag, free_port())
+    }
+
+    fn start_on(tag: &str, port: u16) -> Redis {
+        let dir = TempDir::new(tag);
+        let log = std::fs::File::create(dir.path("redis.log")).unwrap();
+        let p = port.to_string();
+        let d = dir.0.display().to_string();
+        let proc = Proc::spawn_with(
+            REDIS_SERVER,
+            &[
+                "--port",
+                &p,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &d,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            std::process::Stdio::from(log.try_clone().unwrap()),
+            std::process::Stdio::from(log),
+        );
+        let r = Redis {
+            port,
+            _proc: proc,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(OwnedFrame::SimpleString(s)) = try_raw(port, &[b"PING"]) {
+                assert_eq!(s, b"PONG");
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} not ready in 10 s: {}",
+                std::fs::read_to_string(r._dir.path("redis.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn addr(&self) -> Address {
+        loopback(self.port)
+    }
+
+    fn raw(&self, args: &[&[u8]]) -> OwnedFrame {
+        raw(self.port, args)
+    }
+}
+
+fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
+}
+
+/// One command on a fresh blocking connection.
+fn try_raw(port: u16, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(&resp(args))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some((f, _)) = redis_protocol::resp2::decode::decode(&buf)
+            .map_err(|e| std::io::Error::other(e.details().to_string()))?
+        {
+            return Ok(f);
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn raw(port: u16, args: &[&[u8]]) -> OwnedFrame {
+    try_raw(port, args).unwrap_or_else(|e| panic!("redis on {port}: {args:?}: {e}"))
+}
+
+/// A RedisConn and the loop around it.
+struct Drv {
+    poller: Poller,
+    rc: RedisConn,
+    done: Vec<Completion>,
+    next_token: u64,
+}
+
+const TOKEN: u64 = 1;
+
+impl Drv {
+    fn new(cfg: Config) -> Drv {
+        log_file();
+        let poller = Poller::new().unwrap();
+        let rc = RedisConn::new(cfg, TOKEN, &poller, tools::now_ms());
+        Drv {
+            poller,
+            rc,
+            done: Vec::new(),
+            next_token: 100,
+        }
+    }
+
+    /// Run the loop once (at most `max` waiting).
+    fn turn(&mut self, max: Duration) {
+        let now = tools::now_ms();
+        let wait = self.rc.next_wake().map_or(max, |t| {
+            Duration::from_millis(t.saturating_sub(now)).min(max)
+        });
+        let mut evs = Vec::new();
+        self.poller.wait(Some(wait), &mut evs).unwrap();
+        for ev in &evs {
+            assert_eq!(ev.token, TOKEN, "an event for a token never registered");
+            self.rc
+                .on_event(&self.poller, ev, tools::now_ms(), &mut self.done);
+        }
+        self.rc.tick(&self.poller, tools::now_ms(), &mut self.done);
+    }
+
+    /// Run the loop until `cond` or `limit` (then panic naming `what`).
+    fn until(&mut self, limit: Duration, what: &str, mut cond: impl FnMut(&mut Drv) -> bool) {
+        let end = Instant::now() + limit;
+        while !cond(self) {
+            assert!(Instant::now() < end, "not within {limit:?}: {what}");
+            self.turn(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_up(&mut self) {
+        self.until(Duration::from_secs(10), "the connection comes up", |d| {
+            d.rc.is_up()
+        });
+    }
+
+    fn submit(&mut self, req: Request<'_>) -> Result<u64, Failure> {
+        let t = self.next_token;
+        self.next_token += 1;
+        self.rc
+            .submit(&self.poller, req, t, tools::now_ms(), &mut self.done)
+            .map(|()| t)
+    }
+
+    /// The answer for `token`, waiting at most `limit`.
+    fn answer(&mut self, token: u64, limit: Duration) -> Answer {
+        let mut found = None;
+        self.until(limit, &format!("an answer for token {token}"), |d| {
+            if let Some(i) = d.done.iter().position(|c| c.token == token) {
+                found = Some(d.done.remove(i).answer);
+            }
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn call(&mut self, req: Request<'_>) -> Answer {
+        match self.submit(req) {
+            Ok(t) => self.answer(t, Duration::from_secs(5)),
+            Err(f) => Answer::Failed(f),
+        }
+    }
+}
+
+fn add<'a>(id: &'a [u8], data: &'a [u8], timeout_ms: u64) -> Request<'a> {
+    Request::Add {
+        id,
+        data,
+        timeout_ms,
+    }
+}
+
+#[test]
+fn answers_add_get_remove_have_as_distcache_does() {
+    if !have_redis("answers") {
+        return;
+    }
+    let r = Redis::start("redis-answers");
+    let mut d = Drv::new(Config::new(r.addr()));
+    d.wait_up();
+    let id = b"session-1";
+    let a = d.call(add(id, b"first", 60_000));
+    assert_eq!((a.clone(), a.status()), (Answer::Added, status::OK));
+    // NX: the id is taken, the original's "matching session" refusal,
+    // and the stored bytes are not replaced.
+    let a = d.call(add(id, b"second", 60_000));
+    assert_eq!(
+        (a.clone(), a.status()),
+        (Answer::Matching, status::ADD_MATCHING_SESSION)
+    );
+    assert_eq!(d.call(Request::Get { id }), Answer::Hit(b"first".to_vec()));
+    assert_eq!(d.call(Request::Have { id }), Answer::Yes);
+    let a = d.call(Request::Remove { id });
+    assert_eq!((a.clone(), a.status()), (Answer::Removed, status::OK));
+    let a = d.call(Request::Remove { id });
+    assert_eq!((a.clone(), a.status()), (Answer::Absent, status::NOTOK));
+    let a = d.call(Request::Get { id });
+    assert_eq!((a.clone(), a.status()), (Answer::Miss, status::NOTOK));
+    let a = d.call(Request::Have { id });
+    assert_eq!((a.clone(), a.status()), (Answer::No, status::NOTOK));
+    // Binary ids and data, the largest session: stored as given.
+    let bid: Vec<u8> = (0..64u8).collect();
+    let big: Vec<u8> = (0..MAX_TOTAL_DATA).map(|i| (i * 7) as u8).collect();
+    assert_eq!(d.call(add(&bid, &big, 60_000)), Answer::Added);
+    assert_eq!(d.call(Request::Get { id: &bid }), Answer::Hit(big));
+    // Pipelined: many requests in flight, answered in order.
+    let ids: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    let tokens: Vec<u64> = ids
+        .iter()
+        .map(|id| d.submit(add(id, id, 60_000)).unwrap())
+        .collect();
+    assert!(d.rc.pending() > 1, "nothing was in flight at once");
+    for t in tokens {
+        assert_eq!(d.answer(t, Duration::from_secs(5)), Answer::Added);
+    }
+    for id in &ids {
+        assert_eq!(d.call(Request::Get { id }), Answer::Hit(id.clone()));
+    }
+    // Invalid requests never reach Redis.
+    assert_eq!(d.submit(Request::Get { id: b"" }), Err(Failure::Invalid));
+    assert_eq!(d.submit(add(b"x", b"y", 0)), Err(Failure::Invalid));
+    assert_eq!(d.rc.stats().downs, 0);
+    assert_eq!(d.rc.stats().connects, 1);
+}
+
+#[test]
+fn keys_are_prefix_and_lowercase_hex_with_the_timeout_as_ttl() {
+    if !have_redis("keys") {
+        return;
+    }
+    let r = Redis::start("redis-keys");
+    let mut d = Drv::new(Config::new(r.addr()));
+    d.wait_up();
+    let id = [0x0a, 0xff, 0x01, 0xbc];
+    assert_eq!(d.call(add(&id, b"\x00sess\xff", 45_000)), Answer::Added);
+    let key = format!("{DEFAULT_PREFIX}0aff01bc");
+    assert_eq!(d.rc.key(&id), key.as_bytes());
+    assert_eq!(
+        r.raw(&[b"KEYS", b"*"]),
+        OwnedFrame::Array(vec![OwnedFrame::BulkString(key.clone().into_bytes())])
+    );
+    assert_eq!(
+        r.raw(&[b"GET", key.as_bytes()]),
+        OwnedFrame::BulkString(b"\x00sess\xff".to_vec())
+    );
+    match r.raw(&[b"PTTL", key.as_bytes()]) {
+        OwnedFrame::Integer(ms) => assert!(ms > 40_000 && ms <= 45_000, "PTTL {ms}"),
+        f => panic!("PTTL answered {f:?}"),
+    }
+    // What an operator sees with redis-cli.
+    if Path::new(REDIS_CLI).exists() {
+        let out = std::process::Command::new(REDIS_CLI)
+            .args(["-p", &r.port.to_string(), "TTL", &key])
+            .output()
+            .unwrap();
+        let ttl: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!((40..=45).contains(&ttl), "redis-cli TTL {ttl}");
+    }
+    // A session stored by another client under the same layout (Apache's
+    // mod_socache_redis) is found, and another prefix keeps its own keys.
+    r.raw(&[
+        b"SET",
+        b"mod_ssl-sess:c0ffee",
+        b"from-apache",
+        b"PX",
+        b"60000",
+    ]);
+    assert_eq!(
+        d.call(Request::Get {
+            id: &[0xc0, 0xff, 0xee]
+        }),
+        Answer::Hit(b"from-apache".to_vec())
+    );
+    let mut cfg = Config::new(r.addr());
+    cfg.prefix = b"stunnel-sess:".to_vec();
+    let mut s = Drv::new(cfg);
+    s.wait_up();
+    assert_eq!(s.call(Request::Have { id: &id }), Answer::No);
+    assert_eq!(s.call(add(&id, b"st", 45_000)), Answer::Added);
+    assert_eq!(
+        r.raw(&[b"EXISTS", b"stunnel-sess:0aff01bc"]),
+        OwnedFrame::Integer(1)
+    );
+}
+
+#[test]
+fn auth_with_user_and_password_and_one_line_for_a_wrong_one() {
+    if !have_redis("auth") {
+        return;
+    }
+    let r = Redis::start("redis-auth");
+    assert_eq!(
+        r.raw(&[b"ACL", b"SETUSER", b"alice", b"on", b">s3cret", b"~*", b"+@all"]),
+        OwnedFrame::SimpleString(b"OK".to_vec())
+    );
+    let mut cfg = Config::new(r.addr());
+    cfg.user = Some("alice".into());
+    cfg.password = Some(Secret(b"s3cret".to_vec()));
+    let mut d = Drv::new(cfg.clone());
+    // Submitted while the connection opens: sent behind AUTH and PING.
+    assert!(!d.rc.is_up());
+    let t = d
+        .submit(add(b"a", b"b", 10_000))
+        .expect("queued while opening");
+    assert_eq!(d.answer(t, Duration::from_secs(5)), Answer::Added);
+    assert!(d.rc.is_up());
+    assert_eq!(
+        d.call(Request::Get { id: b"a" }),
+        Answer::Hit(b"b".to_vec())
+    );
+    // The connection is alice's.
+    match r.raw(&[b"CLIENT", b"LIST"]) {
+        OwnedFrame::BulkString(list) => {
+            let list = String::from_utf8_lossy(&list).to_string();
+            assert!(list.contains("user=alice"), "{list}");
+        }
+        f => panic!("CLIENT LIST answered {f:?}"),
+    }
+    assert!(format!("{cfg:?}").contains("Secret(..)"));
+    assert!(
+        !format!("{cfg:?}").contains("s3cret"),
+        "Debug shows the password"
+    );
+
+    // A wrong password: never up, requests fail, retried with backoff, one
+    // log line naming the user however many attempts.
+    let r2 = Redis::start("redis-auth2");
+    r2.raw(&[
+        b"ACL", b"SETUSER", b"alice", b"on", b">s3cret", b"~*", b"+@all",
+    ]);
+    let mut bad = cfg.clone();
+    bad.addr = r2.addr();
+    bad.password = Some(Secret(b"wrong".to_vec()));
+    let mut w = Drv::new(bad);
+    let mut failures = 0;
+    w.until(Duration::from_secs(10), "four connect attempts", |w| {
+        if let Answer::Failed(_) = w.call(Request::Get { id: b"a" }) {
+            failures += 1;
+        }
+        w.rc.stats().connects >= 4
+    });
+    assert!(!w.rc.is_up());
+    assert!(failures > 0);
+    assert_eq!(w.rc.stats().ups, 0);
+    let lines = log_lines(&r2.addr());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("alice") && lines[0].contains("WRONGPASS"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn redis_absent_at_start_fails_at_once_then_serves_when_it_appears() {
+    if !have_redis("absent") {
+        return;
+    }
+    let port = free_port();
+    let mut d = Drv::new(Config::new(loopback(port)));
+    assert!(!d.rc.is_up());
+    // The first connect may still be in progress (queued, failed by the
+    // refusal as soon as it comes) or refused already (failed at once).
+    let t0 = Instant::now();
+    match d.submit(Request::Get { id: b"x" }) {
+        Err(f) => assert_eq!(f, Failure::Down),
+        Ok(t) => assert_eq!(
+            d.answer(t, Duration::from_secs(1)),
+            Answer::Failed(Failure::Reset)
+        ),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Between attempts, a request fails at once.
+    d.until(Duration::from_secs(1), "down between attempts", |d| {
+        !d.rc.is_up() && d.rc.fd().is_none()
+    });
+    assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
+    // A few failed attempts with backoff (not one per loop turn).
+    d.until(Duration::from_secs(5), "three connect attempts", |d| {
+        d.rc.stats().connects >= 3
+    });
+    let started = Instant::now();
+    let t = tools::now_ms();
+    d.until(Duration::from_millis(500), "half a second", |_| {
+        tools::now_ms() >= t + 500
+    });
+    let n = d.rc.stats().connects;
+    assert!(n <= 12, "{n} connect attempts in {:?}", started.elapsed());
+    let r = Redis::start_on("redis-absent", port);
+    d.wait_up();
+    assert_eq!(d.call(add(b"x", b"y", 10_000)), Answer::Added);
+    assert_eq!(
+        d.call(Request::Get { id: b"x" }),
+        Answer::Hit(b"y".to_vec())
+    );
+    let lines = log_lines(&r.addr());
+    assert_eq!(lines.len(), 2, "one down, one up: {lines:#?}");
+    assert!(lines[0].contains("down"), "{}", lines[0]);
+    assert!(lines[1].ends_with("up"), "{}", lines[1]);
+}
+
+#[test]
+fn a_redis_that_never_answers_costs_a_deadline_not_a_stall() {
+    // Accepts (the kernel completes the handshake) and never reads.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 100;
+    cfg.connect_timeout_ms = 600;
+    let mut d = Drv::new(cfg);
+    let t0 = Instant::now();
+    let t = d
+        .submit(Request::Get { id: b"x" })
+        .expect("queued while opening");
+    assert_eq!(
+        d.answer(t, Duration::from_secs(2)),
+        Answer::Failed(Failure::Deadline)
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(90) && took < Duration::from_millis(400),
+        "deadline answer after {took:?}"
+    );
+    // The handshake is given up; then requests fail at once.
+    d.until(Duration::from_secs(3), "the connection given up", |d| {
+        d.rc.stats().downs >= 1
+    });
+    assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
+    assert_eq!(d.rc.stats().deadline_failures, 1);
+    assert!(d.done.is_empty(), "answered twice: {:?}", d.done);
+    let lines = log_lines(&loopback(port));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("600 ms"), "{}", lines[0]);
+    drop(l);
+}
+
+#[test]
+fn an_oversized_value_is_a_miss_logged_once_and_the_stream_stays_in_step() {
+    if !have_redis("oversize") {
+        return;
+    }
+    let r = Redis::start("redis-oversize");
+    let mut d = Drv::new(Config::new(r.addr()));
+    d.wait_up();
+    let big = vec![b'B'; 300 * 1024]; // longer than the input buffer too
+    let exact = vec![b'E'; MAX_TOTAL_DATA];
+    let over = vec![b'O'; MAX_TOTAL_DATA + 1];
+    r.raw(&[b"SET", &d.rc.key(b"big"), &big]);
+    r.raw(&[b"SET", &d.rc.key(b"exact"), &exact]);
+    r.raw(&[b"SET", &d.rc.key(b"over"), &over]);
+    let t1 = d.submit(Request::Get { id: b"big" }).unwrap();
+    let t2 = d.submit(Request::Get { id: b"exact" }).unwrap();
+    let t3 = d.submit(Request::Get { id: b"over" }).unwrap();
+    let t4 = d.submit(Request::Have { id: b"big" }).unwrap();
+    let lim = Duration::from_secs(5);
+    assert_eq!(d.answer(t1, lim), Answer::Miss);
+    assert_eq!(d.answer(t2, lim), Answer::Hit(exact));
+    assert_eq!(d.answer(t3, lim), Answer::Miss);
+    assert_eq!(d.answer(t4, lim), Answer::Yes);
+    assert_eq!(d.rc.stats().oversize, 2);
+    assert_eq!(d.rc.stats().downs, 0, "the connection was reset");
+    let lines: Vec<String> = log_lines(&r.addr())
+        .into_iter()
+        .filter(|l| l.contains("session limit"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+}
+
+#[test]
+fn the_pipeline_bound_fails_a_request_at_once() {
+    if !have_redis("bound") {
+        return;
+    }
+    let r = Redis::start("redis-bound");
+    let mut d = Drv::new(Config::new(r.addr()));
+    d.wait_up();
+    let mut tokens = Vec::new();
+    for i in 0..MAX_PENDING as u32 {
+        let id = i.to_be_bytes();
+        tokens.push(
+            d.submit(Request::Have { id: &id })
+                .expect("within the bound"),
+        );
+    }
+    assert_eq!(d.rc.pending(), MAX_PENDING);
+    assert_eq!(
+        d.submit(Request::Have { id: b"one more" }),
+        Err(Failure::Full)
+    );
+    for t in tokens {
+        assert_eq!(d.answer(t, Duration::from_secs(10)), Answer::No);
+    }
+    assert_eq!(d.rc.pending(), 0);
+    assert_eq!(d.call(Request::Have { id: b"one more" }), Answer::No);
+}
+
+#[test]
+fn an_error_reply_fails_only_its_request() {
+    if !have_redis("errors") {
+        return;
+    }
+    let r = Redis::start("redis-errors");
+    let mut d = Drv::new(Config::new(r.addr()));
+    d.wait_up();
+    r.raw(&[b"LPUSH", &d.rc.key(b"list"), b"x"]);
+    assert_eq!(d.call(add(b"ok", b"data", 60_000)), Answer::Added);
+    // WRONGTYPE between two good requests, pipelined.
+    let t1 = d.submit(Request::Get { id: b"ok" }).unwrap();
+    let t2 = d.submit(Request::Get { id: b"list" }).unwrap();
+    let t3 = d.submit(Request::Get { id: b"ok" }).unwrap();
+    let lim = Duration::from_secs(5);
+    assert_eq!(d.answer(t1, lim), Answer::Hit(b"data".to_vec()));
+    let a = d.answer(t2, lim);
+    assert_eq!(a, Answer::Failed(Failure::Reply(ReplyError::Other)));
+    assert_eq!(a.status(), status::DISCONNECTED);
+    assert_eq!(d.answer(t3, lim), Answer::Hit(b"data".to_vec()));
+    // OOM: maxmemory too small for anything.
+    r.raw(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
+    assert_eq!(
+        d.call(add(b"new", b"data", 60_000)),
+        Answer::Failed(Failure::Reply(ReplyError::Oom))
+    );
+    r.raw(&[b"CONFIG", b"SET", b"maxmemory", b"0"]);
+    // READONLY: the server turned replica (of nothing that answers).
+    assert!(!d.rc.take_rediscovery());
+    let nowhere = free_port().to_string();
+    r.raw(&[b"REPLICAOF", b"127.0.0.1", nowhere.as_bytes()]);
+    assert_eq!(
+        d.call(add(b"new", b"data", 60_000)),
+        Answer::Failed(Failure::Reply(ReplyError::ReadOnly))
+    );
+    assert!(d.rc.take_rediscovery(), "READONLY asks for rediscovery");
+    assert!(!d.rc.take_rediscovery(), "the flag is taken once");
+    r.raw(&[b"REPLICAOF", b"NO", b"ONE"]);
+    assert_eq!(d.call(add(b"new", b"data", 60_000)), Answer::Added);
+    assert_eq!(d.rc.stats().reply_errors, 3);
+    assert_eq!(d.rc.stats().downs, 0, "an error reply reset the connection");
+    assert_eq!(d.rc.stats().connects, 1);
+}
+
+/// A fake Redis: answers the handshake's PING, waits for `requests` GETs,
+/// then sends `then` (if any) and closes.
+fn fake(requests: usize, then: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+    fake_holding(requests, then, Duration::ZERO)
+}
+
+/// [`fake`], holding the connection open for `hold` (silent) before it
+/// closes.
+fn fake_holding(
+    requests: usize,
+    then: Vec<u8>,
+    hold: Duration,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        let mut ponged = false;
+        loop {
+            let text = String::from_utf8_lossy(&got).to_string();
+            if !ponged && text.contains("PING") {
+                s.write_all(b"+PONG\r\n").unwrap();
+                ponged = true;
+            }
+            if text.matches("GET").count() >= requests {
+                break;
+            }
+            let n = s.read(&mut b).expect("the client's requests");
+            assert!(n > 0, "the client closed first");
+            got.extend_from_slice(&b[..n]);
+        }
+        // The client may reset the connection while this is written.
+        let _ = s.write_all(&then);
+        std::thread::sleep(hold);
+    });
+    (port, h)
+}
+
+fn reset_case(then: Vec<u8>, why: &str) {
+    let (port, h) = fake(3, then);
+    let mut d = Drv::new(Config::new(loopback(port)));
+    d.wait_up();
+    let tokens: Vec<u64> = (0..3)
+        .map(|_| d.submit(Request::Get { id: b"x" }).unwrap())
+        .collect();
+    for &t in &tokens {
+        assert_eq!(
+            d.answer(t, Duration::from_secs(5)),
+            Answer::Failed(Failure::Reset)
+        );
+    }
+    h.join().unwrap();
+    assert!(!d.rc.is_up());
+    assert!(
+        d.rc.take_rediscovery(),
+        "a lost primary asks for rediscovery"
+    );
+    // Each failed once: nothing more comes.
+    let t = tools::now_ms();
+    d.until(Duration::from_secs(2), "200 ms more", |_| {
+        tools::now_ms() >= t + 200
+    });
+    assert!(d.done.is_empty(), "answered twice: {:?}", d.done);
+    let lines = log_lines(&loopback(port));
+    assert!(
+        lines.iter().any(|l| l.contains("down") && l.contains(why)),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn protocol_garbage_resets_and_fails_each_waiting_request_once() {
+    reset_case(b"?garbage\r\n".to_vec(), "protocol error");
+}
+
+#[test]
+fn a_close_resets_and_fails_each_waiting_request_once() {
+    reset_case(Vec::new(), "closed");
+}
+
+#[test]
+fn an_endless_reply_fills_the_bounded_input_and_resets() {
+    // A simple string that never ends: the input buffer stops it.
+    let mut then = vec![b'+'];
+    then.resize(1 << 20, b'a');
+    reset_case(then, "longer than");
+}
+
+#[test]
+fn an_up_connection_that_goes_silent_is_reset_after_the_stall_time() {
+    let (port, h) = fake_holding(1, Vec::new(), Duration::from_secs(3));
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 100;
+    cfg.stall_ms = 400;
+    let mut d = Drv::new(cfg);
+    d.wait_up();
+    let t0 = Instant::now();
+    let t = d.submit(Request::Get { id: b"x" }).unwrap();
+    assert_eq!(
+        d.answer(t, Duration::from_secs(2)),
+        Answer::Failed(Failure::Deadline)
+    );
+    d.until(Duration::from_secs(2), "the silent connection reset", |d| {
+        !d.rc.is_up()
+    });
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_millis(1500),
+        "reset after {took:?}"
+    );
+    assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
+    assert!(d.done.is_empty(), "answered twice: {:?}", d.done);
+    let lines = log_lines(&loopback(port));
+    assert!(
+        lines.iter().any(|l| l.contains("down: no reply for")),
+        "{lines:#?}"
+    );
+    h.join().unwrap();
+}
+
+#[test]
+fn a_request_submitted_during_the_handshake_is_sent_once_it_is_up() {
+    // PONG comes late: the connect is done, the handshake is not.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        let mut read_until = |s: &mut TcpStream, what: &str, got: &mut Vec<u8>| {
+            while !String::from_utf8_lossy(got).contains(what) {
+                let n = s.read(&mut b).unwrap_or(0);
+                assert!(n > 0, "no {what} from the client");
+                got.extend_from_slice(&b[..n]);
+            }
+        };
+        read_until(&mut s, "PING", &mut got);
+        std::thread::sleep(Duration::from_millis(150));
+        s.write_all(b"+PONG\r\n").unwrap();
+        read_until(&mut s, "GET", &mut got);
+        s.write_all(b"$-1\r\n").unwrap();
+        let _ = s.read(&mut b);
+    });
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 1000;
+    let mut d = Drv::new(cfg);
+    let t = tools::now_ms();
+    d.until(Duration::from_secs(1), "60 ms of handshake", |_| {
+        tools::now_ms() >= t + 60
+    });
+    assert!(!d.rc.is_up(), "up before its PONG");
+    let tok = d.submit(Request::Get { id: b"x" }).unwrap();
+    assert_eq!(d.answer(tok, Duration::from_secs(2)), Answer::Miss);
+    drop(d);
+    h.join().unwrap();
+}
