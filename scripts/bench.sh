@@ -88,6 +88,8 @@ dcc-p 64 512 200
 dcc-tls-p 64 512 200
 dcc-p 64 512 200
 dcc-tls-p 64 512 200
+dcc-reuse 16 512 200
+dcc-reuse 64 512 200
 dcc-p 1 512 1500
 dcc-p 16 512 1500
 dcc-p 64 512 1500
@@ -109,8 +111,10 @@ dcc-np 16 512 200
 floor-np 16 0 200
 dcc-p 16 512 200
 dcc-tls-p 16 512 200
+dcc-reuse 16 512 200
 dcc-p 64 512 200
 dcc-tls-p 64 512 200
+dcc-reuse 64 512 200
 "
     ;;
 *)
@@ -277,6 +281,7 @@ tname() {
     dcc-np) echo "dc_client, new conn/op" ;;
     dcc-p) echo "dc_client, persistent" ;;
     dcc-tls-p) echo "dc_client, persistent, TLS link" ;;
+    dcc-reuse) echo "dc_client, flags 0 (Apache's mode) with DISTCACHE_REUSE_CONNECTIONS=1" ;;
     floor-p) echo "kernel floor: do-nothing responder, persistent (UNIX)" ;;
     floor-np) echo "kernel floor: do-nothing responder, new conn/op (UNIX)" ;;
     esac
@@ -322,11 +327,13 @@ run_cell() {
     dcc-*) start_dc_client; addr=UNIX:$T/c.sock ;;
     esac
     persist=-persistent
+    local reuse=0
     [ "$tr" = dcc-np ] && persist=-nonpersistent
+    [ "$tr" = dcc-reuse ] && persist=-nonpersistent reuse=1
     pids="-pid $SRV"
     [ -n "$DCC" ] && pids="$pids -pid $DCC"
     rss0=$(rss_kb "$SRV")
-    line=$(timeout 600 "$DCBENCH" -connect "$addr" -clients "$c" -keys "$k" -size "$sz" \
+    line=$(DISTCACHE_REUSE_CONNECTIONS=$reuse timeout 600 "$DCBENCH" -connect "$addr" -clients "$c" -keys "$k" -size "$sz" \
         -seconds "$SECS" -warmup "$WARM" -mix 90:8:2 $persist $pids \
         -label "$tr" -q </dev/null 2>>"$RAW" | tail -1)
     echo "$tr clients=$c keys=$k size=$sz: $line" >>"$RAW"
@@ -556,6 +563,17 @@ EOF
         echo "$TLS_NOTE."
         echo
     fi
+    echo "### Connection reuse for flags-0 contexts (issue 20)"
+    echo
+    echo "| clients, 200 B | flags 0 without reuse ops/s | flags 0 with DISTCACHE_REUSE_CONNECTIONS=1 ops/s | persistent ops/s | reuse / persistent | required | verdict |"
+    echo "|---|---|---|---|---|---|---|"
+    for c in 16 64; do
+        u=${OPS[dcc-reuse:$c:512:200]:-}
+        [ -n "$u" ] || continue
+        r=$(ratio "$u" "${OPS[dcc-p:$c:512:200]:-}")
+        echo "| $c | ${OPS[dcc-np:$c:512:200]:-n/a} | $u | ${OPS[dcc-p:$c:512:200]:-n/a} | $r | >= 0.9 | $(verdict "$r" 0.9) |"
+    done
+    echo
     echo "### Kernel floor"
     echo
     echo "scripts/floor.c: a responder with no cache, no protocol and no library (one thread, epoll, recv + send per request) and clients that wait with poll + recv as libdistcache does. Its CPU per operation is what the kernel charges for the socket traffic alone on this machine; nothing built on per-request socket calls can go below it."
