@@ -176,7 +176,7 @@ impl Config {
 
 /// A distcache operation to run against Redis (borrowed: it is encoded at
 /// once and not kept).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// Store `data` under `id` for `timeout_ms`, only if absent.
     Add {
