@@ -15,8 +15,10 @@ use std::fmt;
 
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, status, AddParse, Cmd, MsgRef};
+use distcache_rs::server::cache::DEFAULT_MAX_TIMEOUT_MS;
 
 use crate::redis::{Answer, Request, Secret};
+use crate::tools::{Flag, Parsed};
 
 /// The schemes written as store addresses, lower case. `redis://` and
 /// `rediss://` are parsed; the Sentinel ones are recognised (so that they
@@ -220,11 +222,46 @@ fn redacted(s: &str) -> String {
     }
 }
 
+/// `-mintimeout` of dc_server and of dc_client in front of Redis.
+pub const MINTIMEOUT_FLAG: Flag = Flag::value(
+    &["mintimeout"],
+    "msecs",
+    "store sessions for at least this long (default 0)",
+);
+
+/// `-maxtimeout` of dc_server and of dc_client in front of Redis.
+pub const MAXTIMEOUT_FLAG: Flag = Flag::value(
+    &["maxtimeout"],
+    "msecs",
+    "store sessions for at most this long; longer timeouts are clamped \
+     (default 86400000, one day)",
+);
+
 /// The ADD timeout bounds dc_server applies (`-mintimeout`, `-maxtimeout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     pub min_ms: u64,
     pub max_ms: u64,
+}
+
+impl Timeouts {
+    /// `-mintimeout` and `-maxtimeout` (defaults 0 and one day), checked
+    /// against each other.
+    pub fn from_flags(p: &Parsed) -> Result<Timeouts, String> {
+        let min_ms = p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?;
+        let max_ms = p.num(
+            "maxtimeout",
+            DEFAULT_MAX_TIMEOUT_MS,
+            1,
+            proto::MAX_EXPIRY_MS,
+        )?;
+        if min_ms > max_ms {
+            return Err(format!(
+                "flag -mintimeout: {min_ms} is above -maxtimeout {max_ms}"
+            ));
+        }
+        Ok(Timeouts { min_ms, max_ms })
+    }
 }
 
 /// What to ask Redis for a distcache request, or the answer to give at
@@ -327,7 +364,9 @@ mod tests {
         let a = StoreAddress::parse("redis://:pw@127.0.0.1:1").unwrap();
         assert_eq!(a.to_string(), "redis://:***@127.0.0.1:1");
         assert_eq!(
-            StoreAddress::parse("rediss://[::1]:7000").unwrap().to_string(),
+            StoreAddress::parse("rediss://[::1]:7000")
+                .unwrap()
+                .to_string(),
             "rediss://[::1]:7000"
         );
         for bad in [
