@@ -9,7 +9,7 @@
 use distcache_rs::proto::{status, Cmd, MsgRef};
 use distcache_tools::evloop::{Event, Poller};
 use distcache_tools::idmap::{self, IdMap};
-use distcache_tools::metrics::Answer as How;
+use distcache_tools::metrics::{self, Answer as How};
 use distcache_tools::redis::{self, Answer, Completion, Failure, RedisConn};
 use distcache_tools::store::{self, Plan, Timeouts};
 
@@ -84,6 +84,17 @@ impl Backend {
 
     pub fn is_up(&self) -> bool {
         self.rc.is_up()
+    }
+
+    /// The Redis connection's counters in -metrics' terms: reconnects
+    /// (connections up after the first), failed attempts, and connections
+    /// lost once up (every down is one or the other).
+    pub fn count(&self, view: &mut metrics::ClientView) {
+        let st = self.rc.stats();
+        let lost = st.ups - u64::from(self.rc.is_up());
+        view.reconnects = st.ups.saturating_sub(1);
+        view.disconnects = lost;
+        view.connect_failures = st.downs.saturating_sub(lost);
     }
 
     /// When [`Backend::tick`] has something to do.

@@ -1099,7 +1099,10 @@ impl Proxy {
     /// An event for the -metrics endpoint; a scrape reads the counters.
     fn metrics_event(&mut self, token: u64, events: u32) {
         let up = match &self.backend {
-            Some(b) => b.is_up(),
+            Some(b) => {
+                b.count(&mut self.stats);
+                b.is_up()
+            }
             None => matches!(self.up_state(), Some(UpState::Up)) && !self.down,
         };
         let Some(ep) = &mut self.metrics else { return };
