@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::pki::{make_leaf, LeafSpec, Pki};
 use common::redis::{have_redis, Redis, REDIS_CLI};
 use common::*;
 use distcache_rs::client::{AddOutcome, Client};
@@ -551,5 +552,140 @@ fn bad_flag_combinations_are_refused_with_one_line_naming_the_flag() {
         if flag == "-redis-password-file" && args.contains(&missing.as_str()) {
             assert!(first.contains(&missing), "{first}");
         }
+    }
+}
+
+#[test]
+fn rediss_with_a_client_certificate_and_the_checks_that_refuse_a_server() {
+    if !have_redis("rediss") {
+        return;
+    }
+    let pki = Pki::new("rdc-tls-pki");
+    let leaf = make_leaf(
+        &pki.ca,
+        LeafSpec {
+            dns: &["localhost"],
+            ..Default::default()
+        },
+    );
+    let srv = pki.files("redis", &leaf);
+    let cli = pki.client();
+    let tls_port = free_port();
+    let (cert, key, ca) = (
+        srv.cert.display().to_string(),
+        srv.key.display().to_string(),
+        srv.ca.display().to_string(),
+    );
+    let tp = tls_port.to_string();
+    let r = Redis::start_with(
+        "rdc-tls",
+        free_port(),
+        &[
+            "--tls-port",
+            &tp,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+    let server = format!("rediss://localhost:{tls_port}");
+    let (ccert, ckey) = (
+        cli.cert.display().to_string(),
+        cli.key.display().to_string(),
+    );
+    {
+        let dir = TempDir::new("rdc-tls");
+        let _c = proxy(
+            &dir,
+            &server,
+            &["-redis-ca", &ca, "-redis-cert", &ccert, "-redis-key", &ckey],
+        );
+        wait_served(&dir, Duration::from_secs(10));
+        let mut s = app(&dir);
+        check_served(&mut s, "tls", 1);
+        assert_eq!(
+            r.raw(&[b"GET", b"mod_ssl-sess:746c732d31"]),
+            OwnedFrame::BulkString("data of tls-1".repeat(3).into_bytes())
+        );
+        let (code, out, err) = run(
+            env!("CARGO_BIN_EXE_dc_test"),
+            &[
+                "-connect",
+                &dir.addr("client"),
+                "-clients",
+                "2",
+                "-ops",
+                "2000",
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.contains("failures=0 lost=0 errors=0"), "{out}");
+    }
+    // Refused: no client certificate (Redis asks for one), a server
+    // certificate from another CA. Requests fail at once, one line each.
+    let other = pki.dir.path("other-ca.pem").display().to_string();
+    for (tag, args) in [
+        ("nocert", vec!["-redis-ca", ca.as_str()]),
+        (
+            "otherca",
+            vec![
+                "-redis-ca",
+                other.as_str(),
+                "-redis-cert",
+                &ccert,
+                "-redis-key",
+                &ckey,
+            ],
+        ),
+    ] {
+        let dir = TempDir::new(&format!("rdc-tls-{tag}"));
+        let _c = proxy(&dir, &server, &args);
+        let mut s = app(&dir);
+        std::thread::sleep(Duration::from_millis(300));
+        for n in 0..5u32 {
+            assert_eq!(
+                transact(&mut s, &request(n, GET, b"x")),
+                [status::DISCONNECTED],
+                "{tag}"
+            );
+        }
+        let lines = redis_lines(&dir);
+        assert_eq!(lines.len(), 1, "{tag}: {lines:#?}");
+        assert!(lines[0].contains("down"), "{tag}: {}", lines[0]);
+    }
+    // Bad TLS flags: one line naming the flag.
+    let listen = TempDir::new("rdc-tls-flags");
+    let l = listen.addr("client");
+    for (args, flag) in [
+        (
+            vec!["-server", server.as_str()],
+            "missing required flag -redis-ca",
+        ),
+        (
+            vec!["-server", &server, "-redis-ca", "/nonexistent.pem"],
+            "flag -redis-ca /nonexistent.pem",
+        ),
+        (
+            vec!["-server", &server, "-redis-ca", &ca, "-redis-cert", &ccert],
+            "flag -redis-cert",
+        ),
+    ] {
+        let mut a = args.clone();
+        a.extend_from_slice(&["-listen", &l]);
+        let (code, out, err) = run(env!("CARGO_BIN_EXE_dc_client"), &a, Duration::from_secs(10));
+        assert_eq!(code, Some(1), "{a:?}: {out}{err}");
+        assert!(
+            err.lines()
+                .next()
+                .unwrap_or("")
+                .starts_with(&format!("dc_client: {flag}")),
+            "{a:?}: {err}"
+        );
     }
 }

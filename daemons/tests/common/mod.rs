@@ -7,6 +7,7 @@
 mod shared;
 pub use shared::*;
 
+pub mod pki;
 pub mod redis;
 
 /// Start dc_client with `-server srv -listen UNIX:<dir>/client` and extra args.

@@ -50,6 +50,13 @@ impl Redis {
     }
 
     pub fn start_on(tag: &str, port: u16) -> Redis {
+        Self::start_with(tag, port, &[])
+    }
+
+    /// [`Redis::start_on`] with more redis-server arguments (a TLS port
+    /// beside the plain one, which the readiness check and
+    /// [`Redis::raw`] use).
+    pub fn start_with(tag: &str, port: u16, extra: &[&str]) -> Redis {
         let dir = TempDir::new(tag);
         let log = std::fs::File::create(dir.path("redis.log")).unwrap();
         let p = port.to_string();
@@ -69,7 +76,10 @@ impl Redis {
                 "no",
                 "--daemonize",
                 "no",
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
             std::process::Stdio::from(log.try_clone().unwrap()),
             std::process::Stdio::from(log),
         );

@@ -45,7 +45,7 @@ use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer, Endpoint};
 use distcache_tools::redis;
 use distcache_tools::store::{self, StoreAddress, Timeouts};
-use distcache_tools::tls::TlsStream;
+use distcache_tools::tls::{TlsClient, TlsStream};
 use distcache_tools::tlsconf::{self, ClientTls, DaemonAddress};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
@@ -1386,6 +1386,31 @@ fn read_password(path: &str) -> Result<redis::Secret, String> {
     Ok(redis::Secret(buf))
 }
 
+/// The TLS client side of `-server rediss://host:port`: `-redis-ca`
+/// (required) and optionally `-redis-cert` with `-redis-key`, read now
+/// (before `-user` drops privileges); the certificate must name `host`.
+fn redis_tls(p: &tools::Parsed, host: &str) -> Result<TlsClient, String> {
+    let file = |name: &str| match p.get(name) {
+        Some("") => Err(format!("flag -{name}: empty file name")),
+        v => Ok(v.map(std::path::Path::new)),
+    };
+    let ca = file("redis-ca")?.ok_or_else(|| {
+        "missing required flag -redis-ca (needed by -server rediss://)".to_string()
+    })?;
+    let cert_key = match (file("redis-cert")?, file("redis-key")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err("flag -redis-cert: needs -redis-key".to_string()),
+        (None, Some(_)) => return Err("flag -redis-key: needs -redis-cert".to_string()),
+    };
+    // The loader names the -tls-* flags; these files came from -redis-*.
+    TlsClient::load_optional_cert(ca, cert_key, host).map_err(|e| {
+        e.replacen("-tls-ca ", "flag -redis-ca ", 1)
+            .replacen("-tls-cert ", "flag -redis-cert ", 1)
+            .replacen("-tls-key ", "flag -redis-key ", 1)
+    })
+}
+
 /// The Redis connection of `-server redis://...` from the address and the
 /// `-redis-*` flags; the flags that make no sense with it are refused.
 fn redis_config(
@@ -1402,17 +1427,19 @@ fn redis_config(
             redis::BACKOFF_MAX_MS
         ));
     }
-    if !r.tls {
+    let tls = if r.tls {
+        Some(redis_tls(p, &r.host)?)
+    } else {
         if let Some(n) = ["redis-ca", "redis-cert", "redis-key"]
             .iter()
             .find(|n| p.has(n))
         {
             return Err(format!("flag -{n}: only with a rediss:// (TLS) -server"));
         }
-    } else {
-        return Err("flag -server: rediss:// (TLS) is not supported yet".to_string());
-    }
+        None
+    };
     let mut cfg = redis::Config::new(r.addr);
+    cfg.tls = tls;
     cfg.user = r.user;
     cfg.password = r.password;
     if let Some(u) = p.get("redis-user") {
