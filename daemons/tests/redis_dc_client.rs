@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::metrics::{scrape, val};
 use common::pki::{make_leaf, LeafSpec, Pki};
 use common::redis::{have_redis, Redis, REDIS_CLI};
 use common::*;
@@ -374,8 +375,10 @@ fn redis_absent_at_start_then_served_once_it_runs() {
         return;
     }
     let port = free_port();
+    let mport = free_port();
+    let metrics = format!("IP:127.0.0.1:{mport}");
     let dir = TempDir::new("rdc-absent");
-    let _c = proxy(&dir, &url(port), &[]);
+    let _c = proxy(&dir, &url(port), &["-metrics", &metrics]);
     let mut s = app(&dir);
     for n in 0..5u32 {
         let t0 = Instant::now();
@@ -393,9 +396,26 @@ fn redis_absent_at_start_then_served_once_it_runs() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let m = scrape(mport);
+    assert_eq!(val(&m, "distcache_upstream_up"), 0.0);
+    assert_eq!(
+        val(
+            &m,
+            r#"distcache_requests_total{op="add",result="server_down"}"#
+        ),
+        5.0
+    );
+    assert!(val(&m, "distcache_upstream_connect_failures_total") >= 1.0);
     let _r = Redis::start_on("rdc-absent", port);
     wait_served(&dir, Duration::from_secs(15));
     check_served(&mut s, "absent", 100);
+    let m = scrape(mport);
+    assert_eq!(val(&m, "distcache_upstream_up"), 1.0);
+    assert_eq!(
+        val(&m, r#"distcache_requests_total{op="get",result="server"}"#),
+        1.0
+    );
+    assert_eq!(val(&m, "distcache_upstream_disconnects_total"), 0.0);
     let lines = redis_lines(&dir);
     assert_eq!(lines.len(), 2, "down once, up once: {lines:#?}");
     assert!(lines[0].contains("down"), "{}", lines[0]);

@@ -7,6 +7,7 @@
 mod shared;
 pub use shared::*;
 
+pub mod metrics;
 pub mod pki;
 pub mod redis;
 
