@@ -509,6 +509,9 @@ fn bad_flag_combinations_are_refused_with_one_line_naming_the_flag() {
     std::fs::write(&pwfile, "pw").unwrap();
     let pwfile = pwfile.display().to_string();
     let missing = dir.path("missing").display().to_string();
+    let long = dir.path("long");
+    std::fs::write(&long, "p".repeat(5000)).unwrap();
+    let long = long.display().to_string();
     let r = "redis://127.0.0.1:6399";
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -533,6 +536,10 @@ fn bad_flag_combinations_are_refused_with_one_line_naming_the_flag() {
         ),
         (
             vec!["-server", r, "-redis-password-file", &empty],
+            "-redis-password-file",
+        ),
+        (
+            vec!["-server", r, "-redis-password-file", &long],
             "-redis-password-file",
         ),
         (
@@ -708,4 +715,56 @@ fn rediss_with_a_client_certificate_and_the_checks_that_refuse_a_server() {
             "{a:?}: {err}"
         );
     }
+}
+
+#[test]
+fn an_error_reply_fails_only_its_request_and_an_oversized_value_is_a_miss() {
+    if !have_redis("errors") {
+        return;
+    }
+    let r = Redis::start("rdc-errors");
+    let dir = TempDir::new("rdc-errors");
+    let _c = proxy(&dir, &url(r.port), &[]);
+    let mut s = app(&dir);
+    check_served(&mut s, "before", 1);
+    // A value over the protocol's session limit, planted by another
+    // writer: a miss, logged once, and the stream stays in step.
+    let big = vec![b'v'; distcache_rs::proto::MAX_TOTAL_DATA + 1];
+    r.raw(&[b"SET", b"mod_ssl-sess:626967", &big]);
+    for n in 0..3u32 {
+        assert_eq!(
+            transact(&mut s, &request(10 + n, GET, b"big")),
+            [status::NOTOK]
+        );
+    }
+    assert_eq!(
+        transact(&mut s, &request(20, GET, b"before-1")),
+        "data of before-1".repeat(3).as_bytes()
+    );
+    // Redis out of memory: each ADD is answered 0x02 (OOM), the reads
+    // around it are answered, and the connection stays.
+    r.raw(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
+    for n in 0..3u32 {
+        assert_eq!(
+            transact(
+                &mut s,
+                &request(30 + n, ADD, &add_payload(60_000, b"oom", b"data"))
+            ),
+            [status::DISCONNECTED]
+        );
+        assert_eq!(
+            transact(&mut s, &request(40 + n, HAVE, b"before-1")),
+            [status::OK]
+        );
+    }
+    r.raw(&[b"CONFIG", b"SET", b"maxmemory", b"0"]);
+    check_served(&mut s, "after", 2);
+    let lines = redis_lines(&dir);
+    assert_eq!(
+        lines.len(),
+        2,
+        "up, and the oversized value once: {lines:#?}"
+    );
+    assert!(lines[1].contains("over the session limit"), "{}", lines[1]);
+    assert_eq!(other_clients(&r).len(), 1);
 }
