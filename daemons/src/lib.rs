@@ -23,7 +23,9 @@
 //! - [`tls`]: the TLS link (certificates, keys, [`tls::TlsStream`]; not
 //!   yet wired to the daemons' flags);
 //! - [`redis`]: a non-blocking, pipelined Redis client for the loops
-//!   (issue 17: Redis as the shared store; not yet wired to the daemons);
+//!   (issue 17: Redis as the shared store; dc_client `-server redis://`);
+//! - [`store`]: store addresses (`redis://`, `rediss://`) and the
+//!   distcache-to-Redis translation (dc_server's checks and answers);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -38,6 +40,7 @@ pub mod metrics;
 pub mod redis;
 pub mod sessiond;
 pub mod snapshot;
+pub mod store;
 pub mod tls;
 pub mod tlsconf;
 pub mod tools;

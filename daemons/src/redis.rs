@@ -83,6 +83,8 @@ use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame, Resp2Frame};
 
 use crate::evloop::{self, Event, Poller};
 use crate::link::Link;
+use crate::tls::{TlsClient, TlsStream};
+use crate::tlsconf::failure_reason;
 use crate::tools::log;
 
 /// Requests waiting for a reply on one connection, at most (handshake
@@ -156,6 +158,10 @@ pub struct Config {
     pub stall_ms: u64,
     /// Pipeline bound (at most [`MAX_PENDING`]).
     pub max_pending: usize,
+    /// `rediss://`: the connection is TLS, with this client side (the
+    /// handshake runs before AUTH and PING, within
+    /// [`Config::connect_timeout_ms`]).
+    pub tls: Option<TlsClient>,
 }
 
 impl Config {
@@ -170,13 +176,14 @@ impl Config {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             stall_ms: DEFAULT_STALL_MS,
             max_pending: MAX_PENDING,
+            tls: None,
         }
     }
 }
 
 /// A distcache operation to run against Redis (borrowed: it is encoded at
 /// once and not kept).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// Store `data` under `id` for `timeout_ms`, only if absent.
     Add {
@@ -547,7 +554,7 @@ impl RedisConn {
                 Ok(false) => return,
                 Ok(true) => {}
                 Err(e) => {
-                    let msg = format!("cannot connect: {e}");
+                    let msg = format!("cannot connect: {}", failure_reason(&e));
                     self.down(poller, now, DownKind::Connect, &msg, out);
                     return;
                 }
@@ -558,6 +565,15 @@ impl RedisConn {
         }
         if ev.readable() {
             self.read(poller, now, out);
+            // A TLS flight to answer, or commands held by the handshake
+            // that just finished.
+            if self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.wants_write() || (l.unsent() > 0 && !l.handshaking()))
+            {
+                self.flush(poller, now, out);
+            }
         }
     }
 
@@ -628,11 +644,20 @@ impl RedisConn {
     /// Start a connection attempt, queueing AUTH and PING.
     fn open(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
         self.stats.connects += 1;
-        let mut link = match Link::connect(&self.cfg.addr, self.token, Direction::Responses, poller)
-        {
+        let made = match &self.cfg.tls {
+            Some(tls) => Link::connect_over(
+                &self.cfg.addr,
+                self.token,
+                Direction::Responses,
+                poller,
+                |tcp| Ok(Box::new(TlsStream::connect(tcp, tls)?)),
+            ),
+            None => Link::connect(&self.cfg.addr, self.token, Direction::Responses, poller),
+        };
+        let mut link = match made {
             Ok(l) => l,
             Err(e) => {
-                let msg = format!("cannot connect: {e}");
+                let msg = format!("cannot connect: {}", failure_reason(&e));
                 self.down(poller, now, DownKind::Connect, &msg, out);
                 return;
             }
@@ -680,12 +705,18 @@ impl RedisConn {
         };
         if !link.connecting() {
             if let Err(e) = link.flush() {
-                let msg = format!("write: {e}");
+                let msg = format!("write: {}", failure_reason(&e));
                 self.down(poller, now, DownKind::Closed, &msg, out);
                 return false;
             }
         }
-        let want = if link.connecting() || link.unsent() > 0 {
+        // Commands wait for a TLS handshake to finish: only its own
+        // records ask for writability meanwhile (no spinning on a
+        // writable socket while the server's flight is awaited).
+        let want = if link.connecting()
+            || link.wants_write()
+            || (link.unsent() > 0 && !link.handshaking())
+        {
             evloop::READ | evloop::WRITE
         } else {
             evloop::READ
@@ -731,7 +762,7 @@ impl RedisConn {
                     }
                 }
                 Err(e) => {
-                    let msg = format!("read: {e}");
+                    let msg = format!("read: {}", failure_reason(&e));
                     self.down(poller, now, DownKind::Closed, &msg, out);
                     return;
                 }

@@ -201,11 +201,48 @@ impl TlsClient {
         insecure_key_perms: bool,
         tls12_only: bool,
     ) -> Result<TlsClient, String> {
+        Self::build(files, true, server_name, insecure_key_perms, tls12_only)
+    }
+
+    /// A client side that checks the server against the roots in `ca`
+    /// (and `server_name`) and presents the certificate `cert_key` only
+    /// when one is given: for a server that may not ask for one (Redis
+    /// over TLS, `rediss://`). Errors name the `-tls-*` flags, as
+    /// [`TlsClient::load`]'s.
+    pub fn load_optional_cert(
+        ca: &Path,
+        cert_key: Option<(&Path, &Path)>,
+        server_name: &str,
+    ) -> Result<TlsClient, String> {
+        let (cert, key) = cert_key.unwrap_or((ca, ca));
+        let files = TlsFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+            crl: None,
+        };
+        Self::build(&files, cert_key.is_some(), server_name, false, false)
+    }
+
+    fn build(
+        files: &TlsFiles,
+        with_cert: bool,
+        server_name: &str,
+        insecure_key_perms: bool,
+        tls12_only: bool,
+    ) -> Result<TlsClient, String> {
         let provider = provider();
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| format!("{NAME_FLAG} {server_name:?}: not a DNS name or an IP address"))?;
-        let chain = load_certs(CERT_FLAG, &files.cert)?;
-        let key = load_key(&files.key, insecure_key_perms)?;
+        // Read in the flags' order: certificate, key, roots.
+        let auth = if with_cert {
+            Some((
+                load_certs(CERT_FLAG, &files.cert)?,
+                load_key(&files.key, insecure_key_perms)?,
+            ))
+        } else {
+            None
+        };
         let roots = load_roots(&files.ca)?;
         let crls = match &files.crl {
             Some(path) => load_crls(path)?,
@@ -216,12 +253,16 @@ impl TlsClient {
                 .with_crls(crls)
                 .build()
                 .map_err(|e| verifier_error(files, e))?;
-        let config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions(tls12_only))
             .map_err(|e| format!("TLS: no usable protocol version: {e}"))?
-            .with_webpki_verifier(verifier)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| key_error(files, &e))?;
+            .with_webpki_verifier(verifier);
+        let config = match auth {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| key_error(files, &e))?,
+            None => builder.with_no_client_auth(),
+        };
         Ok(TlsClient {
             config: Arc::new(config),
             name,

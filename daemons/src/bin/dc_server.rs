@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, Decoder, Direction};
-use distcache_rs::server::cache::{Cache, DEFAULT_MAX_TIMEOUT_MS};
+use distcache_rs::server::cache::Cache;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_rs::transport::Transport;
 use distcache_tools::daemon::{self, Daemon};
@@ -29,6 +29,7 @@ use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, ConnStats, Endpoint};
 use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::snapshot;
+use distcache_tools::store;
 use distcache_tools::tls::{ServerOptions, TlsStream};
 use distcache_tools::tlsconf::{self, DaemonAddress, ServerTls};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
@@ -67,11 +68,7 @@ const CLI: Cli = Cli {
         Flag::switch(&["killable"], "shut down cleanly on SIGUSR1/SIGUSR2"),
         tools::log::LOGFILE_FLAG,
         tools::log::SYSLOG_FLAG,
-        Flag::value(
-            &["mintimeout"],
-            "msecs",
-            "store sessions for at least this long (default 0)",
-        ),
+        store::MINTIMEOUT_FLAG,
         Flag::value(
             &["maxconns"],
             "num",
@@ -79,12 +76,7 @@ const CLI: Cli = Cli {
              completed a request and waited longest (else the one idle longest) makes room \
              (default 10000)",
         ),
-        Flag::value(
-            &["maxtimeout"],
-            "msecs",
-            "store sessions for at most this long; longer timeouts are clamped \
-             (default 86400000, one day)",
-        ),
+        store::MAXTIMEOUT_FLAG,
         Flag::value(
             &["maxbuffer"],
             "MB",
@@ -303,13 +295,10 @@ fn config(p: &Parsed) -> Result<Config, String> {
         }
         None => None,
     };
-    let mintimeout = p.num("mintimeout", 0, 0, proto::MAX_EXPIRY_MS)?;
-    let maxtimeout = p.num(
-        "maxtimeout",
-        DEFAULT_MAX_TIMEOUT_MS,
-        1,
-        proto::MAX_EXPIRY_MS,
-    )?;
+    let store::Timeouts {
+        min_ms: mintimeout,
+        max_ms: maxtimeout,
+    } = store::Timeouts::from_flags(p)?;
     let snapshot = match p.get("snapshot") {
         Some("") => return Err("flag -snapshot: empty path".into()),
         Some(f) => {
@@ -330,11 +319,6 @@ fn config(p: &Parsed) -> Result<Config, String> {
     let snapshot_every = p.num("snapshot-interval", 0, 0, 604_800)?;
     if snapshot.is_none() && p.has("snapshot-interval") {
         return Err("flag -snapshot-interval: needs -snapshot <file>".into());
-    }
-    if mintimeout > maxtimeout {
-        return Err(format!(
-            "flag -mintimeout: {mintimeout} is above -maxtimeout {maxtimeout}"
-        ));
     }
     Ok(Config {
         listen,

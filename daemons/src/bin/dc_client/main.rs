@@ -22,7 +22,13 @@
 //! together stay under `-maxbuffer` MB. When the connection table is full
 //! (`-maxconns`, or out of descriptors) room is made by the shared policy
 //! of `tools::evict`.
+//!
+//! With `-server redis://host:port` (or `rediss://`) there is no dc_server:
+//! every request is checked and answered as dc_server would, from Redis,
+//! through one Redis connection ([`backend`]); failures are 0x02 at once
+//! while Redis is down and within `-deadline` when it is slow.
 
+mod backend;
 mod mux;
 
 use std::io;
@@ -37,11 +43,14 @@ use distcache_tools::evloop::{self, Event, Poller};
 use distcache_tools::idmap::{self, IdMap};
 use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer, Endpoint};
-use distcache_tools::tls::TlsStream;
+use distcache_tools::redis;
+use distcache_tools::store::{self, StoreAddress, Timeouts};
+use distcache_tools::tls::{TlsClient, TlsStream};
 use distcache_tools::tlsconf::{self, ClientTls, DaemonAddress};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
 
+use backend::{Backend, Taken};
 use mux::Mux;
 
 const CLI: Cli = Cli {
@@ -51,7 +60,8 @@ const CLI: Cli = Cli {
         Flag::value(
             &["server", "connect"],
             "address",
-            "the dc_server to proxy to (required)",
+            "the dc_server to proxy to, or the Redis to answer from: redis://host:port, \
+             rediss://host:port (TLS), redis://user:password@host:port (required)",
         ),
         Flag::value(
             &["listen"],
@@ -114,6 +124,34 @@ const CLI: Cli = Cli {
             "serve GET /metrics (Prometheus text format) on this IP address, \
              e.g. IP:127.0.0.1:9102 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
         ),
+        Flag::value(
+            &["redis-prefix"],
+            "string",
+            "Redis: key prefix before the hex session id (default mod_ssl-sess:, as Apache's mod_socache_redis)",
+        ),
+        Flag::value(&["redis-user"], "name", "Redis: ACL user to AUTH as"),
+        Flag::value(
+            &["redis-password-file"],
+            "file",
+            "Redis: read the AUTH password from this file (a trailing newline is dropped), before -user drops privileges",
+        ),
+        Flag::value(
+            &["redis-ca"],
+            "file",
+            "Redis: CA certificates (PEM) the rediss:// server's certificate must chain to",
+        ),
+        Flag::value(
+            &["redis-cert"],
+            "file",
+            "Redis: client certificate (PEM) for rediss://, with -redis-key",
+        ),
+        Flag::value(
+            &["redis-key"],
+            "file",
+            "Redis: private key (PEM) of -redis-cert",
+        ),
+        store::MINTIMEOUT_FLAG,
+        store::MAXTIMEOUT_FLAG,
     ],
     extra: tlsconf::CLIENT_FLAGS,
 };
@@ -179,8 +217,16 @@ const DEFAULT_MAXCONNS: u64 = 4096;
 const DEFAULT_STALL_MS: u64 = 10_000;
 
 struct Config {
-    /// `-server`: a libnal address, or `TLS:host:port`.
-    server: DaemonAddress,
+    /// `-server`: a libnal address, or `TLS:host:port`; `None` with a
+    /// Redis address.
+    server: Option<DaemonAddress>,
+    /// `-server` as logged (a password in it masked).
+    target: String,
+    /// `-server redis://...`: the Redis connection and the ADD timeout
+    /// bounds.
+    redis: Option<(redis::Config, Timeouts)>,
+    /// Logged at start-up: a password written in the `-server` address.
+    warning: Option<String>,
     retry_ms: u64,
     idle_ms: u64,
     maxconns: usize,
@@ -258,6 +304,8 @@ struct Proxy {
     up_logged: bool,
     /// `-server TLS:...`: the client side of the link, reloadable.
     tls: Option<ClientTls>,
+    /// `-server redis://...`: Redis instead of a dc_server.
+    backend: Option<Backend>,
 }
 
 /// The tail of a rate-limited log line.
@@ -319,7 +367,10 @@ impl Proxy {
     fn connect_upstream(&mut self) {
         let token = self.next_token;
         self.next_token += 1;
-        let addr = &self.cfg.server.addr;
+        let Some(server) = &self.cfg.server else {
+            return;
+        };
+        let addr = &server.addr;
         let made = match &self.tls {
             Some(tls) => {
                 let client = tls.current().clone();
@@ -372,7 +423,7 @@ impl Proxy {
         if !self.outage_logged {
             log(format_args!(
                 "cannot connect to server {}: {}; answering requests with failures, retrying every {} ms",
-                self.cfg.server,
+                self.cfg.target,
                 tlsconf::failure_reason(&e),
                 self.cfg.retry_ms
             ));
@@ -387,7 +438,7 @@ impl Proxy {
             self.stats.reconnects += u64::from(self.ever_up);
             self.ever_up = true;
             if self.outage_logged {
-                log(format_args!("connected to server {}", self.cfg.server));
+                log(format_args!("connected to server {}", self.cfg.target));
             }
             self.outage_logged = false;
         }
@@ -438,7 +489,7 @@ impl Proxy {
         let n = self.mux.in_flight();
         log(format_args!(
             "lost server connection {}: {why}; failing {n} request(s) in flight, retrying in {} ms",
-            self.cfg.server, self.cfg.retry_ms
+            self.cfg.target, self.cfg.retry_ms
         ));
         // The next successful connection is logged; failures until then are not.
         self.outage_logged = true;
@@ -583,7 +634,7 @@ impl Proxy {
                 self.down = false;
                 log(format_args!(
                     "server {} answers again; forwarding requests",
-                    self.cfg.server
+                    self.cfg.target
                 ));
             }
         }
@@ -771,6 +822,8 @@ impl Proxy {
         let down = self.down;
         let next_probe = &mut self.next_probe;
         let counts = &mut self.stats.requests;
+        let mut backend = self.backend.as_mut();
+        let poller = &self.poller;
         let mut off = 0;
         let (mut took, mut answered) = (false, false);
         let res = loop {
@@ -793,6 +846,20 @@ impl Proxy {
                         && matches!(distcache_rs::proto::parse_add(msg.payload), AddParse::Fatal)
                     {
                         break Err("corrupt ADD request (payload under 8 bytes)".to_string());
+                    }
+                    if let Some(b) = backend.as_deref_mut() {
+                        match b.request(poller, token, &msg, now, now_us) {
+                            Taken::Queued => *inflight += 1,
+                            Taken::Now(code, how) => {
+                                counts.count(msg.cmd, how);
+                                mux::answer(out, msg.uid, msg.cmd, &[code]);
+                                answered = true;
+                            }
+                            Taken::Fatal => {
+                                break Err("corrupt ADD request (payload under 8 bytes)".to_string())
+                            }
+                        }
+                        continue;
                     }
                     let forward = connected && (!down || now >= *next_probe);
                     if let (true, Some(up_out)) = (forward, up_out.as_deref_mut()) {
@@ -942,7 +1009,7 @@ impl Proxy {
             self.next_probe = now + PROBE_EVERY_MS;
             log(format_args!(
                 "server {} answered nothing for {} ms with {n} request(s) waiting (-deadline): answering 0x02 at once, probing once a second",
-                self.cfg.server, self.cfg.deadline_ms
+                self.cfg.target, self.cfg.deadline_ms
             ));
         }
         if self.mux.late() > MAX_LATE {
@@ -951,6 +1018,29 @@ impl Proxy {
                 self.mux.late()
             ));
         }
+    }
+
+    /// Give the application connections the answers Redis completed.
+    fn deliver_backend(&mut self) {
+        let Some(b) = &mut self.backend else { return };
+        let now_us = tools::now_us();
+        let now = now_us / 1000;
+        let (clients, dirty, stats) = (&mut self.clients, &mut self.dirty, &mut self.stats);
+        b.deliver(&mut |r, payload, how| {
+            stats.requests.count(r.cmd, how);
+            if how == Answer::Server {
+                stats
+                    .rtt
+                    .observe(Duration::from_micros(now_us.saturating_sub(r.sent_us)));
+            }
+            if let Some(c) = clients.get_mut(&r.client) {
+                c.give(r.uid, r.cmd, payload, now);
+                c.inflight -= 1;
+                c.link.last_active = now;
+                dirty.push(r.client);
+            }
+            // Otherwise the application has gone: discarded.
+        });
     }
 
     /// Drop clients idle for `-idle` ms and those stalled for
@@ -1008,7 +1098,13 @@ impl Proxy {
 
     /// An event for the -metrics endpoint; a scrape reads the counters.
     fn metrics_event(&mut self, token: u64, events: u32) {
-        let up = matches!(self.up_state(), Some(UpState::Up)) && !self.down;
+        let up = match &self.backend {
+            Some(b) => {
+                b.count(&mut self.stats);
+                b.is_up()
+            }
+            None => matches!(self.up_state(), Some(UpState::Up)) && !self.down,
+        };
         let Some(ep) = &mut self.metrics else { return };
         self.stats.conns_open = self.clients.len() as u64;
         self.stats.upstream_up = up;
@@ -1022,12 +1118,19 @@ impl Proxy {
         self.poller
             .add(self.listener.as_raw_fd(), TOK_LISTEN, evloop::READ)?;
         self.poller.add(d.signals.fd(), TOK_SIGNAL, evloop::READ)?;
-        self.connect_upstream();
+        if self.backend.is_none() {
+            self.connect_upstream();
+        }
         let mut events = Vec::new();
         loop {
             let now = Self::now();
             // Timers.
+            if let Some(b) = &mut self.backend {
+                b.tick(&self.poller, now);
+                self.deliver_backend();
+            }
             match self.up_state() {
+                None if self.backend.is_some() => {}
                 None if now >= self.next_retry => self.connect_upstream(),
                 Some(UpState::Connecting { since }) if now >= since + CONNECT_TIMEOUT_MS => {
                     let what = if self.up.as_ref().is_some_and(Link::connecting) {
@@ -1067,7 +1170,11 @@ impl Proxy {
                 ep.expire(now);
             }
             let mut wake = u64::MAX;
+            if let Some(t) = self.backend.as_ref().and_then(Backend::next_wake) {
+                wake = wake.min(t);
+            }
             match self.up_state() {
+                None if self.backend.is_some() => {}
                 None => wake = wake.min(self.next_retry),
                 Some(UpState::Connecting { since }) => {
                     wake = wake.min(since + CONNECT_TIMEOUT_MS);
@@ -1129,6 +1236,12 @@ impl Proxy {
                         }
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
+                    t if self.backend.as_ref().is_some_and(|b| b.token() == t) => {
+                        if let Some(b) = &mut self.backend {
+                            b.event(&self.poller, ev, Self::now());
+                        }
+                        self.deliver_backend();
+                    }
                     t if self.up.as_ref().is_some_and(|u| u.token() == t) => self.on_upstream(ev),
                     t => self.on_client(t, ev),
                 }
@@ -1141,12 +1254,27 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     let p = CLI.parse_env()?;
     let fail = |m: String| CLI.fail(&m);
     let server = p.required("server").map_err(fail)?;
-    let server = DaemonAddress::parse(server).map_err(|e| fail(format!("flag -server: {e}")))?;
-    if !server.addr.can_connect() {
-        return Err(fail(format!(
-            "flag -server: {server} names no host to connect to"
-        )));
-    }
+    let store = store::is_store_address(server)
+        .then(|| StoreAddress::parse(server))
+        .transpose()
+        .map_err(|e| fail(format!("flag -server: {e}")))?;
+    let server = match &store {
+        Some(_) => None,
+        None => {
+            let s = DaemonAddress::parse(server).map_err(|e| fail(format!("flag -server: {e}")))?;
+            if !s.addr.can_connect() {
+                return Err(fail(format!(
+                    "flag -server: {s} names no host to connect to"
+                )));
+            }
+            Some(s)
+        }
+    };
+    let target = match (&store, &server) {
+        (Some(st), _) => st.to_string(),
+        (None, Some(s)) => s.to_string(),
+        (None, None) => String::new(),
+    };
     let listen = p.get("listen").unwrap_or("UNIX:/tmp/scache");
     if listen.len() >= 4 && listen.as_bytes()[..4].eq_ignore_ascii_case(b"TLS:") {
         return Err(fail(format!(
@@ -1154,7 +1282,8 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
         )));
     }
     let listen = Address::parse(listen).map_err(|e| fail(format!("flag -listen: {e}")))?;
-    tlsconf::Settings::from_flags(&p, server.tls, &format!("-server {server}")).map_err(fail)?;
+    let tls_needed = server.as_ref().is_some_and(|s| s.tls);
+    tlsconf::Settings::from_flags(&p, tls_needed, &format!("-server {target}")).map_err(fail)?;
     let retry_ms = p.num("retry", 5000, 1, 86_400_000).map_err(fail)?;
     let idle_ms = p.num("idle", 0, 0, 86_400_000).map_err(fail)?;
     let maxconns = p
@@ -1178,6 +1307,18 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
         .map(metrics::parse_address)
         .transpose()
         .map_err(fail)?;
+    let warning = store.as_ref().and_then(|s| s.warning("-server"));
+    let redis = match store {
+        Some(st) => Some(redis_config(&p, st, deadline_ms, stall_ms).map_err(fail)?),
+        None => {
+            if let Some(n) = REDIS_ONLY.iter().find(|n| p.has(n)) {
+                return Err(fail(format!(
+                    "flag -{n}: only with a Redis -server (redis://host:port); -server {target} is a dc_server"
+                )));
+            }
+            None
+        }
+    };
     let opts = SockOpts {
         owner: p.get("sockowner").map(str::to_string),
         group: p.get("sockgroup").map(str::to_string),
@@ -1186,6 +1327,9 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     Ok((
         Config {
             server,
+            target,
+            redis,
+            warning,
             retry_ms,
             idle_ms,
             maxconns,
@@ -1199,6 +1343,142 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
         opts,
         p,
     ))
+}
+
+/// The flags that only make sense with a Redis `-server`.
+const REDIS_ONLY: &[&str] = &[
+    "redis-prefix",
+    "redis-user",
+    "redis-password-file",
+    "redis-ca",
+    "redis-cert",
+    "redis-key",
+    "mintimeout",
+    "maxtimeout",
+];
+
+/// Longest `-redis-password-file` read.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// The password in `-redis-password-file`: the file's bytes without a
+/// trailing newline; read now, before `-user` drops privileges.
+fn read_password(path: &str) -> Result<redis::Secret, String> {
+    use std::io::Read;
+    let flag = "flag -redis-password-file";
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_end(&mut buf))
+        .map_err(|e| format!("{flag}: cannot read {path}: {e}"))?;
+    if buf.len() as u64 > MAX_PASSWORD_FILE {
+        return Err(format!(
+            "{flag}: {path} is longer than {MAX_PASSWORD_FILE} bytes"
+        ));
+    }
+    if buf.ends_with(b"\n") {
+        buf.pop();
+        if buf.ends_with(b"\r") {
+            buf.pop();
+        }
+    }
+    if buf.is_empty() {
+        return Err(format!("{flag}: {path} holds no password"));
+    }
+    Ok(redis::Secret(buf))
+}
+
+/// The TLS client side of `-server rediss://host:port`: `-redis-ca`
+/// (required) and optionally `-redis-cert` with `-redis-key`, read now
+/// (before `-user` drops privileges); the certificate must name `host`.
+fn redis_tls(p: &tools::Parsed, host: &str) -> Result<TlsClient, String> {
+    let file = |name: &str| match p.get(name) {
+        Some("") => Err(format!("flag -{name}: empty file name")),
+        v => Ok(v.map(std::path::Path::new)),
+    };
+    let ca = file("redis-ca")?.ok_or_else(|| {
+        "missing required flag -redis-ca (needed by -server rediss://)".to_string()
+    })?;
+    let cert_key = match (file("redis-cert")?, file("redis-key")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err("flag -redis-cert: needs -redis-key".to_string()),
+        (None, Some(_)) => return Err("flag -redis-key: needs -redis-cert".to_string()),
+    };
+    // The loader names the -tls-* flags; these files came from -redis-*.
+    TlsClient::load_optional_cert(ca, cert_key, host).map_err(|e| {
+        e.replacen("-tls-ca ", "flag -redis-ca ", 1)
+            .replacen("-tls-cert ", "flag -redis-cert ", 1)
+            .replacen("-tls-key ", "flag -redis-key ", 1)
+    })
+}
+
+/// The Redis connection of `-server redis://...` from the address and the
+/// `-redis-*` flags; the flags that make no sense with it are refused.
+fn redis_config(
+    p: &tools::Parsed,
+    st: StoreAddress,
+    deadline_ms: u64,
+    stall_ms: u64,
+) -> Result<(redis::Config, Timeouts), String> {
+    let StoreAddress::Redis(r) = st;
+    if p.has("retry") {
+        return Err(format!(
+            "flag -retry: a fixed retry period is for a dc_server; Redis is reconnected with backoff ({} ms to {} ms)",
+            redis::BACKOFF_MIN_MS,
+            redis::BACKOFF_MAX_MS
+        ));
+    }
+    let tls = if r.tls {
+        Some(redis_tls(p, &r.host)?)
+    } else {
+        if let Some(n) = ["redis-ca", "redis-cert", "redis-key"]
+            .iter()
+            .find(|n| p.has(n))
+        {
+            return Err(format!("flag -{n}: only with a rediss:// (TLS) -server"));
+        }
+        None
+    };
+    let mut cfg = redis::Config::new(r.addr);
+    cfg.tls = tls;
+    cfg.user = r.user;
+    cfg.password = r.password;
+    if let Some(u) = p.get("redis-user") {
+        if u.is_empty() {
+            return Err("flag -redis-user: empty user name".to_string());
+        }
+        if let Some(was) = &cfg.user {
+            return Err(format!(
+                "flag -redis-user: the -server address already names user {was}"
+            ));
+        }
+        cfg.user = Some(u.to_string());
+    }
+    if let Some(f) = p.get("redis-password-file") {
+        if cfg.password.is_some() {
+            return Err(
+                "flag -redis-password-file: the -server address already holds a password"
+                    .to_string(),
+            );
+        }
+        cfg.password = Some(read_password(f)?);
+    }
+    if cfg.user.is_some() && cfg.password.is_none() {
+        return Err("flag -redis-user: needs a password (-redis-password-file FILE)".to_string());
+    }
+    if let Some(prefix) = p.get("redis-prefix") {
+        cfg.prefix = prefix.as_bytes().to_vec();
+    }
+    // -deadline 0 (none) and -stall 0 (never): a day, the longest wait the
+    // other flags take.
+    cfg.deadline_ms = if deadline_ms == 0 {
+        86_400_000
+    } else {
+        deadline_ms
+    };
+    if p.has("stall") {
+        cfg.stall_ms = if stall_ms == 0 { 86_400_000 } else { stall_ms };
+    }
+    Ok((cfg, Timeouts::from_flags(p)?))
 }
 
 fn main() -> ExitCode {
@@ -1228,6 +1508,9 @@ fn main() -> ExitCode {
     if let Err(e) = p.get("user").map(tools::lookup_user).transpose() {
         return ExitCode::from(CLI.fail(&format!("flag -user: {e}")) as u8);
     }
+    if let Some(w) = &cfg.warning {
+        log(format_args!("{w}"));
+    }
     if let Address::Ip { addr, .. } = &listen {
         let risk = "there is no authentication and no encryption: anyone who reaches it can read and plant TLS sessions through this proxy; listen on a UNIX socket or a private address";
         if let Some(w) = tools::net::exposure_warning("-listen", *addr, risk) {
@@ -1245,11 +1528,12 @@ fn main() -> ExitCode {
     };
     // The TLS files are read now, before -user drops privileges (and
     // again at each reload, as that user).
-    let tls = match tlsconf::Settings::from_flags(&p, cfg.server.tls, "-server") {
+    let tls_needed = cfg.server.as_ref().is_some_and(|s| s.tls);
+    let tls = match tlsconf::Settings::from_flags(&p, tls_needed, "-server") {
         Ok(Some(settings)) => {
             let name = p
                 .get("tls-name")
-                .or(cfg.server.host.as_deref())
+                .or(cfg.server.as_ref().and_then(|s| s.host.as_deref()))
                 .unwrap_or_default()
                 .to_string();
             match ClientTls::load(settings, &name, tools::now_ms()) {
@@ -1316,7 +1600,19 @@ fn main() -> ExitCode {
         ever_up: false,
         up_logged: false,
         tls,
+        backend: None,
     };
+    if let Some((rcfg, timeouts)) = proxy.cfg.redis.take() {
+        let token = proxy.next_token;
+        proxy.next_token += 1;
+        proxy.backend = Some(Backend::new(
+            rcfg,
+            timeouts,
+            token,
+            &proxy.poller,
+            tools::now_ms(),
+        ));
+    }
     if let Some(ep) = endpoint {
         if let Err(e) = ep.register(&proxy.poller) {
             let msg = format!("cannot watch the -metrics listener: {e}");
@@ -1324,7 +1620,7 @@ fn main() -> ExitCode {
         }
         proxy.metrics = Some(ep);
     }
-    d.ready(&format!("proxying {listen} to {}", proxy.cfg.server));
+    d.ready(&format!("proxying {listen} to {}", proxy.cfg.target));
     let code = match proxy.run(&mut d) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fatal(e),
