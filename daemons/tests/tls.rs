@@ -1,7 +1,7 @@
-//! The TLS groundwork (daemons/src/tls.rs): certificates made here with
-//! rcgen (two CAs, servers, clients, an expired one, a revoked one), a
-//! server and a client `TlsStream` over a loopback TCP pair, both driven by
-//! poll(2) in this one thread, as an event loop would.
+//! The TLS groundwork (daemons/src/tls.rs): certificates made with rcgen
+//! (common/pki.rs: two CAs, servers, clients, an expired one; a revoked one
+//! here), a server and a client `TlsStream` over a loopback TCP pair, both
+//! driven by poll(2) in this one thread, as an event loop would.
 
 mod common;
 
@@ -12,141 +12,11 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::TempDir;
+use common::pki::{make_leaf, LeafSpec, Pki};
 use distcache_tools::tls::{
     Failure, ServerOptions, TlsClient, TlsFiles, TlsServer, TlsStream, DEFAULT_SEND_BUFFER,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SanType,
-    SerialNumber,
-};
-
-// ------------------------------------------------------------ certificates
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn make_ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        issuer: Issuer::new(params, key),
-        pem: cert.pem(),
-    }
-}
-
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-#[derive(Default)]
-struct LeafSpec<'a> {
-    dns: &'a [&'a str],
-    uris: &'a [&'a str],
-    expired: bool,
-    not_yet_valid: bool,
-    serial: Option<u64>,
-}
-
-fn make_leaf(ca: &Ca, spec: LeafSpec) -> Leaf {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    for d in spec.dns {
-        params
-            .subject_alt_names
-            .push(SanType::DnsName((*d).try_into().unwrap()));
-    }
-    for u in spec.uris {
-        params
-            .subject_alt_names
-            .push(SanType::URI((*u).try_into().unwrap()));
-    }
-    params.distinguished_name.push(DnType::CommonName, "leaf");
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    if spec.expired {
-        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    }
-    if spec.not_yet_valid {
-        params.not_before = rcgen::date_time_ymd(3000, 1, 1);
-        params.not_after = rcgen::date_time_ymd(3001, 1, 1);
-    }
-    if let Some(s) = spec.serial {
-        params.serial_number = Some(SerialNumber::from(s));
-    }
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    Leaf {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-/// The PKI of one test: written into a temp dir, key files mode 0600.
-struct Pki {
-    dir: TempDir,
-    ca: Ca,
-    other_ca: Ca,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Pki {
-        let dir = TempDir::new(tag);
-        let ca = make_ca("test CA");
-        let other_ca = make_ca("other CA");
-        std::fs::write(dir.path("ca.pem"), &ca.pem).unwrap();
-        std::fs::write(dir.path("other-ca.pem"), &other_ca.pem).unwrap();
-        Pki { dir, ca, other_ca }
-    }
-
-    /// Writes `name.crt` and `name.key` (0600) and returns the files of a
-    /// side trusting `ca.pem`.
-    fn files(&self, name: &str, leaf: &Leaf) -> TlsFiles {
-        let cert = self.dir.path(&format!("{name}.crt"));
-        let key = self.dir.path(&format!("{name}.key"));
-        std::fs::write(&cert, &leaf.cert).unwrap();
-        std::fs::write(&key, &leaf.key).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        TlsFiles {
-            cert,
-            key,
-            ca: self.dir.path("ca.pem"),
-            crl: None,
-        }
-    }
-
-    fn server(&self) -> TlsFiles {
-        let leaf = make_leaf(
-            &self.ca,
-            LeafSpec {
-                dns: &["cache.example"],
-                ..Default::default()
-            },
-        );
-        self.files("server", &leaf)
-    }
-
-    fn client(&self) -> TlsFiles {
-        let leaf = make_leaf(
-            &self.ca,
-            LeafSpec {
-                dns: &["web1.example"],
-                uris: &["spiffe://example/web"],
-                ..Default::default()
-            },
-        );
-        self.files("client", &leaf)
-    }
-}
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 
 // ------------------------------------------------------------ driving
 

@@ -100,3 +100,5 @@ impl Srv {
         connect(&self.sock)
     }
 }
+
+pub mod pki;
