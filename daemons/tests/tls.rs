@@ -12,7 +12,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::pki::{make_leaf, LeafSpec, Pki};
+use common::pki::{client_without_cert, make_leaf, LeafSpec, Pki};
 use distcache_tools::tls::{
     Failure, ServerOptions, TlsClient, TlsFiles, TlsServer, TlsStream, DEFAULT_SEND_BUFFER,
 };
@@ -152,23 +152,6 @@ fn load_server(files: &TlsFiles) -> TlsServer {
 
 fn load_client(files: &TlsFiles, name: &str) -> TlsClient {
     TlsClient::load(files, name, false).unwrap()
-}
-
-/// A client that presents no certificate (a config built here, not from
-/// files: the loader always presents one).
-fn client_without_cert(ca_pem: &str, name: &str) -> TlsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsClient::new(Arc::new(config), name).unwrap()
 }
 
 use rustls::pki_types::pem::PemObject;

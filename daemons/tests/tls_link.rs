@@ -80,11 +80,7 @@ impl Net {
         let mut args = vec!["-tls-name".to_string(), SERVER_NAME.to_string()];
         args.extend(tls_flags(files));
         args.extend(extra.iter().map(|s| s.to_string()));
-        dc_client_logged(
-            self.dir(),
-            &format!("TLS:127.0.0.1:{port}"),
-            &strs(&args),
-        )
+        dc_client_logged(self.dir(), &format!("TLS:127.0.0.1:{port}"), &strs(&args))
     }
 
     fn client_addr(&self) -> String {
@@ -207,7 +203,11 @@ fn dc_test_ok(args: &[&str], ops: u64) {
     let mut all = args.to_vec();
     all.extend_from_slice(&["-sessions", "8", "-ops", &ops_s, "-seed", "16"]);
     let (code, out, err) = run(DC_TEST, &all, Duration::from_secs(60));
-    assert_eq!(code, Some(0), "dc_test {all:?}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(
+        code,
+        Some(0),
+        "dc_test {all:?}\nstdout: {out}\nstderr: {err}"
+    );
     assert_eq!(dc_test_field(&out, "ops"), ops, "{out}");
     assert_eq!(dc_test_field(&out, "errors"), 0, "{out}");
     assert_eq!(dc_test_field(&out, "failures"), 0, "{out}");
@@ -446,4 +446,850 @@ fn dc_snoop_relays_a_dc_test_run_into_the_tls_port() {
     dc_test_ok(&["-connect", &listen], 100);
     let seen = std::fs::read_to_string(net.dir().path("snoop.out")).unwrap();
     assert!(seen.contains("ADD") && seen.contains("GET"), "{seen}");
+}
+
+// ------------------------------------------------------------ 3, 4: third-party peers
+
+/// What `openssl s_client` printed and how it ended.
+struct SClient {
+    code: Option<i32>,
+    out: Vec<u8>,
+    err: String,
+}
+
+impl SClient {
+    fn text(&self) -> String {
+        format!("{}\n{}", String::from_utf8_lossy(&self.out), self.err)
+    }
+
+    /// The PEM body (base64, no line breaks) of the server certificate it
+    /// printed.
+    fn server_cert(&self) -> String {
+        pem_body(&String::from_utf8_lossy(&self.out))
+    }
+}
+
+/// The base64 of the first certificate in `pem` (line breaks dropped).
+fn pem_body(pem: &str) -> String {
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let start = pem.find(begin).expect("a certificate") + begin.len();
+    let end = start + pem[start..].find("-----END").expect("its end");
+    pem[start..end].split_whitespace().collect()
+}
+
+/// `openssl s_client` to dc_server's TLS port, verifying it against the
+/// test CA and [`SERVER_NAME`], with `extra` flags: sends `input`, waits
+/// (at most 10 s) until its output shows `until`, then closes its stdin.
+fn s_client(net: &Net, port: u16, extra: &[&str], input: &[u8], until: &[u8]) -> SClient {
+    let ca = net.pki.dir.path("ca.pem").display().to_string();
+    let connect = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        &connect,
+        "-servername",
+        SERVER_NAME,
+        "-verify_hostname",
+        SERVER_NAME,
+        "-CAfile",
+        &ca,
+        "-verify_return_error",
+        "-nocommands",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(OPENSSL)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let err = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            out.clone(),
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            err.clone(),
+        ),
+    ]
+    .map(|(src, sink)| {
+        let mut src = src.unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = src.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(input);
+    let _ = stdin.flush();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let seen = contains(&out.lock().unwrap(), until) || contains(&err.lock().unwrap(), until);
+        if seen || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for r in readers {
+        r.join().unwrap();
+    }
+    let out = out.lock().unwrap().clone();
+    let err = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
+    SClient { code, out, err }
+}
+
+/// `-cert` and `-key` of `files`, for s_client.
+fn cert_args(files: &TlsFiles) -> [String; 4] {
+    [
+        "-cert".to_string(),
+        files.cert.display().to_string(),
+        "-key".to_string(),
+        files.key.display().to_string(),
+    ]
+}
+
+#[test]
+fn openssl_s_client_without_a_certificate_is_refused() {
+    if !have(OPENSSL, "openssl_s_client_without_a_certificate_is_refused") {
+        return;
+    }
+    let net = Net::new("tls-link-sclient-nocert");
+    let dc = net.server(&[]);
+    let probe = request(7, 3, b"some-id");
+    let s = s_client(&net, dc.port, &[], &probe, b"certificate required");
+    let text = s.text();
+    assert!(text.contains("alert certificate required"), "{text}");
+    assert_ne!(s.code, Some(0), "{text}");
+    // No answer came back: an answer message starts 00 11 00 00 01.
+    assert!(!contains(&s.out, &[0, 0x11, 0, 0, 1]), "{text}");
+    assert_closed_line(
+        &dc,
+        "127.0.0.1:",
+        "TLS: the client sent no certificate and one is required",
+    );
+    assert_serves(&net.client, dc.port, "after-nocert");
+}
+
+#[test]
+fn openssl_s_client_with_a_valid_certificate_is_served() {
+    if !have(
+        OPENSSL,
+        "openssl_s_client_with_a_valid_certificate_is_served",
+    ) {
+        return;
+    }
+    let net = Net::new("tls-link-sclient-cert");
+    let dc = net.server(&[]);
+    let data = b"a session stored through openssl s_client".repeat(3);
+    let mut input = request(41, 0, &add_payload(60_000, b"sclient-id", &data));
+    input.extend_from_slice(&request(42, 1, b"sclient-id"));
+    let mut answer = Vec::new();
+    distcache_rs::proto::encode_message(
+        &mut answer,
+        true,
+        42,
+        distcache_rs::proto::Cmd::Get,
+        &data,
+    )
+    .unwrap();
+    let certs = cert_args(&net.client);
+    let s = s_client(&net, dc.port, &strs(&certs), &input, &answer);
+    let text = s.text();
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("TLSv1.3"), "{text}");
+    assert!(contains(&s.out, &answer), "no GET answer in:\n{text}");
+    assert_eq!(
+        s.server_cert(),
+        pem_body(&std::fs::read_to_string(&net.server.cert).unwrap())
+    );
+    // The session is there for everyone else.
+    let c = tls_lib_client(&net.client, dc.port);
+    assert_eq!(&c.get(b"sclient-id").unwrap().unwrap()[..], &data[..]);
+    assert!(!dc.log().contains("closing connection"), "{}", dc.log());
+}
+
+#[test]
+fn stunnel_client_mode_carries_a_plain_dc_test_into_the_tls_port() {
+    if !have(
+        STUNNEL,
+        "stunnel_client_mode_carries_a_plain_dc_test_into_the_tls_port",
+    ) {
+        return;
+    }
+    let net = Net::new("tls-link-stunnel");
+    let dc = net.server(&[]);
+    let plain = free_port();
+    let conf = net.dir().path("stunnel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "foreground = yes\npid =\ndebug = notice\n\n[dc]\nclient = yes\naccept = 127.0.0.1:{plain}\nconnect = 127.0.0.1:{}\ncert = {}\nkey = {}\nCAfile = {}\nverifyChain = yes\ncheckHost = {SERVER_NAME}\n",
+            dc.port,
+            net.client.cert.display(),
+            net.client.key.display(),
+            net.client.ca.display()
+        ),
+    )
+    .unwrap();
+    let log = net.dir().path("stunnel.log");
+    let _stunnel = Proc::spawn_with(
+        STUNNEL,
+        &[conf.to_str().unwrap()],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    wait_text("stunnel's log", "Configuration successful", || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    });
+    let target = format!("IP:127.0.0.1:{plain}");
+    dc_test_ok(&["-connect", &target], 150);
+    dc_test_ok(&["-connect", &target, "-persistent", "-clients", "2"], 300);
+    // What the plain client stored is in dc_server's cache.
+    let c = Client::new(&target, 0).unwrap();
+    assert_eq!(
+        c.add(b"via-stunnel", b"stunnel session data", 60_000)
+            .unwrap(),
+        AddOutcome::Stored
+    );
+    let direct = tls_lib_client(&net.client, dc.port);
+    assert_eq!(
+        &direct.get(b"via-stunnel").unwrap().unwrap()[..],
+        b"stunnel session data"
+    );
+}
+
+// ------------------------------------------------------------ 5: bad inputs
+
+/// A DC_CTX call through dc_client is answered with a failure (the link
+/// is refused), never a session.
+fn assert_answers_failures(addr: &str) {
+    let c = Client::new(addr, 0).unwrap();
+    match c.add(b"refused-link", b"data that goes nowhere", 60_000) {
+        Err(Error::Disconnected) | Err(Error::EmptyAnswer) => {}
+        other => panic!("expected a failure answer, got {other:?}"),
+    }
+    assert!(c.get(b"refused-link").is_err());
+}
+
+/// dc_client with the client leaf `files` is refused by dc_server
+/// (`server_extra`) with `reason`; dc_client answers failures; dc_server
+/// serves a good client afterwards.
+fn refused_by_dc_server(net: &Net, files: &TlsFiles, server_extra: &[&str], reason: &str) -> Dc {
+    let dc = net.server(server_extra);
+    let _client = net.dc_client_with(files, dc.port, &["-retry", "60000"]);
+    let head = "closing connection from 127.0.0.1:";
+    let log = wait_text("dc_server's log", head, || dc.log());
+    let lines = lines_with(&log, head);
+    assert!(
+        lines.iter().all(|l| l.contains(reason)),
+        "expected {reason:?}:\n{log}"
+    );
+    assert_answers_failures(&net.client_addr());
+    assert_serves(&net.client, dc.port, "after-refusal");
+    dc
+}
+
+#[test]
+fn plaintext_client_on_the_tls_port_is_closed_with_one_line() {
+    let net = Net::new("tls-link-plain-on-tls");
+    let dc = net.server(&[]);
+    let mut raw = TcpStream::connect(("127.0.0.1", dc.port)).unwrap();
+    let me = raw.local_addr().unwrap();
+    raw.write_all(&request(1, 1, b"a plain GET")).unwrap();
+    assert!(closed_within(&mut raw, Duration::from_secs(10)));
+    assert_closed_line(
+        &dc,
+        &me.to_string(),
+        "TLS: the peer did not speak TLS (a plaintext client on a TLS port?)",
+    );
+    assert_serves(&net.client, dc.port, "after-plain");
+}
+
+#[test]
+fn tls_client_on_a_plain_port_fails_clearly() {
+    let net = Net::new("tls-link-tls-on-plain");
+    let port = free_port();
+    let listen = format!("IP:127.0.0.1:{port}");
+    let srv = Srv::start(net.dir(), "srv", &["-listen", &listen]);
+    let _client = net.dc_client(port, &["-retry", "60000"]);
+    let log = wait_text("dc_client's log", "cannot connect to server", || {
+        net.client_log()
+    });
+    let line = lines_with(&log, "cannot connect to server")[0];
+    assert!(
+        line.contains(&format!(
+            "TLS:127.0.0.1:{port}: TLS: the peer closed the connection during the handshake"
+        )),
+        "{log}"
+    );
+    assert_answers_failures(&net.client_addr());
+    // dc_server took the ClientHello for a broken request and said so.
+    let slog = wait_text(
+        "dc_server's log",
+        "closing connection from 127.0.0.1:",
+        || srv.log(),
+    );
+    assert_eq!(
+        lines_with(&slog, "closing connection from").len(),
+        1,
+        "{slog}"
+    );
+    // It serves plain clients as before.
+    let c = Client::new(&listen, 0).unwrap();
+    assert_eq!(
+        c.add(b"plain", b"plain session data", 60_000).unwrap(),
+        AddOutcome::Stored
+    );
+    assert_eq!(
+        &c.get(b"plain").unwrap().unwrap()[..],
+        b"plain session data"
+    );
+}
+
+#[test]
+fn client_without_a_certificate_is_refused() {
+    let net = Net::new("tls-link-nocert");
+    let dc = net.server(&[]);
+    let nocert = common::pki::client_without_cert(&net.pki.ca.pem, SERVER_NAME);
+    let c = Client::with_connector(
+        &format!("IP:127.0.0.1:{}", dc.port),
+        0,
+        Config::default(),
+        Some(blocking_connector(nocert)),
+    )
+    .unwrap();
+    assert!(c.add(b"no-cert", b"refused session data", 60_000).is_err());
+    assert_closed_line(
+        &dc,
+        "127.0.0.1:",
+        "TLS: the client sent no certificate and one is required",
+    );
+    assert!(tls_lib_client(&net.client, dc.port)
+        .get(b"no-cert")
+        .unwrap()
+        .is_none());
+    assert_serves(&net.client, dc.port, "after-nocert");
+}
+
+#[test]
+fn client_certificate_from_another_ca_is_refused() {
+    let net = Net::new("tls-link-otherca");
+    let leaf = make_leaf(
+        &net.pki.other_ca,
+        LeafSpec {
+            dns: &[CLIENT_NAME],
+            ..Default::default()
+        },
+    );
+    let files = net.pki.files("stranger", &leaf);
+    refused_by_dc_server(
+        &net,
+        &files,
+        &[],
+        "TLS: the peer's certificate is not signed by a -tls-ca root",
+    );
+}
+
+#[test]
+fn expired_client_certificate_is_refused() {
+    let net = Net::new("tls-link-expired");
+    let leaf = make_leaf(
+        &net.pki.ca,
+        LeafSpec {
+            dns: &[CLIENT_NAME],
+            expired: true,
+            ..Default::default()
+        },
+    );
+    let files = net.pki.files("old", &leaf);
+    refused_by_dc_server(&net, &files, &[], "TLS: the peer's certificate has expired");
+}
+
+#[test]
+fn not_yet_valid_client_certificate_is_refused() {
+    let net = Net::new("tls-link-future");
+    let leaf = make_leaf(
+        &net.pki.ca,
+        LeafSpec {
+            dns: &[CLIENT_NAME],
+            not_yet_valid: true,
+            ..Default::default()
+        },
+    );
+    let files = net.pki.files("future", &leaf);
+    refused_by_dc_server(
+        &net,
+        &files,
+        &[],
+        "TLS: the peer's certificate is not valid yet",
+    );
+}
+
+#[test]
+fn allow_name_refuses_an_unlisted_client_and_admits_a_listed_one() {
+    let net = Net::new("tls-link-allow");
+    let web2 = net.leaf_files("web2", &["web2.example"]);
+    let dc = refused_by_dc_server(
+        &net,
+        &net.client,
+        &[
+            "-tls-allow-name",
+            "web2.example",
+            "-tls-allow-name",
+            "spiffe://example/other",
+        ],
+        "TLS: the client's certificate carries none of the -tls-allow-name names",
+    );
+    assert_serves(&web2, dc.port, "listed-web2");
+}
+
+#[test]
+fn wrong_server_name_is_refused_by_dc_client() {
+    let net = Net::new("tls-link-name");
+    let dc = net.server(&[]);
+    let _client = net.dc_client(dc.port, &["-tls-name", "db.example", "-retry", "60000"]);
+    let log = wait_text("dc_client's log", "cannot connect to server", || {
+        net.client_log()
+    });
+    let lines = lines_with(&log, "cannot connect to server");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(
+            "TLS: the server's certificate does not carry the expected name (see -tls-name)"
+        ),
+        "{log}"
+    );
+    assert_answers_failures(&net.client_addr());
+    assert_closed_line(&dc, "127.0.0.1:", "TLS: refused by the peer");
+    assert_serves(&net.client, dc.port, "after-wrong-name");
+}
+
+/// A TLS session to dc_server's port with its handshake done, and a second
+/// handle on its TCP socket (to send bytes behind the session's back).
+fn tls_session(files: &TlsFiles, port: u16) -> (TlsStream, TcpStream) {
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let raw = sock.try_clone().unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let client = TlsClient::load(files, SERVER_NAME, false).unwrap();
+    let mut t = TlsStream::connect(sock, &client).unwrap();
+    drive(&mut t, |t| t.handshake()).unwrap();
+    (t, raw)
+}
+
+/// Calls `f` until it does not block, waiting for the socket in between
+/// (at most 10 s in all).
+fn drive<T>(
+    t: &mut TlsStream,
+    mut f: impl FnMut(&mut TlsStream) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f(t) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "TLS session made no progress");
+                let ev = libc::POLLIN | if t.wants_write() { libc::POLLOUT } else { 0 };
+                distcache_rs::transport::wait_ready(t.as_raw_fd(), ev, Some(left))?;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn garbage_after_the_handshake_closes_that_connection() {
+    let net = Net::new("tls-link-garbage");
+    let dc = net.server(&[]);
+    let (mut t, mut raw) = tls_session(&net.client, dc.port);
+    let me = raw.local_addr().unwrap();
+    // One good request over the session first: a HAVE answered "no".
+    let req = request(5, 3, b"garbage-test-id");
+    let mut sent = 0;
+    while sent < req.len() {
+        sent += drive(&mut t, |t| t.write(&req[sent..])).unwrap();
+    }
+    drive(&mut t, |t| t.flush()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    while answer.len() < 15 {
+        let n = drive(&mut t, |t| t.read(&mut buf)).unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(answer[14], 1, "HAVE answer: not stored");
+    // Then a record that is no TLS record of this session.
+    raw.write_all(&[23, 3, 3, 0, 40]).unwrap();
+    raw.write_all(&[0x5a; 40]).unwrap();
+    assert!(closed_within(&mut raw, Duration::from_secs(10)));
+    assert_closed_line(&dc, &me.to_string(), "TLS: ");
+    assert_serves(&net.client, dc.port, "after-garbage");
+}
+
+#[test]
+fn handshake_that_never_completes_is_closed_after_stall() {
+    let net = Net::new("tls-link-stall");
+    let dc = net.server(&["-stall", "400"]);
+    let mut raw = TcpStream::connect(("127.0.0.1", dc.port)).unwrap();
+    let me = raw.local_addr().unwrap();
+    // The start of a ClientHello record announcing 200 bytes, and no more.
+    raw.write_all(&[22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3, 0x11, 0x22])
+        .unwrap();
+    // While it hangs, others are served.
+    assert_serves(&net.client, dc.port, "during-stall");
+    assert!(closed_within(&mut raw, Duration::from_secs(10)));
+    assert_closed_line(&dc, &me.to_string(), "TLS: handshake not completed in ");
+    assert!(dc.log().contains("ms (-stall)"), "{}", dc.log());
+    assert_serves(&net.client, dc.port, "after-stall");
+}
+
+/// dc_server (or dc_client) started with `args` exits with status 1 and
+/// one stderr line, which contains every one of `wanted`.
+fn refuses_to_start(exe: &str, args: &[&str], wanted: &[&str]) {
+    let (code, out, err) = run(exe, args, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{args:?}\nstdout: {out}\nstderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{err}");
+    for w in wanted {
+        assert!(lines[0].contains(w), "expected {w:?} in {err}");
+    }
+}
+
+/// dc_server's arguments listening on a TLS port with `files` and `extra`.
+fn server_args(files: &TlsFiles, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "-listen".to_string(),
+        format!("TLS:127.0.0.1:{}", free_port()),
+    ];
+    v.extend(tls_flags(files));
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+#[test]
+fn start_up_with_a_missing_key_file_fails_naming_flag_and_file() {
+    let net = Net::new("tls-link-nokey");
+    let files = TlsFiles {
+        key: net.dir().path("nope.key"),
+        ..net.server.clone()
+    };
+    let key = files.key.display().to_string();
+    refuses_to_start(
+        DC_SERVER,
+        &strs(&server_args(&files, &[])),
+        &[&format!("-tls-key {key}: missing")],
+    );
+}
+
+#[test]
+fn start_up_with_a_missing_cert_file_fails_naming_flag_and_file() {
+    let net = Net::new("tls-link-nocertfile");
+    let files = TlsFiles {
+        cert: net.dir().path("nope.crt"),
+        ..net.server.clone()
+    };
+    let cert = files.cert.display().to_string();
+    refuses_to_start(
+        DC_SERVER,
+        &strs(&server_args(&files, &[])),
+        &[&format!("-tls-cert {cert}: missing")],
+    );
+}
+
+#[test]
+fn start_up_with_an_unreadable_cert_file_fails_naming_flag_and_file() {
+    let net = Net::new("tls-link-unreadable");
+    // A directory cannot be read as a file, even by root.
+    let dir = net.dir().path("a-directory.crt");
+    std::fs::create_dir(&dir).unwrap();
+    let files = TlsFiles {
+        cert: dir.clone(),
+        ..net.server.clone()
+    };
+    let want = format!("-tls-cert {}: unreadable", dir.display());
+    refuses_to_start(DC_SERVER, &strs(&server_args(&files, &[])), &[&want]);
+    // Mode 000: refused unless the test runs as root, who reads anything.
+    if distcache_tools::tools::sys::euid() != 0 {
+        std::fs::set_permissions(&net.server.cert, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let want = format!("-tls-cert {}: unreadable", net.server.cert.display());
+        refuses_to_start(DC_SERVER, &strs(&server_args(&net.server, &[])), &[&want]);
+    }
+}
+
+#[test]
+fn start_up_with_a_mismatched_key_fails_on_both_daemons() {
+    let net = Net::new("tls-link-mismatch");
+    let files = TlsFiles {
+        key: net.client.key.clone(),
+        ..net.server.clone()
+    };
+    let want = format!(
+        "-tls-key {}: the key does not match the certificate in -tls-cert {}",
+        net.client.key.display(),
+        net.server.cert.display()
+    );
+    refuses_to_start(DC_SERVER, &strs(&server_args(&files, &[])), &[&want]);
+    let listen = net.dir().addr("client");
+    let mut args = vec![
+        "-server".to_string(),
+        "TLS:127.0.0.1:1".to_string(),
+        "-listen".to_string(),
+        listen,
+    ];
+    args.extend(tls_flags(&files));
+    refuses_to_start(DC_CLIENT, &strs(&args), &[&want]);
+}
+
+#[test]
+fn key_readable_by_others_refused_group_readable_accepted_override_accepted() {
+    let net = Net::new("tls-link-perms");
+    std::fs::set_permissions(&net.server.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refuses_to_start(
+        DC_SERVER,
+        &strs(&server_args(&net.server, &[])),
+        &[
+            &format!("-tls-key {}: ", net.server.key.display()),
+            "readable by others (mode 0644)",
+            "-tls-key-insecure-perms",
+        ],
+    );
+    let dc = net.server(&["-tls-key-insecure-perms"]);
+    assert_serves(&net.client, dc.port, "insecure-perms");
+    drop(dc);
+    std::fs::set_permissions(&net.server.key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let dc = net.server(&[]);
+    assert_serves(&net.client, dc.port, "group-readable");
+}
+
+// ------------------------------------------------------------ 7: rotation
+
+/// Replaces `files`' certificate and key with `leaf`'s the way README
+/// says: written beside them, then renamed into place.
+fn replace_files(files: &TlsFiles, leaf: &common::pki::Leaf) {
+    for (path, text) in [(&files.key, &leaf.key), (&files.cert, &leaf.cert)] {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+}
+
+fn sigusr1(p: &Proc) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGUSR1) }, 0);
+}
+
+/// The PEM body of the certificate a new s_client connection is shown.
+fn served_cert(net: &Net, port: u16) -> String {
+    let certs = cert_args(&net.client);
+    let probe = request(9, 3, b"rotation-probe");
+    let s = s_client(net, port, &strs(&certs), &probe, &[0, 0x11, 0, 0, 1]);
+    assert!(
+        s.text().contains("Verify return code: 0 (ok)"),
+        "{}",
+        s.text()
+    );
+    s.server_cert()
+}
+
+/// 16 DC_CTX threads through dc_client while the server's certificate
+/// (and dc_client's) is replaced, reloaded by `reload` (SIGUSR1, or the
+/// periodic check): no operation fails, both daemons say they reloaded
+/// (`why`), new connections get the new certificate.
+fn rotation_under_load(tag: &str, reload_check: &str, signal: bool, why: &str) {
+    if !have(OPENSSL, tag) {
+        return;
+    }
+    let net = Net::new(tag);
+    let check = ["-tls-reload-check", reload_check];
+    let dc = net.server(&check);
+    let mut client_extra = vec!["-deadline", "5000"];
+    client_extra.extend_from_slice(&check);
+    let client = net.dc_client(dc.port, &client_extra);
+    let addr = net.client_addr();
+    wait_link_up(&addr);
+    let old = pem_body(&std::fs::read_to_string(&net.server.cert).unwrap());
+    assert_eq!(served_cert(&net, dc.port), old);
+    let mut load = Load::start(LoadSpec {
+        target: &addr,
+        workers: 16,
+        id_prefix: tag,
+        repeat: 4,
+        pause: Pause::EveryIteration(Duration::from_millis(2)),
+        get_after_failed_add: false,
+    });
+    load.wait_for_successes(200, Duration::from_secs(20));
+    let new_server = net.pki.leaf(&[SERVER_NAME]);
+    replace_files(&net.server, &new_server);
+    replace_files(&net.client, &net.pki.leaf(&[CLIENT_NAME]));
+    if signal {
+        sigusr1(&dc.srv.proc);
+        sigusr1(&client);
+    }
+    let line = format!("TLS: reloaded certificate {}", net.server.cert.display());
+    let slog = wait_text("dc_server's log", &line, || dc.log());
+    assert!(
+        slog.contains(&format!("({why}): new connections use them")),
+        "{slog}"
+    );
+    let cline = format!("TLS: reloaded certificate {}", net.client.cert.display());
+    let clog = wait_text("dc_client's log", &cline, || net.client_log());
+    assert!(clog.contains(&format!("({why})")), "{clog}");
+    let before = load.successes();
+    load.wait_for_successes(before + 200, Duration::from_secs(20));
+    assert_eq!(served_cert(&net, dc.port), pem_body(&new_server.cert));
+    let results = load.stop();
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(load.failures(), 0, "failed operations during the rotation");
+    assert!(load.successes() >= before + 200, "{}", load.successes());
+    assert!(
+        !slog.contains("reload failed") && !clog.contains("reload failed"),
+        "{slog}\n{clog}"
+    );
+    // A new dc_client (new files) still gets in.
+    assert_serves(&net.client, dc.port, "after-rotation");
+}
+
+#[test]
+fn rotation_under_load_with_sigusr1() {
+    rotation_under_load("tls-link-rotate-usr1", "0", true, "SIGUSR1");
+}
+
+#[test]
+fn rotation_under_load_by_replacing_the_files() {
+    rotation_under_load("tls-link-rotate-files", "500", false, "files changed");
+}
+
+#[test]
+fn a_broken_reload_keeps_the_old_configuration() {
+    if !have(OPENSSL, "a_broken_reload_keeps_the_old_configuration") {
+        return;
+    }
+    let net = Net::new("tls-link-badreload");
+    let dc = net.server(&[]);
+    let old = pem_body(&std::fs::read_to_string(&net.server.cert).unwrap());
+    // A new key that does not belong to the certificate in place.
+    let stray = net.pki.leaf(&[SERVER_NAME]);
+    std::fs::write(&net.server.key, &stray.key).unwrap();
+    sigusr1(&dc.srv.proc);
+    let log = wait_text("dc_server's log", "TLS: reload failed", || dc.log());
+    let lines = lines_with(&log, "TLS: reload");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(&format!(
+            "TLS: reload failed (SIGUSR1), keeping the previous configuration: -tls-key {}: the key does not match the certificate in -tls-cert {}",
+            net.server.key.display(),
+            net.server.cert.display()
+        )),
+        "{log}"
+    );
+    assert!(dc.srv.proc.child.id() > 0);
+    assert_eq!(served_cert(&net, dc.port), old);
+    assert_serves(&net.client, dc.port, "after-bad-reload");
+}
+
+// ------------------------------------------------------------ 8: no secret in clear
+
+/// A session's data (200 distinctive bytes) added and fetched through
+/// dc_client, whose link to dc_server runs through a recording relay;
+/// returns the relay.
+fn secret_through_relay(net: &Net, dc_port: u16, tls: bool, secret: &[u8]) -> Relay {
+    let relay = Relay::start(dc_port);
+    let _client = if tls {
+        net.dc_client(relay.port, &[])
+    } else {
+        dc_client_logged(net.dir(), &format!("IP:127.0.0.1:{}", relay.port), &[])
+    };
+    let addr = net.client_addr();
+    wait_link_up(&addr);
+    let c = Client::new(&addr, FLAG_PERSISTENT).unwrap();
+    assert_eq!(
+        c.add(b"secret-session", secret, 60_000).unwrap(),
+        AddOutcome::Stored
+    );
+    assert_eq!(&c.get(b"secret-session").unwrap().unwrap()[..], secret);
+    relay
+}
+
+fn distinctive_secret() -> Vec<u8> {
+    let mut s = Vec::new();
+    let mut i = 0;
+    while s.len() < 200 {
+        s.extend_from_slice(format!("<master secret {i:02}>").as_bytes());
+        i += 1;
+    }
+    s.truncate(200);
+    s
+}
+
+/// Whether any 20-byte piece of `secret` is in `wire`.
+fn leaks(wire: &[u8], secret: &[u8]) -> bool {
+    secret.windows(20).any(|w| contains(wire, w))
+}
+
+#[test]
+fn no_session_data_in_clear_on_the_tls_link() {
+    let secret = distinctive_secret();
+    let net = Net::new("tls-link-secret");
+    let dc = net.server(&[]);
+    let relay = secret_through_relay(&net, dc.port, true, &secret);
+    let (up, down) = (relay.to_server(), relay.to_client());
+    assert!(
+        up.len() > 200 && down.len() > 200,
+        "the relay carried the link"
+    );
+    assert!(
+        !leaks(&up, &secret),
+        "session data in clear towards dc_server"
+    );
+    assert!(
+        !leaks(&down, &secret),
+        "session data in clear towards dc_client"
+    );
+    assert!(!contains(&up, b"secret-session") && !contains(&down, b"secret-session"));
+}
+
+#[test]
+fn session_data_is_in_clear_on_a_plain_link_the_control() {
+    let secret = distinctive_secret();
+    let net = Net::new("tls-link-secret-plain");
+    let port = free_port();
+    let listen = format!("IP:127.0.0.1:{port}");
+    let _srv = Srv::start(net.dir(), "srv", &["-listen", &listen]);
+    let relay = secret_through_relay(&net, port, false, &secret);
+    assert!(contains(&relay.to_server(), &secret), "the ADD carries it");
+    assert!(
+        contains(&relay.to_client(), &secret),
+        "the GET answer carries it"
+    );
 }

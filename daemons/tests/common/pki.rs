@@ -4,12 +4,14 @@
 //! not-yet-valid ones, written into a temp dir with key files mode 0600.
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
-use distcache_tools::tls::TlsFiles;
+use distcache_tools::tls::{TlsClient, TlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     SanType, SerialNumber,
 };
+use rustls::pki_types::pem::PemObject;
 
 use super::TempDir;
 
@@ -167,4 +169,21 @@ pub fn tls_flags(files: &TlsFiles) -> Vec<String> {
         v.push(crl.display().to_string());
     }
     v
+}
+
+/// A client that presents no certificate (a config built here, not from
+/// files: the loader always presents one).
+pub fn client_without_cert(ca_pem: &str, name: &str) -> TlsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsClient::new(Arc::new(config), name).unwrap()
 }
