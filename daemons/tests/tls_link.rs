@@ -719,6 +719,8 @@ fn refused_by_dc_server(
         "expected {reason:?}:\n{log}"
     );
     assert_answers_failures(&net.client_addr());
+    // One attempt (-retry 60000), one line.
+    assert_eq!(lines_with(&dc.log(), head).len(), 1, "{}", dc.log());
     assert_serves(good, dc.port, "after-refusal");
 }
 
@@ -1148,6 +1150,24 @@ fn key_readable_by_others_refused_group_readable_accepted_override_accepted() {
             "-tls-key-insecure-perms",
         ],
     );
+    // dc_client reads its key the same way.
+    std::fs::set_permissions(&net.client.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut args = vec![
+        "-server".to_string(),
+        "TLS:127.0.0.1:1".to_string(),
+        "-listen".to_string(),
+        net.dir().addr("client"),
+    ];
+    args.extend(tls_flags(&net.client));
+    refuses_to_start(
+        DC_CLIENT,
+        &strs(&args),
+        &[
+            &format!("-tls-key {}: ", net.client.key.display()),
+            "readable by others (mode 0644)",
+        ],
+    );
+    std::fs::set_permissions(&net.client.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let dc = net.server(&["-tls-key-insecure-perms"]);
     assert_serves(&net.client, dc.port, "insecure-perms");
     drop(dc);
@@ -1174,9 +1194,10 @@ fn sigusr1(p: &Proc) {
     assert_eq!(unsafe { libc::kill(p.pid(), libc::SIGUSR1) }, 0);
 }
 
-/// The PEM body of the certificate a new s_client connection is shown.
-fn served_cert(net: &Net, port: u16) -> String {
-    let certs = cert_args(&net.client);
+/// The PEM body of the certificate a new s_client connection (with the
+/// client leaf `files`) is shown.
+fn served_cert(net: &Net, files: &TlsFiles, port: u16) -> String {
+    let certs = cert_args(files);
     let probe = request(9, 3, b"rotation-probe");
     let s = s_client(net, port, &strs(&certs), &probe, &[0, 0x11, 0, 0, 1]);
     assert!(
@@ -1204,7 +1225,7 @@ fn rotation_under_load(tag: &str, reload_check: &str, signal: bool, why: &str) {
     let addr = net.client_addr();
     wait_link_up(&addr);
     let old = pem_body(&std::fs::read_to_string(&net.server.cert).unwrap());
-    assert_eq!(served_cert(&net, dc.port), old);
+    assert_eq!(served_cert(&net, &net.client, dc.port), old);
     let mut load = Load::start(LoadSpec {
         target: &addr,
         workers: 16,
@@ -1232,7 +1253,10 @@ fn rotation_under_load(tag: &str, reload_check: &str, signal: bool, why: &str) {
     assert!(clog.contains(&format!("({why})")), "{clog}");
     let before = load.successes();
     load.wait_for_successes(before + 200, Duration::from_secs(20));
-    assert_eq!(served_cert(&net, dc.port), pem_body(&new_server.cert));
+    assert_eq!(
+        served_cert(&net, &net.client, dc.port),
+        pem_body(&new_server.cert)
+    );
     let results = load.stop();
     for r in &results {
         assert!(r.is_ok(), "{r:?}");
@@ -1263,26 +1287,51 @@ fn a_broken_reload_keeps_the_old_configuration() {
         return;
     }
     let net = Net::new("tls-link-badreload");
-    let dc = net.server(&[]);
+    let mut dc = net.server(&[]);
+    let mut client = net.dc_client(dc.port, &[]);
+    wait_link_up(&net.client_addr());
     let old = pem_body(&std::fs::read_to_string(&net.server.cert).unwrap());
-    // A new key that does not belong to the certificate in place.
-    let stray = net.pki.leaf(&[SERVER_NAME]);
-    std::fs::write(&net.server.key, &stray.key).unwrap();
+    // New keys that do not belong to the certificates in place (a rotation
+    // half done), then SIGUSR1 to both daemons.
+    for files in [&net.server, &net.client] {
+        std::fs::write(&files.key, net.pki.leaf(&[SERVER_NAME]).key).unwrap();
+    }
     sigusr1(&dc.srv.proc);
-    let log = wait_text("dc_server's log", "TLS: reload failed", || dc.log());
-    let lines = lines_with(&log, "TLS: reload");
-    assert_eq!(lines.len(), 1, "{log}");
-    assert!(
-        lines[0].contains(&format!(
-            "TLS: reload failed (SIGUSR1), keeping the previous configuration: -tls-key {}: the key does not match the certificate in -tls-cert {}",
-            net.server.key.display(),
-            net.server.cert.display()
-        )),
-        "{log}"
+    sigusr1(&client);
+    for (who, files, read) in [
+        (
+            "dc_server",
+            &net.server,
+            Box::new(|| dc.log()) as Box<dyn Fn() -> String>,
+        ),
+        ("dc_client", &net.client, Box::new(|| net.client_log())),
+    ] {
+        let log = wait_text(who, "TLS: reload failed", read);
+        let lines = lines_with(&log, "TLS: reload");
+        assert_eq!(lines.len(), 1, "{who}:\n{log}");
+        assert!(
+            lines[0].contains(&format!(
+                "TLS: reload failed (SIGUSR1), keeping the previous configuration: -tls-key {}: the key does not match the certificate in -tls-cert {}",
+                files.key.display(),
+                files.cert.display()
+            )),
+            "{who}:\n{log}"
+        );
+    }
+    assert!(dc.srv.proc.alive() && client.alive());
+    // New connections still get the old (whole) configuration, and the
+    // link through dc_client goes on.
+    let probe = net.leaf_files("probe", &[CLIENT_NAME]);
+    assert_eq!(served_cert(&net, &probe, dc.port), old);
+    let c = Client::new(&net.client_addr(), 0).unwrap();
+    assert_eq!(
+        c.add(b"after-bad-reload", b"still served", 60_000).unwrap(),
+        AddOutcome::Stored
     );
-    assert!(dc.srv.proc.child.id() > 0);
-    assert_eq!(served_cert(&net, dc.port), old);
-    assert_serves(&net.client, dc.port, "after-bad-reload");
+    assert_eq!(
+        &c.get(b"after-bad-reload").unwrap().unwrap()[..],
+        b"still served"
+    );
 }
 
 // ------------------------------------------------------------ 8: no secret in clear
