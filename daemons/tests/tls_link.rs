@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,16 +189,6 @@ fn assert_serves(files: &TlsFiles, port: u16, tag: &str) {
     assert_eq!(&c.get(id.as_bytes()).unwrap().unwrap()[..], data.as_bytes());
 }
 
-/// dc_test's last line field `key=value`.
-fn dc_test_field(out: &str, key: &str) -> u64 {
-    let last = out.lines().last().unwrap_or("");
-    last.split_whitespace()
-        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
-        .parse()
-        .unwrap()
-}
-
 /// Runs dc_test with `args` and asserts every one of `ops` operations was
 /// answered correctly.
 fn dc_test_ok(args: &[&str], ops: u64) {
@@ -212,22 +201,9 @@ fn dc_test_ok(args: &[&str], ops: u64) {
         Some(0),
         "dc_test {all:?}\nstdout: {out}\nstderr: {err}"
     );
-    assert_eq!(dc_test_field(&out, "ops"), ops, "{out}");
-    assert_eq!(dc_test_field(&out, "errors"), 0, "{out}");
-    assert_eq!(dc_test_field(&out, "failures"), 0, "{out}");
-}
-
-/// Whether a Debian binary the test needs is there; under CI it must be.
-fn have(exe: &str, test: &str) -> bool {
-    if Path::new(exe).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{exe} is missing under CI (.ci/run installs it)"
-    );
-    eprintln!("{test}: SKIPPED, {exe} is not installed");
-    false
+    assert_eq!(last_line_field(&out, "ops"), ops, "{out}");
+    assert_eq!(last_line_field(&out, "errors"), 0, "{out}");
+    assert_eq!(last_line_field(&out, "failures"), 0, "{out}");
 }
 
 // ------------------------------------------------------------ a relay
@@ -582,7 +558,7 @@ fn cert_args(files: &TlsFiles) -> [String; 4] {
 
 #[test]
 fn openssl_s_client_without_a_certificate_is_refused() {
-    if !have(OPENSSL, "openssl_s_client_without_a_certificate_is_refused") {
+    if !have_binary(OPENSSL, "openssl_s_client_without_a_certificate_is_refused") {
         return;
     }
     let net = Net::new("tls-link-sclient-nocert");
@@ -604,7 +580,7 @@ fn openssl_s_client_without_a_certificate_is_refused() {
 
 #[test]
 fn openssl_s_client_with_a_valid_certificate_is_served() {
-    if !have(
+    if !have_binary(
         OPENSSL,
         "openssl_s_client_with_a_valid_certificate_is_served",
     ) {
@@ -642,7 +618,7 @@ fn openssl_s_client_with_a_valid_certificate_is_served() {
 
 #[test]
 fn stunnel_client_mode_carries_a_plain_dc_test_into_the_tls_port() {
-    if !have(
+    if !have_binary(
         STUNNEL,
         "stunnel_client_mode_carries_a_plain_dc_test_into_the_tls_port",
     ) {
@@ -1217,7 +1193,7 @@ fn served_cert(net: &Net, files: &TlsFiles, port: u16) -> String {
 /// periodic check): no operation fails, both daemons say they reloaded
 /// (`why`), new connections get the new certificate.
 fn rotation_under_load(tag: &str, reload_check: &str, signal: bool, why: &str) {
-    if !have(OPENSSL, tag) {
+    if !have_binary(OPENSSL, tag) {
         return;
     }
     let net = Net::new(tag);
@@ -1314,7 +1290,7 @@ fn rotation_under_load_by_replacing_the_files() {
 
 #[test]
 fn a_broken_reload_keeps_the_old_configuration() {
-    if !have(OPENSSL, "a_broken_reload_keeps_the_old_configuration") {
+    if !have_binary(OPENSSL, "a_broken_reload_keeps_the_old_configuration") {
         return;
     }
     let net = Net::new("tls-link-badreload");
