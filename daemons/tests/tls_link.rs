@@ -61,13 +61,18 @@ impl Net {
 
     /// [`Net::server`] on `UNIX:dir/name` and a given port.
     fn server_on(&self, name: &str, port: u16, extra: &[&str]) -> Dc {
+        self.server_with(&self.server, name, port, extra)
+    }
+
+    /// [`Net::server_on`] with other files.
+    fn server_with(&self, files: &TlsFiles, name: &str, port: u16, extra: &[&str]) -> Dc {
         let mut args = vec![
             "-listen".to_string(),
             format!("TLS:127.0.0.1:{port}"),
             "-sessions".to_string(),
             "100000".to_string(),
         ];
-        args.extend(tls_flags(&self.server));
+        args.extend(tls_flags(files));
         args.extend(extra.iter().map(|s| s.to_string()));
         let srv = Srv::start(self.dir(), name, &strs(&args));
         Dc { srv, port }
@@ -891,6 +896,84 @@ fn wrong_server_name_is_refused_by_dc_client() {
     assert_answers_failures(&net.client_addr());
     assert_closed_line(&dc, "127.0.0.1:", "TLS: refused by the peer");
     assert_serves(&net.client, dc.port, "after-wrong-name");
+}
+
+/// dc_server presents the leaf `make` makes from the test's PKI: dc_client
+/// refuses it with `why`, answers failures, and dc_server logs the refusal
+/// it was sent.
+fn server_refused_by_dc_client(tag: &str, make: impl FnOnce(&Pki) -> common::pki::Leaf, why: &str) {
+    let net = Net::new(tag);
+    let files = net.pki.files("bad-server", &make(&net.pki));
+    let dc = net.server_with(&files, "srv", free_port(), &[]);
+    let _client = net.dc_client(dc.port, &["-retry", "60000"]);
+    dc_client_link_failure(&net, dc.port, why);
+    assert_answers_failures(&net.client_addr());
+    assert_closed_line(&dc, "127.0.0.1:", "TLS: refused by the peer");
+}
+
+#[test]
+fn server_certificate_from_another_ca_is_refused_by_dc_client() {
+    server_refused_by_dc_client(
+        "tls-link-otherca-s",
+        |pki| {
+            make_leaf(
+                &pki.other_ca,
+                LeafSpec {
+                    dns: &[SERVER_NAME],
+                    ..Default::default()
+                },
+            )
+        },
+        "TLS: the peer's certificate is not signed by a -tls-ca root",
+    );
+}
+
+#[test]
+fn expired_server_certificate_is_refused_by_dc_client() {
+    server_refused_by_dc_client(
+        "tls-link-expired-s",
+        |pki| {
+            make_leaf(
+                &pki.ca,
+                LeafSpec {
+                    dns: &[SERVER_NAME],
+                    expired: true,
+                    ..Default::default()
+                },
+            )
+        },
+        "TLS: the peer's certificate has expired",
+    );
+}
+
+#[test]
+fn no_client_auth_admits_a_client_without_certificate_with_a_warning() {
+    let net = Net::new("tls-link-noauth");
+    let dc = net.server(&["-tls-no-client-auth"]);
+    let log = dc.log();
+    let warnings = lines_with(
+        &log,
+        "warning: -tls-no-client-auth: clients are not authenticated",
+    );
+    assert_eq!(warnings.len(), 1, "{log}");
+    let nocert = common::pki::client_without_cert(&net.pki.ca.pem, SERVER_NAME);
+    let c = Client::with_connector(
+        &format!("IP:127.0.0.1:{}", dc.port),
+        0,
+        Config::default(),
+        Some(blocking_connector(nocert)),
+    )
+    .unwrap();
+    assert_eq!(
+        c.add(b"anonymous", b"an unauthenticated session", 60_000)
+            .unwrap(),
+        AddOutcome::Stored
+    );
+    assert_eq!(
+        &c.get(b"anonymous").unwrap().unwrap()[..],
+        b"an unauthenticated session"
+    );
+    assert_serves(&net.client, dc.port, "with-cert-too");
 }
 
 /// A TLS session to dc_server's port with its handshake done, and a second
