@@ -16,7 +16,6 @@ use common::pki::{client_without_cert, make_leaf, LeafSpec, Pki};
 use distcache_tools::tls::{
     Failure, ServerOptions, TlsClient, TlsFiles, TlsServer, TlsStream, DEFAULT_SEND_BUFFER,
 };
-use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 
 // ------------------------------------------------------------ driving
 
@@ -491,23 +490,7 @@ fn revoked_client_certificate_refused() {
             ..Default::default()
         },
     );
-    let crl = CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2020, 1, 1),
-        next_update: rcgen::date_time_ymd(4000, 1, 1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![RevokedCertParams {
-            serial_number: SerialNumber::from(4242u64),
-            revocation_time: rcgen::date_time_ymd(2020, 1, 1),
-            reason_code: None,
-            invalidity_date: None,
-        }],
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&pki.ca.issuer)
-    .unwrap();
-    let crl_path = pki.dir.path("ca.crl");
-    std::fs::write(&crl_path, crl.pem().unwrap()).unwrap();
+    let crl_path = pki.crl(&[4242]);
     let mut files = pki.server();
     files.crl = Some(crl_path.clone());
     let server = load_server(&files);

@@ -866,6 +866,28 @@ fn not_yet_valid_client_certificate_is_refused() {
 }
 
 #[test]
+fn revoked_client_certificate_is_refused_with_tls_crl() {
+    let net = Net::new("tls-link-crl");
+    let leaf = make_leaf(
+        &net.pki.ca,
+        LeafSpec {
+            dns: &[CLIENT_NAME],
+            serial: Some(4242),
+            ..Default::default()
+        },
+    );
+    let revoked = net.pki.files("revoked", &leaf);
+    let crl = net.pki.crl(&[4242]).display().to_string();
+    refused_by_dc_server(
+        &net,
+        &revoked,
+        &net.client,
+        &["-tls-crl", &crl],
+        "TLS: the peer's certificate is revoked (-tls-crl)",
+    );
+}
+
+#[test]
 fn allow_name_refuses_an_unlisted_client_and_admits_a_listed_one() {
     let net = Net::new("tls-link-allow");
     let web2 = net.leaf_files("web2", &["web2.example"]);

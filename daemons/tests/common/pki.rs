@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use distcache_tools::tls::{TlsClient, TlsFiles};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 
@@ -136,6 +137,31 @@ impl Pki {
     /// `server.crt`/`server.key`: a leaf for [`SERVER_NAME`].
     pub fn server(&self) -> TlsFiles {
         self.files("server", &self.leaf(&[SERVER_NAME]))
+    }
+
+    /// `ca.crl`: the test CA's revocation list naming `serials`.
+    pub fn crl(&self, serials: &[u64]) -> std::path::PathBuf {
+        let crl = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(4000, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca.issuer)
+        .unwrap();
+        let path = self.dir.path("ca.crl");
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
     }
 
     /// `client.crt`/`client.key`: a leaf for [`CLIENT_NAME`] and
