@@ -1519,3 +1519,45 @@ fn session_data_is_in_clear_on_a_plain_link_the_control() {
         "the GET answer carries it"
     );
 }
+
+// ------------------------------------------------------------ address forms
+
+#[test]
+fn tls_ipv6_and_all_interfaces_address_forms() {
+    let net = Net::new("tls-link-forms");
+    let (v6, any) = (free_port(), free_port());
+    let mut args = vec![
+        "-listen".to_string(),
+        format!("TLS:[::1]:{v6}"),
+        "-listen".to_string(),
+        format!("TLS:{any}"),
+    ];
+    args.extend(tls_flags(&net.server));
+    let srv = Srv::start(net.dir(), "srv", &strs(&args));
+    // dc_client to the IPv6 form, DC_CTX through it.
+    let v6_addr = format!("TLS:[::1]:{v6}");
+    let mut client_args = vec!["-tls-name".to_string(), SERVER_NAME.to_string()];
+    client_args.extend(tls_flags(&net.client));
+    let _client = dc_client_logged(net.dir(), &v6_addr, &strs(&client_args));
+    wait_link_up(&net.client_addr());
+    let c = Client::new(&net.client_addr(), FLAG_PERSISTENT).unwrap();
+    assert_eq!(
+        c.add(b"over-v6", b"a session over IPv6", 60_000).unwrap(),
+        AddOutcome::Stored
+    );
+    // dc_test to the all-interfaces listener on 127.0.0.1, and to ::1.
+    for target in [format!("TLS:127.0.0.1:{any}"), v6_addr.clone()] {
+        let mut a = vec!["-connect".to_string(), target];
+        a.extend(client_args.iter().cloned());
+        dc_test_ok(&strs(&a), 100);
+    }
+    // One cache behind every listener.
+    assert_eq!(
+        &tls_lib_client(&net.client, any)
+            .get(b"over-v6")
+            .unwrap()
+            .unwrap()[..],
+        b"a session over IPv6"
+    );
+    assert!(!srv.log().contains("closing connection"), "{}", srv.log());
+}
