@@ -463,3 +463,42 @@ fn random_and_mutated_answers_never_panic() {
     // The mix exercised both rejection and cut-short paths.
     assert!(o[1] > 0 && o[2] > 0, "{o:?}");
 }
+
+#[test]
+fn tls_addresses_are_refused_by_the_c_entry_points_with_one_line() {
+    use distcache_rs::capi::nal::{NAL_ADDRESS_create, NAL_ADDRESS_free, NAL_ADDRESS_new};
+    use distcache_rs::nal::address::TLS_REFUSED;
+    let _g = serial();
+    for addr in ["TLS:127.0.0.1:9443", "tls:[::1]:9443", "TLS:9443"] {
+        let c = std::ffi::CString::new(addr).unwrap();
+        // SAFETY: a valid C string; a non-NULL result would be freed.
+        let (ctx, err) = capture_stderr(|| unsafe { DC_CTX_new(c.as_ptr(), 0) });
+        assert!(ctx.is_null(), "{addr}");
+        assert_eq!(err.lines().count(), 1, "{addr}: {err:?}");
+        assert!(
+            err.contains("DC_CTX_new") && err.contains(addr) && err.contains(TLS_REFUSED),
+            "{addr}: {err:?}"
+        );
+        assert!(TLS_REFUSED.contains("run dc_client -server TLS:"));
+        // SAFETY: a fresh address object, freed below; a valid C string.
+        unsafe {
+            let a = NAL_ADDRESS_new();
+            assert!(!a.is_null());
+            let (ok, err) = capture_stderr(|| NAL_ADDRESS_create(a, c.as_ptr(), 2048));
+            assert_eq!(ok, 0, "{addr}");
+            assert_eq!(err.lines().count(), 1, "{addr}: {err:?}");
+            assert!(
+                err.contains("NAL_ADDRESS_create") && err.contains(TLS_REFUSED),
+                "{addr}: {err:?}"
+            );
+            NAL_ADDRESS_free(a);
+        }
+        // The Rust API refuses it the same way, without printing.
+        let (r, err) = capture_stderr(|| Client::new(addr, 0));
+        match r {
+            Err(Error::Address(m)) => assert!(m.contains(TLS_REFUSED), "{m}"),
+            other => panic!("{addr}: {other:?}"),
+        }
+        assert_eq!(err, "");
+    }
+}

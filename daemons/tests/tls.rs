@@ -1,7 +1,7 @@
-//! The TLS groundwork (daemons/src/tls.rs): certificates made here with
-//! rcgen (two CAs, servers, clients, an expired one, a revoked one), a
-//! server and a client `TlsStream` over a loopback TCP pair, both driven by
-//! poll(2) in this one thread, as an event loop would.
+//! The TLS groundwork (daemons/src/tls.rs): certificates made with rcgen
+//! (common/pki.rs: two CAs, servers, clients, an expired one; a revoked one
+//! here), a server and a client `TlsStream` over a loopback TCP pair, both
+//! driven by poll(2) in this one thread, as an event loop would.
 
 mod common;
 
@@ -12,11 +12,10 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::pki::{make_leaf, LeafSpec, Pki};
+use common::pki::{client_without_cert, make_leaf, LeafSpec, Pki};
 use distcache_tools::tls::{
     Failure, ServerOptions, TlsClient, TlsFiles, TlsServer, TlsStream, DEFAULT_SEND_BUFFER,
 };
-use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 
 // ------------------------------------------------------------ driving
 
@@ -152,23 +151,6 @@ fn load_server(files: &TlsFiles) -> TlsServer {
 
 fn load_client(files: &TlsFiles, name: &str) -> TlsClient {
     TlsClient::load(files, name, false).unwrap()
-}
-
-/// A client that presents no certificate (a config built here, not from
-/// files: the loader always presents one).
-fn client_without_cert(ca_pem: &str, name: &str) -> TlsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsClient::new(Arc::new(config), name).unwrap()
 }
 
 use rustls::pki_types::pem::PemObject;
@@ -508,23 +490,7 @@ fn revoked_client_certificate_refused() {
             ..Default::default()
         },
     );
-    let crl = CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2020, 1, 1),
-        next_update: rcgen::date_time_ymd(4000, 1, 1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![RevokedCertParams {
-            serial_number: SerialNumber::from(4242u64),
-            revocation_time: rcgen::date_time_ymd(2020, 1, 1),
-            reason_code: None,
-            invalidity_date: None,
-        }],
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&pki.ca.issuer)
-    .unwrap();
-    let crl_path = pki.dir.path("ca.crl");
-    std::fs::write(&crl_path, crl.pem().unwrap()).unwrap();
+    let crl_path = pki.crl(&[4242]);
     let mut files = pki.server();
     files.crl = Some(crl_path.clone());
     let server = load_server(&files);

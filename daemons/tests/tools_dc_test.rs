@@ -76,16 +76,6 @@ fn bad_flags_give_an_error_line_and_nonzero_exit() {
     assert!(out.contains("-persistent") && out.contains("-clients") && out.contains("-failures"));
 }
 
-/// The machine-readable last line: `key=value` fields.
-fn last_line_field(out: &str, key: &str) -> u64 {
-    let last = out.lines().last().unwrap_or("");
-    last.split_whitespace()
-        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key}= in {last:?}"))
-        .parse()
-        .unwrap()
-}
-
 /// A server on `path` that accepts every connection and closes it at once.
 fn accept_and_close(path: &std::path::Path) {
     let l = std::os::unix::net::UnixListener::bind(path).unwrap();

@@ -527,10 +527,27 @@ pub fn transact(s: &mut UnixStream, req: &[u8]) -> Vec<u8> {
     p
 }
 
-/// True if the peer closed (EOF or reset) within `limit`; the read timeout
-/// is 3 s afterwards.
-pub fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(limit)).unwrap();
+/// A socket whose reads can be bounded in time (UNIX or TCP).
+pub trait TimedRead: Read {
+    fn read_timeout(&self, limit: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl TimedRead for UnixStream {
+    fn read_timeout(&self, limit: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(limit)
+    }
+}
+
+impl TimedRead for std::net::TcpStream {
+    fn read_timeout(&self, limit: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(limit)
+    }
+}
+
+/// True if the peer closed (EOF or reset) within `limit` (whatever it sent
+/// before is read and dropped); the read timeout is 3 s afterwards.
+pub fn closed_within<S: TimedRead>(s: &mut S, limit: Duration) -> bool {
+    s.read_timeout(Some(limit)).unwrap();
     let mut b = [0u8; 4096];
     let r = loop {
         match s.read(&mut b) {
@@ -540,7 +557,7 @@ pub fn closed_within(s: &mut UnixStream, limit: Duration) -> bool {
             Err(_) => break false,
         }
     };
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.read_timeout(Some(Duration::from_secs(3))).unwrap();
     r
 }
 

@@ -104,3 +104,30 @@ impl Srv {
         connect(&self.sock)
     }
 }
+
+/// A field of dc_test's machine-readable last line (`key=value`).
+pub fn last_line_field(out: &str, key: &str) -> u64 {
+    let last = out.lines().last().unwrap_or("");
+    last.split_whitespace()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in {last:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// Whether a Debian binary a test needs (`exe`) is installed. Outside CI a
+/// machine without it skips `test` with a message; under CI (env CI=true,
+/// where .ci/run installs it) it must be there.
+pub fn have_binary(exe: &str, test: &str) -> bool {
+    if std::path::Path::new(exe).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{exe} is missing under CI (.ci/run installs it)"
+    );
+    eprintln!("{test}: SKIPPED, {exe} is not installed");
+    false
+}
+
+pub mod pki;

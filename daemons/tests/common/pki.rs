@@ -1,18 +1,27 @@
-//! Test certificates made at test time with rcgen: CAs, server and client
-//! leaves (optionally expired, not yet valid, with a chosen serial), and
-//! a PKI written into a temporary directory (key files mode 0600). The
-//! server leaf names `cache.example`; [`Pki::files`] writes any other.
+//! Certificates made at test time with rcgen, for the TLS tests (the
+//! transport's unit tests in tls.rs, the process-level ones in
+//! tls_link.rs): two CAs, server and client leaves, expired and
+//! not-yet-valid ones, written into a temp dir with key files mode 0600.
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
-use distcache_tools::tls::TlsFiles;
+use distcache_tools::tls::{TlsClient, TlsFiles};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SanType,
+    SerialNumber,
 };
+use rustls::pki_types::pem::PemObject;
 
 use super::TempDir;
 
+/// The name every server leaf made by [`Pki::server`] carries.
+pub const SERVER_NAME: &str = "cache.example";
+/// The DNS name of the client leaf made by [`Pki::client`].
+pub const CLIENT_NAME: &str = "web1.example";
+
+/// A certificate authority: its signing side and its certificate (PEM).
 pub struct Ca {
     pub issuer: Issuer<'static, KeyPair>,
     pub pem: String,
@@ -30,6 +39,7 @@ pub fn make_ca(name: &str) -> Ca {
     }
 }
 
+/// An end-entity certificate and its key, both PEM.
 pub struct Leaf {
     pub cert: String,
     pub key: String,
@@ -113,26 +123,93 @@ impl Pki {
         }
     }
 
-    pub fn server(&self) -> TlsFiles {
-        let leaf = make_leaf(
+    /// A leaf of the test CA carrying `dns` names.
+    pub fn leaf(&self, dns: &[&str]) -> Leaf {
+        make_leaf(
             &self.ca,
             LeafSpec {
-                dns: &["cache.example"],
+                dns,
                 ..Default::default()
             },
-        );
-        self.files("server", &leaf)
+        )
     }
 
+    /// `server.crt`/`server.key`: a leaf for [`SERVER_NAME`].
+    pub fn server(&self) -> TlsFiles {
+        self.files("server", &self.leaf(&[SERVER_NAME]))
+    }
+
+    /// `ca.crl`: the test CA's revocation list naming `serials`.
+    pub fn crl(&self, serials: &[u64]) -> std::path::PathBuf {
+        let crl = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(4000, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca.issuer)
+        .unwrap();
+        let path = self.dir.path("ca.crl");
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    }
+
+    /// `client.crt`/`client.key`: a leaf for [`CLIENT_NAME`] and
+    /// `spiffe://example/web`.
     pub fn client(&self) -> TlsFiles {
         let leaf = make_leaf(
             &self.ca,
             LeafSpec {
-                dns: &["web1.example"],
+                dns: &[CLIENT_NAME],
                 uris: &["spiffe://example/web"],
                 ..Default::default()
             },
         );
         self.files("client", &leaf)
     }
+}
+
+/// The `-tls-cert`, `-tls-key`, `-tls-ca` (and `-tls-crl`) flags naming
+/// `files`, as the daemons and tools take them.
+pub fn tls_flags(files: &TlsFiles) -> Vec<String> {
+    let mut v = vec![
+        "-tls-cert".to_string(),
+        files.cert.display().to_string(),
+        "-tls-key".to_string(),
+        files.key.display().to_string(),
+        "-tls-ca".to_string(),
+        files.ca.display().to_string(),
+    ];
+    if let Some(crl) = &files.crl {
+        v.push("-tls-crl".to_string());
+        v.push(crl.display().to_string());
+    }
+    v
+}
+
+/// A client that presents no certificate (a config built here, not from
+/// files: the loader always presents one).
+pub fn client_without_cert(ca_pem: &str, name: &str) -> TlsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsClient::new(Arc::new(config), name).unwrap()
 }

@@ -532,8 +532,11 @@ impl Proxy {
         if up.connecting() {
             return;
         }
+        // Asked before the flush: a session that fails in it is no longer
+        // handshaking, and a handshake that fails is a failed connect.
+        let was_handshaking = up.handshaking();
         if let Err(e) = up.flush() {
-            if up.handshaking() {
+            if was_handshaking {
                 return self.connect_failed(e);
             }
             return self
