@@ -129,5 +129,3 @@ pub fn have_binary(exe: &str, test: &str) -> bool {
     eprintln!("{test}: SKIPPED, {exe} is not installed");
     false
 }
-
-pub mod pki;
