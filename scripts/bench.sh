@@ -540,21 +540,24 @@ fi
 # REDIS_SIZING_SIZES: 200 (the matrix's size) and 1000 (a TLS 1.3 session
 # with a client certificate in it; see README "Sizing").
 REDIS_SIZING_N=${REDIS_SIZING_N:-100000}
-declare -A RMEM_PER RMEM_KEYS
+declare -A RMEM_PER RMEM_KEYS RRSS_PER
 REDIS_SIZES=
 if [ "$HAVE_REDIS" = 1 ] && [ "$REDIS_SIZING_N" -gt 0 ]; then
     for sz in ${REDIS_SIZING_SIZES:-200 1000}; do
         start_redis
         start_dc_client "redis://127.0.0.1:$RPORT"
         m0=$(redis_info used_memory)
+        r0=$(redis_info used_memory_rss)
         line=$(timeout 600 "$DCBENCH" -connect "UNIX:$T/c.sock" -clients 16 -keys "$REDIS_SIZING_N" \
             -size "$sz" -seconds 0.2 -mix 100:0:0 -persistent -label redis-sizing -q </dev/null 2>>"$RAW" | tail -1)
         m1=$(redis_info used_memory)
+        r1=$(redis_info used_memory_rss)
         n=$(redis_info db0 | sed -n 's/^keys=\([0-9]*\).*/\1/p')
-        echo "redis sizing size=$sz: used_memory $m0 -> $m1, keys ${n:-0}: $line" >>"$RAW"
+        echo "redis sizing size=$sz: used_memory $m0 -> $m1, used_memory_rss $r0 -> $r1, keys ${n:-0}: $line" >>"$RAW"
         if [ -n "$m0" ] && [ -n "$m1" ] && [ "${n:-0}" -gt 0 ]; then
             RMEM_PER[$sz]=$(awk -v a="$m0" -v b="$m1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }')
             RMEM_KEYS[$sz]=$n
+            RRSS_PER[$sz]=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { if (b > 0) printf "%.0f", (b - a) / n; else print "n/a" }')
             REDIS_SIZES="$REDIS_SIZES $sz"
             echo "redis sizing: $n sessions of $sz B: ${RMEM_PER[$sz]} bytes each in used_memory" >&2
         fi
@@ -687,22 +690,24 @@ EOF
             done
         done
         echo
-        echo "GET latency through dc_client (dcbench's GET-only percentiles inside the 90:8:2 mix, persistent; means of the runs). One client is the added latency of the hop itself; at 16 and 64 clients on 2 shared cores it is mostly queueing."
+        echo "GET latency through dc_client (dcbench's percentiles of the GETs alone inside the 90:8:2 mix, persistent; one figure per run, in run order, since one disturbed run would move a mean). One client is the added latency of the hop itself; at 16 and 64 clients on 2 shared cores it is mostly queueing."
         echo
         echo "| clients | GET p50 us: -> dc_server | -> Redis | GET p99 us: -> dc_server | -> Redis |"
         echo "|---|---|---|---|---|"
         for c in 1 16 64; do
             [ -n "${GETP50[dcc-redis-p:$c:512:200]:-}" ] || continue
-            echo "| $c | $(mean "${GETP50[dcc-p:$c:512:200]:-}" 1) | $(mean "${GETP50[dcc-redis-p:$c:512:200]}" 1) | $(mean "${GETP99[dcc-p:$c:512:200]:-}" 1) | $(mean "${GETP99[dcc-redis-p:$c:512:200]}" 1) |"
+            g=${GETP50[dcc-p:$c:512:200]:-n/a}; r=${GETP50[dcc-redis-p:$c:512:200]}
+            g9=${GETP99[dcc-p:$c:512:200]:-n/a}; r9=${GETP99[dcc-redis-p:$c:512:200]}
+            echo "| $c | ${g// /, } | ${r// /, } | ${g9// /, } | ${r9// /, } |"
         done
         echo
         if [ -n "$REDIS_SIZES" ]; then
-            echo "Memory in Redis: sessions stored through dc_client by dcbench's pre-population (32-byte ids: 77-byte keys \`mod_ssl-sess:\` + 64 hex digits, every key with an expiry), INFO used_memory before and after, divided by the keys (DBSIZE)."
+            echo "Memory in Redis: sessions stored through dc_client by dcbench's pre-population (32-byte ids: 77-byte keys \`mod_ssl-sess:\` + 64 hex digits, every key with an expiry), INFO used_memory (what Redis allocated) before and after, divided by the keys (DBSIZE); the last column is used_memory_rss, the process's resident memory, allocator fragmentation included."
             echo
-            echo "| session size B | sessions stored | bytes per session in used_memory | sessions per GiB |"
-            echo "|---|---|---|---|"
+            echo "| session size B | sessions stored | bytes per session in used_memory | sessions per GiB | RSS growth per session |"
+            echo "|---|---|---|---|---|"
             for sz in $REDIS_SIZES; do
-                echo "| $sz | ${RMEM_KEYS[$sz]} | ${RMEM_PER[$sz]} | $(awk -v b="${RMEM_PER[$sz]}" 'BEGIN { if (b > 0) printf "%.1f million", 1073741824 / b / 1e6; else print "n/a" }') |"
+                echo "| $sz | ${RMEM_KEYS[$sz]} | ${RMEM_PER[$sz]} | $(awk -v b="${RMEM_PER[$sz]}" 'BEGIN { if (b > 0) printf "%.1f million", 1073741824 / b / 1e6; else print "n/a" }') | ${RRSS_PER[$sz]} |"
             done
             echo
         fi
