@@ -539,7 +539,7 @@ REDIS_PID=
 RDC_PID=
 redis_cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$PORT_R" "$@"; }
 mixed_fleet() {
-    local i keys bad_keys ttl_bad k id tag len lmin= lmax=
+    local i keys bad_keys ttl_bad k id tag len lmin= lmax= c
     PORT_R=$(free_port $((PORT_M + 1)))
     mkdir -p "$W/redis"
     redis-server --port "$PORT_R" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
