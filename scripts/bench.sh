@@ -425,6 +425,9 @@ run_cell() {
     USOP[$key]=$(mean "${ALLUSOP[$key]}" 2)
     ROWS[$key#$n]="| $(tname "$tr") | $c | $k | $sz | $ops | $(kv p50_us "$line") | $(kv p99_us "$line") | $(kv p999_us "$line") | $cpu | $usop | ${cpuc:--} | $(kv other_cpu_pct "$line") | $(kv prepop_s "$line") | $(kv errors "$line") |"
     printf '%s\n' "${ROWS[$key#$n]}" >&2
+    # The next cell's dc_server does not share the machine with this
+    # cell's idle redis-server.
+    case $tr in dcc-redis-*) stop_pid "$DCC"; DCC=; stop_pid "$RPID"; RPID= ;; esac
     if [ "$tr:$c:$k:$sz" = "unix:16:1000000:200" ]; then
         rss=$(rss_kb "$SRV")
         MEM_LINE=$(awk -v r0="$rss0" -v r="$rss" 'BEGIN {
