@@ -15,7 +15,9 @@
 # Output: a markdown report on stdout, also written to build/bench/<mode>.md,
 # with the raw dcbench/redis-benchmark lines in build/bench/<mode>-raw.txt.
 # Environment: BENCH_SECONDS (per cell), BENCH_WARMUP, BENCH_OUT (directory),
-# BENCH_CELLS (run these cells instead of the matrix).
+# BENCH_CELLS (run these cells instead of the matrix), REDIS_SIZING_N
+# (sessions stored in Redis for its memory figure, default 100000; 0 skips
+# it) and REDIS_SIZING_SIZES (their sizes, default "200 1000").
 set -u
 
 MODE=${1:-full}
@@ -94,6 +96,24 @@ dcc-p 1 512 1500
 dcc-p 16 512 1500
 dcc-p 64 512 1500
 dcc-p 16 50000 200
+dcc-p 1 512 200
+dcc-redis-p 1 512 200
+dcc-p 16 512 200
+dcc-redis-p 16 512 200
+dcc-np 16 512 200
+dcc-redis-np 16 512 200
+dcc-p 64 512 200
+dcc-redis-p 64 512 200
+dcc-np 64 512 200
+dcc-redis-np 64 512 200
+dcc-p 16 512 200
+dcc-redis-p 16 512 200
+dcc-np 16 512 200
+dcc-redis-np 16 512 200
+dcc-p 64 512 200
+dcc-redis-p 64 512 200
+dcc-np 64 512 200
+dcc-redis-np 64 512 200
 "
     ;;
 short)
@@ -115,6 +135,16 @@ dcc-reuse 16 512 200
 dcc-p 64 512 200
 dcc-tls-p 64 512 200
 dcc-reuse 64 512 200
+dcc-p 1 512 200
+dcc-redis-p 1 512 200
+dcc-p 16 512 200
+dcc-redis-p 16 512 200
+dcc-np 16 512 200
+dcc-redis-np 16 512 200
+dcc-p 64 512 200
+dcc-redis-p 64 512 200
+dcc-np 64 512 200
+dcc-redis-np 64 512 200
 "
     ;;
 *)
@@ -253,20 +283,50 @@ start_server() {
     die "dc_server did not start on $SRV_ADDR: $(tail -3 "$T/server.log")"
 }
 
+# start_dc_client [ADDR]: a dc_client for SRV_ADDR (or ADDR) on $T/c.sock;
+# sets DCC.
 start_dc_client() {
     rm -f "$T/c.sock"
-    local flags=
-    case $SRV_ADDR in TLS:*) flags=$(tls_flags client) ;; esac
+    local flags= addr=${1:-$SRV_ADDR}
+    case $addr in TLS:*) flags=$(tls_flags client) ;; esac
     # shellcheck disable=SC2086 # $flags are words
-    "$PREFIX/bin/dc_client" -server "$SRV_ADDR" -listen "UNIX:$T/c.sock" $flags </dev/null >>"$T/client.log" 2>&1 &
+    "$PREFIX/bin/dc_client" -server "$addr" -listen "UNIX:$T/c.sock" $flags </dev/null >>"$T/client.log" 2>&1 &
     DCC=$!
     wait_sock "$T/c.sock" "$DCC" || die "dc_client did not start: $(tail -3 "$T/client.log")"
+}
+
+# start_redis: a fresh redis-server (no persistence) on a free loopback
+# port, in place of any dc_server, dc_client or redis-server running; sets
+# RPID and RPORT. Fails (returns 1) when redis-server is not installed.
+HAVE_REDIS=0
+command -v redis-server >/dev/null && HAVE_REDIS=1
+start_redis() {
+    stop_pid "$DCC"; DCC=
+    stop_pid "$SRV"; SRV=
+    stop_pid "$RPID"; RPID=
+    [ "$HAVE_REDIS" = 1 ] || return 1
+    local try
+    for try in 1 2 3 4 5; do
+        RPORT=$(free_port) || die "no free port"
+        redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
+            --daemonize no --dir "$T" </dev/null >>"$T/redis.log" 2>&1 &
+        RPID=$!
+        wait_tcp "$RPORT" "$RPID" && return 0
+        stop_pid "$RPID"; RPID=
+    done
+    die "redis-server did not start: $(tail -3 "$T/redis.log")"
+}
+# redis_info FIELD: one field of INFO (used_memory...), over bash's /dev/tcp.
+redis_info() {
+    timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf "INFO\r\nQUIT\r\n" >&3
+        tr -d "\r" <&3 | sed -n "s/^$2://p"' _ "$RPORT" "$1" 2>/dev/null | head -1
 }
 
 # key=value from a dcbench line
 kv() { printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
 
-declare -A OPS USOP ROWS RUNS PRINTED ALLOPS ALLUSOP
+declare -A OPS USOP ROWS RUNS PRINTED ALLOPS ALLUSOP GETP50 GETP99
 
 # mean "a b c" DECIMALS: the mean of the numbers (n/a when none).
 mean() { awk -v l="$1" -v d="$2" 'BEGIN { n = split(l, x, " "); s = 0; m = 0
@@ -282,6 +342,8 @@ tname() {
     dcc-p) echo "dc_client, persistent" ;;
     dcc-tls-p) echo "dc_client, persistent, TLS link" ;;
     dcc-reuse) echo "dc_client, flags 0 (Apache's mode) with DISTCACHE_REUSE_CONNECTIONS=1" ;;
+    dcc-redis-p) echo "dc_client -> Redis, persistent" ;;
+    dcc-redis-np) echo "dc_client -> Redis, new conn/op" ;;
     floor-p) echo "kernel floor: do-nothing responder, persistent (UNIX)" ;;
     floor-np) echo "kernel floor: do-nothing responder, new conn/op (UNIX)" ;;
     esac
@@ -317,34 +379,42 @@ run_cell() {
     esac
     case $tr in
     *-tls-*) [ "$TLS_OK" = 1 ] || return 0 ;;
+    dcc-redis-*) [ "$HAVE_REDIS" = 1 ] || return 0 ;;
     esac
+    # srv: the store's process, dc_server or (dcc-redis-*) redis-server
+    local srv
     case $tr in
     unix) start_server unix; addr=$SRV_ADDR ;;
     *-tls-*) start_server tls; addr=$SRV_ADDR ;;
+    dcc-redis-*) start_redis ;;
     *) start_server tcp; addr=$SRV_ADDR ;;
     esac
+    srv=$SRV
     case $tr in
+    dcc-redis-*) start_dc_client "redis://127.0.0.1:$RPORT"; addr=UNIX:$T/c.sock; srv=$RPID ;;
     dcc-*) start_dc_client; addr=UNIX:$T/c.sock ;;
     esac
     persist=-persistent
     local reuse=0
-    [ "$tr" = dcc-np ] && persist=-nonpersistent
+    case $tr in *-np) persist=-nonpersistent ;; esac
     [ "$tr" = dcc-reuse ] && persist=-nonpersistent reuse=1
-    pids="-pid $SRV"
+    pids="-pid $srv"
     [ -n "$DCC" ] && pids="$pids -pid $DCC"
-    rss0=$(rss_kb "$SRV")
+    rss0=$(rss_kb "$srv")
     line=$(DISTCACHE_REUSE_CONNECTIONS=$reuse timeout 600 "$DCBENCH" -connect "$addr" -clients "$c" -keys "$k" -size "$sz" \
         -seconds "$SECS" -warmup "$WARM" -mix 90:8:2 $persist $pids \
         -label "$tr" -q </dev/null 2>>"$RAW" | tail -1)
     echo "$tr clients=$c keys=$k size=$sz: $line" >>"$RAW"
     ops=$(kv ops_per_s "$line")
-    cpu=$(kv "cpu_pct_pid$SRV" "$line")
+    cpu=$(kv "cpu_pct_pid$srv" "$line")
     cpuc=-
     [ -n "$DCC" ] && cpuc=$(kv "cpu_pct_pid$DCC" "$line")
     [ -n "$ops" ] || ops=0
     [ -n "$cpu" ] || cpu=0
     usop=$(awk -v c="$cpu" -v o="$ops" 'BEGIN { if (o > 0) printf "%.2f", c * 1e4 / o; else print "-" }')
     local key="$tr:$c:$k:$sz" n
+    GETP50[$key]="${GETP50[$key]:-}${GETP50[$key]:+ }$(kv get_p50_us "$line")"
+    GETP99[$key]="${GETP99[$key]:-}${GETP99[$key]:+ }$(kv get_p99_us "$line")"
     # A cell run more than once: one table row per run; OPS and USOP (used
     # by the comparisons) are the means of its runs.
     n=$(( ${RUNS[$key]:-0} + 1 ))
@@ -355,6 +425,9 @@ run_cell() {
     USOP[$key]=$(mean "${ALLUSOP[$key]}" 2)
     ROWS[$key#$n]="| $(tname "$tr") | $c | $k | $sz | $ops | $(kv p50_us "$line") | $(kv p99_us "$line") | $(kv p999_us "$line") | $cpu | $usop | ${cpuc:--} | $(kv other_cpu_pct "$line") | $(kv prepop_s "$line") | $(kv errors "$line") |"
     printf '%s\n' "${ROWS[$key#$n]}" >&2
+    # The next cell's dc_server does not share the machine with this
+    # cell's idle redis-server.
+    case $tr in dcc-redis-*) stop_pid "$DCC"; DCC=; stop_pid "$RPID"; RPID= ;; esac
     if [ "$tr:$c:$k:$sz" = "unix:16:1000000:200" ]; then
         rss=$(rss_kb "$SRV")
         MEM_LINE=$(awk -v r0="$rss0" -v r="$rss" 'BEGIN {
@@ -425,12 +498,8 @@ fi
 # dcbench TCP cells (N forked DC_CTX processes) for reference.
 declare -A RGET RSET RUS RUSS DGET DSET DUS DUSS
 REDIS_NOTE=
-if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-    RPORT=$(free_port) || die "no free port"
-    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --daemonize no --dir "$T" </dev/null >"$T/redis.log" 2>&1 &
-    RPID=$!
-    wait_tcp "$RPORT" "$RPID" || die "redis-server did not start"
+if [ "$HAVE_REDIS" = 1 ] && command -v redis-benchmark >/dev/null; then
+    start_redis
     REDIS_NOTE="redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$RPORT, no persistence"
     for c in 16 64; do
         start_server tcp
@@ -463,6 +532,40 @@ if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; 
         done
         echo "c=$c: dc_server (dcrb) ADD ${DSET[$c]} GET ${DGET[$c]} ops/s, ${DUSS[$c]}/${DUS[$c]} us/op; redis SET ${RSET[$c]} GET ${RGET[$c]} ops/s, ${RUSS[$c]}/${RUS[$c]} us/op" >&2
     done
+    stop_pid "$RPID"; RPID=
+fi
+
+# ---- Redis as the store (issue 17): memory per session ----
+# REDIS_SIZING_N sessions of each size stored through dc_client -> a
+# fresh redis-server by dcbench's pre-population (32-byte ids, so a key is
+# mod_ssl-sess: + 64 hex digits), then a GET-only run that changes nothing;
+# INFO used_memory before and after, divided by the DBSIZE.
+# REDIS_SIZING_SIZES: 200 (the matrix's size) and 1000 (a TLS 1.3 session
+# with a client certificate in it; see README "Sizing").
+REDIS_SIZING_N=${REDIS_SIZING_N:-100000}
+declare -A RMEM_PER RMEM_KEYS RRSS_PER
+REDIS_SIZES=
+if [ "$HAVE_REDIS" = 1 ] && [ "$REDIS_SIZING_N" -gt 0 ]; then
+    for sz in ${REDIS_SIZING_SIZES:-200 1000}; do
+        start_redis
+        start_dc_client "redis://127.0.0.1:$RPORT"
+        m0=$(redis_info used_memory)
+        r0=$(redis_info used_memory_rss)
+        line=$(timeout 600 "$DCBENCH" -connect "UNIX:$T/c.sock" -clients 16 -keys "$REDIS_SIZING_N" \
+            -size "$sz" -seconds 0.2 -mix 100:0:0 -persistent -label redis-sizing -q </dev/null 2>>"$RAW" | tail -1)
+        m1=$(redis_info used_memory)
+        r1=$(redis_info used_memory_rss)
+        n=$(redis_info db0 | sed -n 's/^keys=\([0-9]*\).*/\1/p')
+        echo "redis sizing size=$sz: used_memory $m0 -> $m1, used_memory_rss $r0 -> $r1, keys ${n:-0}: $line" >>"$RAW"
+        if [ -n "$m0" ] && [ -n "$m1" ] && [ "${n:-0}" -gt 0 ]; then
+            RMEM_PER[$sz]=$(awk -v a="$m0" -v b="$m1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }')
+            RMEM_KEYS[$sz]=$n
+            RRSS_PER[$sz]=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { if (b > 0) printf "%.0f", (b - a) / n; else print "n/a" }')
+            REDIS_SIZES="$REDIS_SIZES $sz"
+            echo "redis sizing: $n sessions of $sz B: ${RMEM_PER[$sz]} bytes each in used_memory" >&2
+        fi
+    done
+    stop_pid "$DCC"; DCC=
     stop_pid "$RPID"; RPID=
 fi
 END=$(date +%s)
@@ -574,6 +677,47 @@ EOF
         echo "| $c | ${OPS[dcc-np:$c:512:200]:-n/a} | $u | ${OPS[dcc-p:$c:512:200]:-n/a} | $r | >= 0.9 | $(verdict "$r" 0.9) |"
     done
     echo
+    echo "### Redis as the store (issue 17)"
+    echo
+    if [ "$HAVE_REDIS" = 1 ]; then
+        echo "Application -> dc_client over UNIX; dc_client -> a fresh redis-server (127.0.0.1, no persistence, \`-server redis://127.0.0.1:PORT\`, one Redis connection, pipelined) beside dc_client -> a fresh dc_server over TCP 127.0.0.1, same dcbench load; the \"dc_server CPU\" columns of the dcc-redis rows are redis-server's. Cells run alternately; comparisons use the means of a cell's runs."
+        echo
+        echo "| clients, 200 B | mode | dc_client -> dc_server ops/s | dc_client -> Redis ops/s | ratio Redis / dc_server | required | verdict | store CPU us/op: dc_server / redis-server |"
+        echo "|---|---|---|---|---|---|---|---|"
+        for c in 16 64; do
+            for m in p np; do
+                d=${OPS[dcc-$m:$c:512:200]:-}; r=${OPS[dcc-redis-$m:$c:512:200]:-}
+                [ -n "$r" ] || continue
+                q=$(ratio "$r" "$d")
+                echo "| $c | $([ $m = p ] && echo persistent || echo new conn/op) | ${d:-n/a} | $r | $q | >= 0.8 | $(verdict "$q" 0.8) | ${USOP[dcc-$m:$c:512:200]:-n/a} / ${USOP[dcc-redis-$m:$c:512:200]:-n/a} |"
+            done
+        done
+        echo
+        echo "GET latency through dc_client (dcbench's percentiles of the GETs alone inside the 90:8:2 mix, persistent; one figure per run, in run order, since one disturbed run would move a mean). One client is the added latency of the hop itself; at 16 and 64 clients on 2 shared cores it is mostly queueing."
+        echo
+        echo "| clients | GET p50 us: -> dc_server | -> Redis | GET p99 us: -> dc_server | -> Redis |"
+        echo "|---|---|---|---|---|"
+        for c in 1 16 64; do
+            [ -n "${GETP50[dcc-redis-p:$c:512:200]:-}" ] || continue
+            g=${GETP50[dcc-p:$c:512:200]:-n/a}; r=${GETP50[dcc-redis-p:$c:512:200]}
+            g9=${GETP99[dcc-p:$c:512:200]:-n/a}; r9=${GETP99[dcc-redis-p:$c:512:200]}
+            echo "| $c | ${g// /, } | ${r// /, } | ${g9// /, } | ${r9// /, } |"
+        done
+        echo
+        if [ -n "$REDIS_SIZES" ]; then
+            echo "Memory in Redis: sessions stored through dc_client by dcbench's pre-population (32-byte ids: 77-byte keys \`mod_ssl-sess:\` + 64 hex digits, every key with an expiry), INFO used_memory (what Redis allocated) before and after, divided by the keys (DBSIZE); the last column is used_memory_rss, the process's resident memory, allocator fragmentation included."
+            echo
+            echo "| session size B | sessions stored | bytes per session in used_memory | sessions per GiB | RSS growth per session |"
+            echo "|---|---|---|---|---|"
+            for sz in $REDIS_SIZES; do
+                echo "| $sz | ${RMEM_KEYS[$sz]} | ${RMEM_PER[$sz]} | $(awk -v b="${RMEM_PER[$sz]}" 'BEGIN { if (b > 0) printf "%.1f million", 1073741824 / b / 1e6; else print "n/a" }') | ${RRSS_PER[$sz]} |"
+            done
+            echo
+        fi
+    else
+        echo "redis-server not installed (apt-get install redis-server): no Redis cells."
+        echo
+    fi
     echo "### Kernel floor"
     echo
     echo "scripts/floor.c: a responder with no cache, no protocol and no library (one thread, epoll, recv + send per request) and clients that wait with poll + recv as libdistcache does. Its CPU per operation is what the kernel charges for the socket traffic alone on this machine; nothing built on per-request socket calls can go below it."

@@ -6,7 +6,9 @@
 # prefork) runs with DISTCACHE_REUSE_CONNECTIONS=1 and with it off, the
 # same rounds each; dc_client's -metrics counts the connections (one per
 # cache call when off, kept ones when on, none left after a graceful
-# restart).
+# restart). Then the mixed fleet of issue 17: Apache with Debian's
+# mod_socache_redis and Apache with mod_socache_dc through dc_client in
+# Redis mode share one redis-server (needs redis-server and redis-tools).
 #
 #   openssl s_client -> apache A --mod_socache_dc--\
 #                                                   dc_client (UNIX) -> dc_server
@@ -221,6 +223,7 @@ start_apache() { # start_apache NAME PORT MPM CACHE [REUSE]
         echo "LoadModule authz_core_module \"$MODDIR/mod_authz_core.so\""
         echo "LoadModule socache_shmcb_module \"$MODDIR/mod_socache_shmcb.so\""
         echo "LoadModule socache_dc_module \"$MODULE\""
+        case $cache in redis:*) echo "LoadModule socache_redis_module \"$MODDIR/mod_socache_redis.so\"" ;; esac
         echo "LoadModule ssl_module \"$MODDIR/mod_ssl.so\""
         [ -n "$RUN_AS" ] && printf 'User %s\nGroup %s\n' "$RUN_AS" "$(id -gn "$RUN_AS")"
         if [ "$mpm" = prefork ]; then
@@ -339,22 +342,23 @@ serial_rounds() { # serial_rounds LABEL
     done
 }
 
-parallel_round() { # parallel_round LABEL VFLAG
-    local label=$1 v=$2 i good=0 jobs=()
+parallel_round() { # parallel_round LABEL VFLAG [reverse: made on B, resumed on A]
+    local label=$1 v=$2 i good=0 jobs=() from=$PORT_A to=$PORT_B names="on B of sessions made on A"
+    [ "${3:-}" = reverse ] && from=$PORT_B to=$PORT_A names="on A of sessions made on B"
     for i in $(seq "$PAR"); do
-        tls "$PORT_A" "$v" "$W/c/p$i.full" -sess_out "$W/c/p$i.sess" &
+        tls "$from" "$v" "$W/c/p$i.full" -sess_out "$W/c/p$i.sess" &
         jobs+=($!)
     done
     wait "${jobs[@]}"
     jobs=()
     for i in $(seq "$PAR"); do
-        tls "$PORT_B" "$v" "$W/c/p$i.res" -sess_in "$W/c/p$i.sess" &
+        tls "$to" "$v" "$W/c/p$i.res" -sess_in "$W/c/p$i.sess" &
         jobs+=($!)
     done
     wait "${jobs[@]}"
     for i in $(seq "$PAR"); do is_reused "$W/c/p$i.res" && good=$((good + 1)); done
     if [ "$good" = "$PAR" ]; then
-        ok "$label: $PAR parallel resumptions on B of sessions made on A, all resumed"
+        ok "$label: $PAR parallel resumptions $names, all resumed"
     else
         bad "$label: $good/$PAR parallel resumptions"
         diag "$W/c/p$PAR.res"
@@ -520,6 +524,92 @@ else
             bad "dc_ctx_live through dc_client, reuse=$reuse failed"
         fi
     done
+fi
+
+# The mixed fleet of issue 17: Apache A with Debian's own mod_socache_redis
+# (SSLSessionCache redis:HOST:PORT) and Apache B with mod_socache_dc through
+# a dc_client in Redis mode, both on ONE redis-server: a session made on
+# either resumes on the other (A stores with apr_redis and B reads it with
+# dc_client's GET, and the reverse), so a fleet can move over host by host.
+#
+#   openssl s_client -> apache A --mod_socache_redis--------------------\
+#                                                                        redis-server
+#   openssl s_client -> apache B --mod_socache_dc-- dc_client (UNIX) ---/
+REDIS_PID=
+RDC_PID=
+redis_cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$PORT_R" "$@"; }
+mixed_fleet() {
+    local i keys bad_keys ttl_bad k id tag len lmin= lmax= c
+    PORT_R=$(free_port $((PORT_M + 1)))
+    mkdir -p "$W/redis"
+    redis-server --port "$PORT_R" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+        --dir "$W/redis" >"$W/redis/log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    for i in $(seq 200); do
+        [ "$(redis_cli ping 2>/dev/null)" = PONG ] && break
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    [ "$(redis_cli ping 2>/dev/null)" = PONG ] || die "redis-server did not start: $(tail -3 "$W/redis/log")"
+    # -mintimeout: mod_socache_dc passes the millisecond remainder of the
+    # lifetime, and with no dc_server in the path dc_client raises it.
+    "$PREFIX/bin/dc_client" -server "redis://127.0.0.1:$PORT_R" -listen "UNIX:$W/dc/redis.sock" \
+        -sockperms 0666 -mintimeout 300000 >>"$W/dc/redis-client.log" 2>&1 &
+    RDC_PID=$!
+    PIDS+=("$RDC_PID")
+    wait_sock "$W/dc/redis.sock" || die "dc_client -server redis:// did not start: $(tail -3 "$W/dc/redis-client.log")"
+    chmod 0666 "$W/dc/redis.sock"
+    start_apache A "$PORT_A" event "redis:127.0.0.1:$PORT_R"
+    start_apache B "$PORT_B" event "dc:UNIX:$W/dc/redis.sock"
+    # Odd rounds A -> B (apr_redis stores, dc_client reads), even ones
+    # B -> A (dc_client stores, apr_redis reads).
+    serial_rounds "mixed-fleet"
+    parallel_round "mixed-fleet A->B TLS1.3" -tls1_3
+    parallel_round "mixed-fleet B->A TLS1.3" -tls1_3 reverse
+
+    # One key layout: every key is mod_ssl-sess: + lowercase hex, with a
+    # relative expiry within SSLSessionCacheTimeout 300 (dc_client's from
+    # -mintimeout 300000 ms), whichever module wrote it.
+    keys=$(redis_cli --scan --pattern '*' | sort)
+    bad_keys=$(printf '%s\n' "$keys" | grep -cvE '^mod_ssl-sess:[0-9a-f]+$' || true)
+    ttl_bad=0
+    for k in $keys; do
+        i=$(redis_cli ttl "$k")
+        [ "$i" -ge 1 ] && [ "$i" -le 300 ] || ttl_bad=$((ttl_bad + 1))
+        len=$(redis_cli strlen "$k")
+        [ -z "$lmin" ] || [ "$len" -lt "$lmin" ] && lmin=$len
+        [ -z "$lmax" ] || [ "$len" -gt "$lmax" ] && lmax=$len
+    done
+    if [ -n "$keys" ] && [ "$bad_keys" = 0 ] && [ "$ttl_bad" = 0 ]; then
+        ok "mixed-fleet: $(printf '%s\n' "$keys" | wc -l) keys in Redis, all mod_ssl-sess:<lowercase hex id> with a TTL of 1..300 s (sessions of $lmin..$lmax bytes)"
+    else
+        bad "mixed-fleet: $bad_keys keys outside mod_ssl-sess:<lowercase hex>, $ttl_bad without a TTL of 1..300 s: $(printf '%s\n' "$keys" | head -3 | tr '\n' ' ')"
+    fi
+    # The TLS 1.2 session ids s_client saw, made on A (round 1) and on B
+    # (round 2), are the keys, byte for byte.
+    for tag in "A:mixed-fleet-tls1_2-1" "B:mixed-fleet-tls1_2-2"; do
+        id=$(sed -n 's/^ *Session-ID: *\([0-9A-Fa-f]*\)$/\1/p' "$W/c/${tag#*:}.full" | head -1 | tr 'A-F' 'a-f')
+        if [ -n "$id" ] && [ "$(redis_cli exists "mod_ssl-sess:$id")" = 1 ]; then
+            ok "mixed-fleet: the session made on ${tag%%:*} is stored under mod_ssl-sess:$id"
+        else
+            bad "mixed-fleet: session id '$id' made on ${tag%%:*} is not a key in Redis"
+        fi
+    done
+    c=$(crashes)
+    [ "$c" = 0 ] && ok "mixed-fleet: no Apache child crashed" || bad "mixed-fleet: $c Apache child crashes logged"
+    stop_apache A
+    stop_apache B
+    kill "$RDC_PID" 2>/dev/null && wait "$RDC_PID" 2>/dev/null
+    kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+}
+
+if [ ! -f "$MODDIR/mod_socache_redis.so" ] || ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    m="mixed fleet needs $MODDIR/mod_socache_redis.so (apache2), redis-server and redis-cli (redis-server, redis-tools)"
+    [ "${CI:-}" = true ] && bad "$m" || say "SKIP: $m"
+else
+    say "== mixed fleet: Apache A with mod_socache_redis, Apache B with mod_socache_dc through dc_client, one Redis"
+    mixed_fleet
 fi
 
 say "== negative control: per-instance shmcb caches must NOT resume across servers"
