@@ -24,6 +24,8 @@
 //!   yet wired to the daemons' flags);
 //! - [`redis`]: a non-blocking, pipelined Redis client for the loops
 //!   (issue 17: Redis as the shared store; not yet wired to the daemons);
+//! - [`sentinel`]: Redis Sentinel discovery of the primary and a store
+//!   that follows it across fail-overs (not yet wired to the daemons);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -36,6 +38,7 @@ pub mod idmap;
 pub mod link;
 pub mod metrics;
 pub mod redis;
+pub mod sentinel;
 pub mod sessiond;
 pub mod snapshot;
 pub mod tls;

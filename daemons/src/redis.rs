@@ -67,6 +67,10 @@
 //!   a miss, logged once per connection object; its bytes are skipped as
 //!   they arrive, never buffered whole. The input buffer holds at most
 //!   [`MAX_INPUT`] bytes.
+//! - For the Sentinel layer ([`crate::sentinel`]): with
+//!   [`Config::check_role`] the handshake also sends `ROLE`, and a server
+//!   that answers as a replica is refused (down, rediscovery asked);
+//!   [`RedisConn::set_addr`] re-points the connection at a new primary.
 //! - One log line per state change (down with its reason, up), never one
 //!   per request; repeated failed reconnects for the same reason log nothing
 //!   more.
@@ -156,6 +160,11 @@ pub struct Config {
     pub stall_ms: u64,
     /// Pipeline bound (at most [`MAX_PENDING`]).
     pub max_pending: usize,
+    /// Send `ROLE` in the handshake and take the connection up only if
+    /// the server is a primary (the Sentinel layer sets it: a node
+    /// announced as primary that answers as a replica is refused, with
+    /// the rediscovery flag set).
+    pub check_role: bool,
 }
 
 impl Config {
@@ -170,6 +179,7 @@ impl Config {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             stall_ms: DEFAULT_STALL_MS,
             max_pending: MAX_PENDING,
+            check_role: false,
         }
     }
 }
@@ -313,6 +323,7 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Auth,
+    Role,
     Ping,
     Add,
     Get,
@@ -338,6 +349,8 @@ enum DownKind {
     Timeout,
     Closed,
     Protocol,
+    /// The server is not a primary ([`Config::check_role`]).
+    Role,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -425,6 +438,37 @@ impl RedisConn {
     /// The events registered for [`RedisConn::fd`] (0 without one).
     pub fn interest(&self) -> u32 {
         self.link.as_ref().map_or(0, |l| l.interest())
+    }
+
+    /// The server this connection talks to.
+    pub fn addr(&self) -> &Address {
+        &self.cfg.addr
+    }
+
+    /// Point the connection at `addr` (the Sentinel layer's new primary):
+    /// the current connection, if any, is dropped without a "down" line
+    /// (the caller logs the move), its waiting requests fail once
+    /// ([`Failure::Reset`], in `out`), the backoff is forgotten and a
+    /// connect to `addr` starts now. False (nothing done) when `addr` is
+    /// the current address.
+    pub fn set_addr(
+        &mut self,
+        poller: &Poller,
+        addr: Address,
+        now: u64,
+        out: &mut Vec<Completion>,
+    ) -> bool {
+        if addr == self.cfg.addr {
+            return false;
+        }
+        self.drop_link(poller, out);
+        self.cfg.addr = addr;
+        self.attempts = 0;
+        self.logged_down = None;
+        self.rediscover = false;
+        self.state = State::Down { retry_at: now };
+        self.open(poller, now, out);
+        true
     }
 
     /// Requests (and handshake commands) waiting for a reply.
@@ -652,6 +696,15 @@ impl RedisConn {
                 queued: now,
             });
         }
+        if self.cfg.check_role {
+            ok &= write_cmd(link.out(), &[b"ROLE"]).is_ok();
+            self.pending.push_back(Pending {
+                token: None,
+                op: Op::Role,
+                deadline,
+                queued: now,
+            });
+        }
         ok &= write_cmd(link.out(), &[b"PING"]).is_ok();
         self.pending.push_back(Pending {
             token: None,
@@ -832,6 +885,25 @@ impl RedisConn {
                 self.down(poller, now, DownKind::Auth, &msg, out);
                 return false;
             }
+            (Op::Role, OwnedFrame::Array(items)) => {
+                let role = match items.first() {
+                    Some(OwnedFrame::BulkString(r) | OwnedFrame::SimpleString(r)) => {
+                        String::from_utf8_lossy(r).into_owned()
+                    }
+                    _ => String::from("(no role)"),
+                };
+                if role == "master" {
+                    return true;
+                }
+                let msg = format!("the server is a {role}, not a primary");
+                self.down(poller, now, DownKind::Role, &msg, out);
+                return false;
+            }
+            (Op::Role, OwnedFrame::Error(e)) => {
+                let msg = format!("ROLE refused (needed to check the primary): {e}");
+                self.down(poller, now, DownKind::Auth, &msg, out);
+                return false;
+            }
             (Op::Ping, OwnedFrame::SimpleString(_)) => {
                 self.up(now);
                 return true;
@@ -913,18 +985,7 @@ impl RedisConn {
         why: &str,
         out: &mut Vec<Completion>,
     ) {
-        if let Some(mut l) = self.link.take() {
-            l.deregister(poller);
-        }
-        self.skipping = 0;
-        for p in self.pending.drain(..) {
-            if let Some(token) = p.token {
-                out.push(Completion {
-                    token,
-                    answer: Answer::Failed(Failure::Reset),
-                });
-            }
-        }
+        self.drop_link(poller, out);
         let was_up = self.state == State::Up;
         self.rediscover = true;
         self.stats.downs += 1;
@@ -938,6 +999,22 @@ impl RedisConn {
         self.state = State::Down {
             retry_at: now.saturating_add(delay),
         };
+    }
+
+    /// Close the connection (if any) and fail what waits on it once.
+    fn drop_link(&mut self, poller: &Poller, out: &mut Vec<Completion>) {
+        if let Some(mut l) = self.link.take() {
+            l.deregister(poller);
+        }
+        self.skipping = 0;
+        for p in self.pending.drain(..) {
+            if let Some(token) = p.token {
+                out.push(Completion {
+                    token,
+                    answer: Answer::Failed(Failure::Reset),
+                });
+            }
+        }
     }
 
     /// The next reconnect delay: doubling from [`BACKOFF_MIN_MS`] up to
@@ -955,8 +1032,9 @@ impl RedisConn {
     }
 }
 
-/// Append the RESP array of bulk strings `args` to `out`.
-fn write_cmd(out: &mut Vec<u8>, args: &[&[u8]]) -> Result<(), ()> {
+/// Append the RESP array of bulk strings `args` to `out` (also the
+/// Sentinel layer's encoder).
+pub(crate) fn write_cmd(out: &mut Vec<u8>, args: &[&[u8]]) -> Result<(), ()> {
     let items: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
     let frame = BorrowedFrame::Array(&items);
     let start = out.len();

@@ -1,0 +1,1139 @@
+//! Redis Sentinel discovery (issue 17): which node is the primary of a
+//! master name, asked of a list of sentinels, and a [`Store`] that keeps a
+//! [`RedisConn`] pointed at it across fail-overs. Non-blocking, inside the
+//! daemons' epoll loops, in the style of [`crate::redis`].
+//!
+//! # Asking the sentinels
+//!
+//! A [`Sentinel`] runs "rounds": it connects to one sentinel (TCP, at most
+//! [`Config::connect_timeout_ms`]), sends `AUTH` when a sentinel password
+//! is configured and `SENTINEL get-master-addr-by-name NAME`, waits at
+//! most [`Config::reply_timeout_ms`] for the answer, and closes the
+//! connection. A sentinel that is unreachable, slow, refuses the AUTH,
+//! answers an error, does not know the master name or names a host that
+//! is not an IP address is passed over for the next one, in turn; a round
+//! asks each configured sentinel (at most [`MAX_SENTINELS`]) at most once,
+//! so it ends within `n x (connect + reply)` ms. It starts with the
+//! sentinel that answered last.
+//!
+//! - A round that finds the primary yields [`Outcome::Primary`]; the next
+//!   round comes [`Config::refresh_ms`] later, or sooner when the owner
+//!   calls [`Sentinel::ask`] (at most one round per [`Config::retry_ms`]).
+//! - A round where no sentinel named the primary yields
+//!   [`Outcome::Failed`]; the next round follows with exponential backoff
+//!   from [`Config::retry_ms`] to [`BACKOFF_MAX_MS`], with jitter,
+//!   whatever [`Sentinel::ask`] says.
+//! - One log line per state change: all sentinels failing (one line, the
+//!   reason of each; a wrong master name says so), answering again; a
+//!   sentinel passed over while another answered, and answering again.
+//!
+//! Sentinels that announce host names (`announce-hostnames yes`) are
+//! passed over: a name lookup would block the loop. The sentinel
+//! connections are plain TCP (`rediss-sentinel://` is parsed, and its TLS
+//! left to the owner).
+//!
+//! # The owner side: [`Store`]
+//!
+//! ```text
+//! let mut st = Store::new(sentinel_cfg, redis_cfg, SENTINEL_TOKEN, REDIS_TOKEN, &poller, now_ms());
+//! loop {
+//!     poller.wait(st.next_wake().map(|t| t.saturating_sub(now_ms())), &mut evs)?;
+//!     for ev in &evs {
+//!         if st.owns(ev.token) { st.on_event(&poller, ev, now_ms(), &mut done); }
+//!     }
+//!     st.tick(&poller, now_ms(), &mut done);
+//!     match st.submit(&poller, Request::Get { id }, my_token, now_ms(), &mut done) { .. }
+//!     for c in done.drain(..) { reply(c.token, c.answer.status()); }
+//! }
+//! ```
+//!
+//! The store asks the sentinels again whenever its connection asks for
+//! rediscovery ([`RedisConn::take_rediscovery`]: READONLY, a lost
+//! connection, a failed attempt) or is not up; when the primary changed it
+//! re-points the connection ([`RedisConn::set_addr`]) and logs
+//! "primary of NAME is now host:port (was ...)". Its connection checks
+//! `ROLE` in the handshake ([`crate::redis::Config::check_role`]), so a
+//! node named by a stale sentinel that is in fact a replica is refused.
+//! Until the first primary is known, requests fail at once
+//! ([`Failure::Down`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+
+use distcache_rs::nal::Address;
+use distcache_rs::proto::Direction;
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
+
+use crate::evloop::{self, Event, Poller};
+use crate::link::Link;
+use crate::redis::{self, write_cmd, Completion, Failure, RedisConn, Request, Secret};
+use crate::tools::log;
+
+/// Sentinels in one list, at most.
+pub const MAX_SENTINELS: usize = 16;
+
+/// Longest master name accepted.
+pub const MAX_MASTER_NAME: usize = 128;
+
+/// The sentinels' usual port, when an address gives none.
+pub const DEFAULT_PORT: u16 = 26379;
+
+/// Default bound on connecting to one sentinel.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 500;
+
+/// Default bound on one sentinel's answer, once connected.
+pub const DEFAULT_REPLY_TIMEOUT_MS: u64 = 500;
+
+/// Default least time between two rounds (and first backoff delay).
+pub const DEFAULT_RETRY_MS: u64 = 250;
+
+/// Default time between two rounds while all is well.
+pub const DEFAULT_REFRESH_MS: u64 = 10_000;
+
+/// Largest delay between failed rounds (before jitter).
+pub const BACKOFF_MAX_MS: u64 = 5000;
+
+/// A sentinel's reply, at most (two short strings in an array).
+pub const MAX_REPLY: usize = 4096;
+
+/// Which sentinels to ask about which master, and how.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The sentinels (TCP; at most [`MAX_SENTINELS`] are used).
+    pub sentinels: Vec<Address>,
+    /// The master name the sentinels monitor.
+    pub master: String,
+    /// ACL user for the sentinels' `AUTH user password`.
+    pub user: Option<String>,
+    /// The sentinels' password; none: no AUTH is sent.
+    pub password: Option<Secret>,
+    /// Connect bound per sentinel (ms).
+    pub connect_timeout_ms: u64,
+    /// Answer bound per sentinel once connected (ms).
+    pub reply_timeout_ms: u64,
+    /// Least time between rounds, first backoff delay (ms, at least 1).
+    pub retry_ms: u64,
+    /// Time between rounds while all is well (ms).
+    pub refresh_ms: u64,
+}
+
+impl Config {
+    /// The defaults for `sentinels` and `master`.
+    pub fn new(sentinels: Vec<Address>, master: impl Into<String>) -> Config {
+        Config {
+            sentinels,
+            master: master.into(),
+            user: None,
+            password: None,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            reply_timeout_ms: DEFAULT_REPLY_TIMEOUT_MS,
+            retry_ms: DEFAULT_RETRY_MS,
+            refresh_ms: DEFAULT_REFRESH_MS,
+        }
+    }
+}
+
+/// What a round found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A sentinel named the primary (perhaps the one known already).
+    Primary(Address),
+    /// No sentinel named it.
+    Failed,
+}
+
+/// Counters, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Rounds started.
+    pub rounds: u64,
+    /// Rounds that found no primary.
+    pub failed_rounds: u64,
+    /// Sentinels asked (connections made).
+    pub asked: u64,
+    /// Log lines written.
+    pub log_lines: u64,
+}
+
+/// What a reply on the sentinel connection answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Auth,
+    Query,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No round; the next one at `next_at`.
+    Idle { next_at: u64 },
+    /// Asking sentinel `idx`, the `tried`-th of this round (from 0);
+    /// given up at `deadline`.
+    Asking {
+        idx: usize,
+        tried: usize,
+        deadline: u64,
+    },
+}
+
+/// Why one sentinel did not name the primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Miss {
+    /// It does not know the master name (a null answer).
+    Unknown,
+    /// Anything else, said in words.
+    Error(String),
+}
+
+/// How the last failed round was logged (one line per change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RoundLog {
+    /// Every sentinel that answered said it does not know the name.
+    Unknown,
+    /// No sentinel named the primary, for other reasons.
+    Failing,
+}
+
+/// Asks sentinels for the primary of one master name. See the module
+/// documentation.
+#[derive(Debug)]
+pub struct Sentinel {
+    cfg: Config,
+    token: u64,
+    state: State,
+    link: Option<Link>,
+    pending: VecDeque<Op>,
+    /// The sentinel to ask first (the one that answered last).
+    preferred: usize,
+    /// No round starts before this (see [`Sentinel::ask`]).
+    earliest: u64,
+    /// Failed rounds in a row, for the backoff.
+    fails: u32,
+    /// What each sentinel of this round said when it named no primary.
+    misses: Vec<(usize, Miss)>,
+    /// Sentinels logged as failing.
+    failing: Vec<bool>,
+    /// The failed-round line last logged (`None`: last round found it).
+    logged: Option<RoundLog>,
+    outcome: Option<Outcome>,
+    rng: u64,
+    stats: Stats,
+}
+
+impl Sentinel {
+    /// A sentinel client under `token`; the first round starts now.
+    pub fn new(mut cfg: Config, token: u64, poller: &Poller, now: u64) -> Sentinel {
+        cfg.sentinels.truncate(MAX_SENTINELS);
+        cfg.retry_ms = cfg.retry_ms.max(1);
+        let n = cfg.sentinels.len();
+        let seed = (std::process::id() as u64) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+            ^ token.rotate_left(17);
+        let mut s = Sentinel {
+            cfg,
+            token,
+            state: State::Idle { next_at: now },
+            link: None,
+            pending: VecDeque::new(),
+            preferred: 0,
+            earliest: now,
+            fails: 0,
+            misses: Vec::new(),
+            failing: vec![false; n],
+            logged: None,
+            outcome: None,
+            rng: seed | 1,
+            stats: Stats::default(),
+        };
+        s.start_round(poller, now);
+        s
+    }
+
+    /// The master name asked about.
+    pub fn master(&self) -> &str {
+        &self.cfg.master
+    }
+
+    /// The poller token of the sentinel connection.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// A round is under way.
+    pub fn asking(&self) -> bool {
+        matches!(self.state, State::Asking { .. })
+    }
+
+    /// The descriptor registered with the poller, while there is one.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.link.as_ref().map(|l| l.stream().as_raw_fd())
+    }
+
+    /// The events registered for [`Sentinel::fd`] (0 without one).
+    pub fn interest(&self) -> u32 {
+        self.link.as_ref().map_or(0, |l| l.interest())
+    }
+
+    /// What the last round found, once; `None` while nothing new.
+    pub fn take_outcome(&mut self) -> Option<Outcome> {
+        self.outcome.take()
+    }
+
+    /// Ask again soon: the next round starts as early as the spacing
+    /// ([`Config::retry_ms`]) or the backoff after failed rounds allow.
+    /// Cheap; call it as often as the primary seems wrong.
+    pub fn ask(&mut self, now: u64) {
+        if let State::Idle { next_at } = self.state {
+            self.state = State::Idle {
+                next_at: next_at.min(self.earliest.max(now)),
+            };
+        }
+    }
+
+    /// When [`Sentinel::tick`] next has something to do.
+    pub fn next_wake(&self) -> Option<u64> {
+        Some(match self.state {
+            State::Idle { next_at } => next_at,
+            State::Asking { deadline, .. } => deadline,
+        })
+    }
+
+    /// Timeouts and rounds due at `now`.
+    pub fn tick(&mut self, poller: &Poller, now: u64) {
+        match self.state {
+            State::Idle { next_at } if now >= next_at => self.start_round(poller, now),
+            State::Asking { deadline, .. } if now >= deadline => {
+                let why = if self.link.as_ref().is_some_and(|l| l.connecting()) {
+                    format!("no connection within {} ms", self.cfg.connect_timeout_ms)
+                } else {
+                    format!("no answer within {} ms", self.cfg.reply_timeout_ms)
+                };
+                self.passed_over(poller, now, Miss::Error(why));
+            }
+            _ => {}
+        }
+    }
+
+    /// A readiness event for this client's token.
+    pub fn on_event(&mut self, poller: &Poller, ev: &Event, now: u64) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if link.connecting() {
+            match link.connect_event(ev) {
+                Ok(false) => return,
+                Ok(true) => self.connected(now),
+                Err(e) => {
+                    self.passed_over(poller, now, Miss::Error(format!("cannot connect: {e}")));
+                    return;
+                }
+            }
+        }
+        if ev.writable() && !self.flush(poller, now) {
+            return;
+        }
+        if ev.readable() {
+            self.read(poller, now);
+        }
+    }
+
+    fn log(&mut self, msg: fmt::Arguments<'_>) {
+        self.stats.log_lines += 1;
+        log::line(format_args!("sentinel: {msg}"));
+    }
+
+    fn start_round(&mut self, poller: &Poller, now: u64) {
+        self.stats.rounds += 1;
+        self.misses.clear();
+        let first = self.preferred;
+        self.ask_from(poller, now, first, 0);
+    }
+
+    /// Ask sentinel `idx`, the `tried`-th of the round, or the next ones
+    /// when connecting fails at once; the round ends when all were tried.
+    fn ask_from(&mut self, poller: &Poller, now: u64, mut idx: usize, mut tried: usize) {
+        let n = self.cfg.sentinels.len();
+        while tried < n {
+            idx %= n;
+            self.stats.asked += 1;
+            match self.connect(poller, now, idx, tried) {
+                Ok(()) => return,
+                Err(why) => {
+                    self.misses.push((idx, Miss::Error(why)));
+                    idx += 1;
+                    tried += 1;
+                }
+            }
+        }
+        self.round_failed(now);
+    }
+
+    /// Open a connection to sentinel `idx` and queue the question.
+    fn connect(
+        &mut self,
+        poller: &Poller,
+        now: u64,
+        idx: usize,
+        tried: usize,
+    ) -> Result<(), String> {
+        let addr = &self.cfg.sentinels[idx];
+        let mut link = Link::connect(addr, self.token, Direction::Responses, poller)
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        self.pending.clear();
+        if let Some(pw) = &self.cfg.password {
+            let res = match &self.cfg.user {
+                Some(u) => write_cmd(link.out(), &[b"AUTH", u.as_bytes(), &pw.0]),
+                None => write_cmd(link.out(), &[b"AUTH", &pw.0]),
+            };
+            res.map_err(|()| "cannot encode AUTH".to_string())?;
+            self.pending.push_back(Op::Auth);
+        }
+        write_cmd(
+            link.out(),
+            &[
+                b"SENTINEL",
+                b"get-master-addr-by-name",
+                self.cfg.master.as_bytes(),
+            ],
+        )
+        .map_err(|()| "cannot encode the question".to_string())?;
+        self.pending.push_back(Op::Query);
+        let connecting = link.connecting();
+        self.link = Some(link);
+        self.state = State::Asking {
+            idx,
+            tried,
+            deadline: now.saturating_add(self.cfg.connect_timeout_ms),
+        };
+        if !connecting {
+            self.connected(now);
+            if !self.flush(poller, now) {
+                // Already passed over to the next sentinel.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The connect is done: the answer is due within the reply bound.
+    fn connected(&mut self, now: u64) {
+        if let State::Asking { idx, tried, .. } = self.state {
+            self.state = State::Asking {
+                idx,
+                tried,
+                deadline: now.saturating_add(self.cfg.reply_timeout_ms),
+            };
+        }
+    }
+
+    /// Write what the socket takes; false if the sentinel was passed over.
+    fn flush(&mut self, poller: &Poller, now: u64) -> bool {
+        let Some(link) = self.link.as_mut() else {
+            return false;
+        };
+        if !link.connecting() {
+            if let Err(e) = link.flush() {
+                self.passed_over(poller, now, Miss::Error(format!("write: {e}")));
+                return false;
+            }
+        }
+        let want = if link.connecting() || link.unsent() > 0 {
+            evloop::READ | evloop::WRITE
+        } else {
+            evloop::READ
+        };
+        if let Err(e) = link.set_interest(poller, want) {
+            self.passed_over(poller, now, Miss::Error(format!("epoll: {e}")));
+            return false;
+        }
+        true
+    }
+
+    fn read(&mut self, poller: &Poller, now: u64) {
+        let mut scratch = [0u8; 1024];
+        loop {
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
+            match link.read_once(&mut scratch) {
+                Ok(got) if got.eof => {
+                    let why = "closed the connection without an answer".to_string();
+                    self.passed_over(poller, now, Miss::Error(why));
+                    return;
+                }
+                Ok(got) if got.n == 0 => return,
+                Ok(got) => {
+                    link.keep(&scratch[..got.n]);
+                    if link.inbuf.len() > MAX_REPLY {
+                        let why = format!("an answer longer than {MAX_REPLY} bytes");
+                        self.passed_over(poller, now, Miss::Error(why));
+                        return;
+                    }
+                    if !self.replies(poller, now) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.passed_over(poller, now, Miss::Error(format!("read: {e}")));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Take the whole replies; false once the connection is gone.
+    fn replies(&mut self, poller: &Poller, now: u64) -> bool {
+        loop {
+            let Some(link) = self.link.as_mut() else {
+                return false;
+            };
+            let (frame, used) = match decode(&link.inbuf) {
+                Ok(Some(x)) => x,
+                Ok(None) => return true,
+                Err(e) => {
+                    let why = format!("protocol error: {}", e.details());
+                    self.passed_over(poller, now, Miss::Error(why));
+                    return false;
+                }
+            };
+            link.consumed(used);
+            match (self.pending.pop_front(), frame) {
+                (Some(Op::Auth), OwnedFrame::SimpleString(_)) => {}
+                (Some(Op::Auth), OwnedFrame::Error(e)) => {
+                    let who = self.cfg.user.as_deref().unwrap_or("default");
+                    let why = format!("AUTH as user {who} refused: {e}");
+                    self.passed_over(poller, now, Miss::Error(why));
+                    return false;
+                }
+                (Some(Op::Query), f) => {
+                    match primary_of(f) {
+                        Ok(addr) => self.found(poller, now, addr),
+                        Err(miss) => self.passed_over(poller, now, miss),
+                    }
+                    return false;
+                }
+                (op, f) => {
+                    let why = format!("a {:?} reply to {op:?}", f.kind());
+                    self.passed_over(poller, now, Miss::Error(why));
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, poller: &Poller) {
+        if let Some(mut l) = self.link.take() {
+            l.deregister(poller);
+        }
+        self.pending.clear();
+    }
+
+    /// The sentinel being asked named no primary: ask the next one.
+    fn passed_over(&mut self, poller: &Poller, now: u64, miss: Miss) {
+        self.close(poller);
+        let State::Asking { idx, tried, .. } = self.state else {
+            return;
+        };
+        self.misses.push((idx, miss));
+        self.ask_from(poller, now, idx + 1, tried + 1);
+    }
+
+    fn found(&mut self, poller: &Poller, now: u64, addr: Address) {
+        self.close(poller);
+        let State::Asking { idx, .. } = self.state else {
+            return;
+        };
+        let name = self.cfg.master.clone();
+        let by = host_port(&self.cfg.sentinels[idx]);
+        if self.logged.take().is_some() {
+            self.log(format_args!(
+                "the sentinels answer again for master {name} ({by})"
+            ));
+            self.failing.iter_mut().for_each(|f| *f = false);
+        } else if self.failing[idx] {
+            self.log(format_args!("{by} answers again for master {name}"));
+            self.failing[idx] = false;
+        }
+        let misses = std::mem::take(&mut self.misses);
+        for (i, miss) in &misses {
+            if !self.failing[*i] {
+                self.failing[*i] = true;
+                let who = host_port(&self.cfg.sentinels[*i]);
+                self.log(format_args!(
+                    "{who} did not name the primary of master {name} ({}); {by} did",
+                    miss_text(miss, &name)
+                ));
+            }
+        }
+        self.preferred = idx;
+        self.fails = 0;
+        self.earliest = now.saturating_add(self.cfg.retry_ms);
+        self.state = State::Idle {
+            next_at: now.saturating_add(self.cfg.refresh_ms.max(self.cfg.retry_ms)),
+        };
+        self.outcome = Some(Outcome::Primary(addr));
+    }
+
+    fn round_failed(&mut self, now: u64) {
+        self.stats.failed_rounds += 1;
+        let delay = self.backoff();
+        let name = self.cfg.master.clone();
+        let unknown =
+            !self.misses.is_empty() && self.misses.iter().all(|(_, m)| matches!(m, Miss::Unknown));
+        let kind = if unknown {
+            RoundLog::Unknown
+        } else {
+            RoundLog::Failing
+        };
+        if self.logged != Some(kind) {
+            self.logged = Some(kind);
+            let n = self.cfg.sentinels.len();
+            let retry = self.cfg.retry_ms;
+            if unknown {
+                self.log(format_args!(
+                    "none of the {n} sentinels knows a master named {name} \
+                     (SENTINEL get-master-addr-by-name answered null: check the name); \
+                     asking again with backoff ({retry} ms to {BACKOFF_MAX_MS} ms)"
+                ));
+            } else {
+                let detail = if n == 0 {
+                    "no sentinel is configured".to_string()
+                } else {
+                    self.misses
+                        .iter()
+                        .map(|(i, m)| {
+                            format!(
+                                "{}: {}",
+                                host_port(&self.cfg.sentinels[*i]),
+                                miss_text(m, &name)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                self.log(format_args!(
+                    "no sentinel of {n} named the primary of master {name} ({detail}); \
+                     asking again with backoff ({retry} ms to {BACKOFF_MAX_MS} ms)"
+                ));
+            }
+            self.failing.iter_mut().for_each(|f| *f = true);
+        }
+        self.misses.clear();
+        self.earliest = now.saturating_add(delay);
+        self.state = State::Idle {
+            next_at: self.earliest,
+        };
+        self.outcome = Some(Outcome::Failed);
+    }
+
+    /// The delay after a failed round: doubling from [`Config::retry_ms`]
+    /// up to [`BACKOFF_MAX_MS`], then a random point in its upper half.
+    fn backoff(&mut self) -> u64 {
+        let base = self
+            .cfg
+            .retry_ms
+            .saturating_mul(1u64 << self.fails.min(16))
+            .min(BACKOFF_MAX_MS.max(self.cfg.retry_ms));
+        self.fails = self.fails.saturating_add(1);
+        // xorshift64: jitter only.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        base / 2 + self.rng % (base / 2 + 1)
+    }
+}
+
+fn miss_text(m: &Miss, master: &str) -> String {
+    match m {
+        Miss::Unknown => format!("does not know a master named {master}"),
+        Miss::Error(e) => e.clone(),
+    }
+}
+
+/// An address as `host:port` (`[v6]:port`), for log lines.
+pub fn host_port(a: &Address) -> String {
+    match a {
+        Address::Ip { addr, .. } => addr.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The primary named by an answer to `SENTINEL get-master-addr-by-name`:
+/// an array of host and port, or null for an unknown name.
+fn primary_of(f: OwnedFrame) -> Result<Address, Miss> {
+    let items = match f {
+        OwnedFrame::Null => return Err(Miss::Unknown),
+        OwnedFrame::Array(items) if items.is_empty() => return Err(Miss::Unknown),
+        OwnedFrame::Array(items) => items,
+        OwnedFrame::Error(e) => return Err(Miss::Error(format!("answered {e}"))),
+        other => {
+            let why = format!("a {:?} answer, not an address", other.kind());
+            return Err(Miss::Error(why));
+        }
+    };
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            std::str::from_utf8(b).ok().map(str::to_string)
+        }
+        _ => None,
+    };
+    let (Some(host), Some(port), 2) = (
+        items.first().and_then(text),
+        items.get(1).and_then(text),
+        items.len(),
+    ) else {
+        return Err(Miss::Error("an answer that is not host and port".into()));
+    };
+    let Ok(ip) = host.parse::<IpAddr>() else {
+        let shown: String = host.chars().take(64).collect();
+        return Err(Miss::Error(format!(
+            "names host '{shown}', not an IP address (host names are not looked up: \
+             set the sentinels' announce-hostnames to no)"
+        )));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Address::Ip {
+            addr: SocketAddr::new(ip, p),
+            listen_only: false,
+        }),
+        _ => Err(Miss::Error(format!("names port '{port}'"))),
+    }
+}
+
+// ------------------------------------------------------------ the store
+
+/// A [`RedisConn`] to the primary a [`Sentinel`] names, followed across
+/// fail-overs. See the module documentation.
+#[derive(Debug)]
+pub struct Store {
+    sentinel: Sentinel,
+    redis: Option<RedisConn>,
+    rcfg: redis::Config,
+    redis_token: u64,
+}
+
+impl Store {
+    /// Discovery through `scfg` under `sentinel_token`; the connection to
+    /// the primary, made with `rcfg` (whose `addr` is replaced by the
+    /// primary's, and `check_role` set), under `redis_token`.
+    pub fn new(
+        scfg: Config,
+        mut rcfg: redis::Config,
+        sentinel_token: u64,
+        redis_token: u64,
+        poller: &Poller,
+        now: u64,
+    ) -> Store {
+        rcfg.check_role = true;
+        let mut st = Store {
+            sentinel: Sentinel::new(scfg, sentinel_token, poller, now),
+            redis: None,
+            rcfg,
+            redis_token,
+        };
+        st.follow(poller, now, &mut Vec::new());
+        st
+    }
+
+    /// Whether an event with `token` is this store's.
+    pub fn owns(&self, token: u64) -> bool {
+        token == self.redis_token || token == self.sentinel.token()
+    }
+
+    /// The primary's connection is up.
+    pub fn is_up(&self) -> bool {
+        self.redis.as_ref().is_some_and(RedisConn::is_up)
+    }
+
+    /// The primary in use (none until the sentinels first name one).
+    pub fn primary(&self) -> Option<&Address> {
+        self.redis.as_ref().map(RedisConn::addr)
+    }
+
+    /// The connection to the primary, once there is one.
+    pub fn redis(&self) -> Option<&RedisConn> {
+        self.redis.as_ref()
+    }
+
+    /// The sentinel client.
+    pub fn sentinel(&self) -> &Sentinel {
+        &self.sentinel
+    }
+
+    /// As [`RedisConn::submit`]; [`Failure::Down`] until a primary is known.
+    pub fn submit(
+        &mut self,
+        poller: &Poller,
+        req: Request<'_>,
+        token: u64,
+        now: u64,
+        out: &mut Vec<Completion>,
+    ) -> Result<(), Failure> {
+        match self.redis.as_mut() {
+            Some(rc) => rc.submit(poller, req, token, now, out),
+            None => Err(Failure::Down),
+        }
+    }
+
+    /// A readiness event for one of this store's tokens.
+    pub fn on_event(&mut self, poller: &Poller, ev: &Event, now: u64, out: &mut Vec<Completion>) {
+        if ev.token == self.sentinel.token() {
+            self.sentinel.on_event(poller, ev, now);
+        } else if let Some(rc) = self.redis.as_mut().filter(|_| ev.token == self.redis_token) {
+            rc.on_event(poller, ev, now, out);
+        }
+        self.follow(poller, now, out);
+    }
+
+    /// Deadlines, timeouts, reconnects and rounds due at `now`.
+    pub fn tick(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        self.sentinel.tick(poller, now);
+        if let Some(rc) = self.redis.as_mut() {
+            rc.tick(poller, now, out);
+        }
+        self.follow(poller, now, out);
+    }
+
+    /// When [`Store::tick`] next has something to do.
+    pub fn next_wake(&self) -> Option<u64> {
+        let r = self.redis.as_ref().and_then(RedisConn::next_wake);
+        match (self.sentinel.next_wake(), r) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ask the sentinels while the primary seems wrong; follow what they say.
+    fn follow(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        let doubt = match self.redis.as_mut() {
+            Some(rc) => rc.take_rediscovery() || !rc.is_up(),
+            None => true,
+        };
+        if doubt {
+            self.sentinel.ask(now);
+        }
+        let Some(Outcome::Primary(addr)) = self.sentinel.take_outcome() else {
+            return;
+        };
+        let was = match self.redis.as_mut() {
+            None => {
+                let mut cfg = self.rcfg.clone();
+                cfg.addr = addr.clone();
+                self.redis = Some(RedisConn::new(cfg, self.redis_token, poller, now));
+                "none".to_string()
+            }
+            Some(rc) => {
+                let old = host_port(rc.addr());
+                if !rc.set_addr(poller, addr.clone(), now, out) {
+                    return;
+                }
+                old
+            }
+        };
+        log::line(format_args!(
+            "sentinel: primary of {} is now {} (was {was})",
+            self.sentinel.master(),
+            host_port(&addr)
+        ));
+    }
+}
+
+// ------------------------------------------------------------ addresses
+
+/// A parsed `redis-sentinel://` (or `rediss-sentinel://`) address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// `rediss-sentinel://`: TLS to the sentinels and the nodes.
+    pub tls: bool,
+    /// The sentinels as written: host (without IPv6 brackets) and port
+    /// ([`DEFAULT_PORT`] when none is given); 1 to [`MAX_SENTINELS`].
+    pub sentinels: Vec<(String, u16)>,
+    /// The master name.
+    pub master: String,
+    /// `user:password@` or `:password@` before the hosts (percent-decoded;
+    /// the owner warns that it shows in the process list).
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// The schemes, lowercase.
+const SCHEME: &str = "redis-sentinel://";
+const SCHEME_TLS: &str = "rediss-sentinel://";
+
+/// Parse `redis-sentinel://[user:password@]host:port[,host:port...]/MASTERNAME`
+/// (or `rediss-sentinel://`). Pure: no name is looked up
+/// ([`SentinelUrl::resolve`] does that).
+pub fn parse_url(s: &str) -> Result<SentinelUrl, String> {
+    let bad = |why: &str| Err(url_message(s, why));
+    let scheme = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    let (tls, rest) = if scheme(SCHEME_TLS) {
+        (true, &s[SCHEME_TLS.len()..])
+    } else if scheme(SCHEME) {
+        (false, &s[SCHEME.len()..])
+    } else {
+        return bad("not a redis-sentinel:// or rediss-sentinel:// address");
+    };
+    let Some((authority, master)) = rest.split_once('/') else {
+        return bad("no /MASTERNAME after the sentinels");
+    };
+    if master.is_empty() {
+        return bad("empty master name");
+    }
+    if master.len() > MAX_MASTER_NAME {
+        return bad(&format!("master name longer than {MAX_MASTER_NAME}"));
+    }
+    if !master
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return bad("the master name may hold letters, digits and - _ . : only");
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(u) => {
+            let Some((name, pw)) = u.split_once(':') else {
+                return bad("a user without a password (write user:password@ or :password@)");
+            };
+            let Some(pw) = percent_decode(pw) else {
+                return bad("bad %-escape in the password");
+            };
+            if pw.is_empty() {
+                return bad("empty password");
+            }
+            let name = match percent_decode(name).map(String::from_utf8) {
+                Some(Ok(n)) => n,
+                _ => return bad("bad user name"),
+            };
+            ((!name.is_empty()).then_some(name), Some(Secret(pw)))
+        }
+    };
+    if hosts.is_empty() {
+        return bad("no sentinel host");
+    }
+    let mut sentinels = Vec::new();
+    for part in hosts.split(',') {
+        if sentinels.len() == MAX_SENTINELS {
+            return bad(&format!("more than {MAX_SENTINELS} sentinels"));
+        }
+        sentinels.push(host_and_port(part).map_err(|why| url_message(s, &why))?);
+    }
+    Ok(SentinelUrl {
+        tls,
+        sentinels,
+        master: master.to_string(),
+        user,
+        password,
+    })
+}
+
+impl SentinelUrl {
+    /// The sentinels' addresses (host names looked up now: at start-up,
+    /// never in the loop).
+    pub fn resolve(&self) -> Result<Vec<Address>, String> {
+        self.sentinels
+            .iter()
+            .map(|(h, p)| {
+                let form = if h.contains(':') {
+                    format!("IPv6:[{h}]:{p}")
+                } else {
+                    format!("IP:{h}:{p}")
+                };
+                Address::parse(&form).map_err(|e| format!("sentinel {h}:{p}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// One `host[:port]` or `[v6][:port]` of the list.
+fn host_and_port(part: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return Err(format!("'{part}': no ] after the IPv6 address"));
+        };
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("'{part}': not an IPv6 address"));
+        }
+        match after {
+            "" => (h, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(format!("'{part}': junk after ]")),
+            },
+        }
+    } else {
+        match part.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (part, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("an empty sentinel host".into());
+    }
+    if host.contains(|c: char| c.is_whitespace() || "[]/@,?#:".contains(c))
+        && !part.starts_with('[')
+    {
+        return Err(format!("'{part}': bad host"));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("'{part}': port must be a number in 1..65535")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// `%XX` escapes decoded; `None` for a bad one.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The error text for address `s` (its password never shown, its length
+/// bounded).
+fn url_message(s: &str, why: &str) -> String {
+    let shown = match (s.find("://"), s.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}://...{}", &s[..a], &s[b..]),
+        _ => s.to_string(),
+    };
+    let shown: String = shown.chars().take(200).collect();
+    format!("bad address '{shown}': {why}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> SentinelUrl {
+        parse_url(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn err(s: &str) -> String {
+        parse_url(s).expect_err(s)
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let u = ok("redis-sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster");
+        assert!(!u.tls);
+        assert_eq!(
+            u.sentinels,
+            vec![("10.0.0.1".into(), 26379), ("10.0.0.2".into(), 26380)]
+        );
+        assert_eq!(u.master, "mymaster");
+        assert_eq!((u.user, u.password), (None, None));
+
+        let u = ok("REDISS-SENTINEL://s1.example:1,[::1]:2,[fe80::1],s4/m-1.x_y");
+        assert!(u.tls);
+        assert_eq!(
+            u.sentinels,
+            vec![
+                ("s1.example".into(), 1),
+                ("::1".into(), 2),
+                ("fe80::1".into(), DEFAULT_PORT),
+                ("s4".into(), DEFAULT_PORT)
+            ]
+        );
+        assert_eq!(u.master, "m-1.x_y");
+
+        let u = ok("redis-sentinel://alice:p%40ss:w@h:1/m");
+        assert_eq!(u.user.as_deref(), Some("alice"));
+        assert_eq!(u.password, Some(Secret(b"p@ss:w".to_vec())));
+        let u = ok("redis-sentinel://:pw@h:1/m");
+        assert_eq!((u.user, u.password), (None, Some(Secret(b"pw".to_vec()))));
+
+        let many: Vec<String> = (1..=MAX_SENTINELS).map(|i| format!("h{i}:1")).collect();
+        let u = ok(&format!("redis-sentinel://{}/m", many.join(",")));
+        assert_eq!(u.sentinels.len(), MAX_SENTINELS);
+    }
+
+    #[test]
+    fn bad_sentinel_urls_say_why() {
+        let cases = [
+            ("redis://h:1/m", "not a redis-sentinel"),
+            ("redis-sentinel://h:1", "no /MASTERNAME"),
+            ("redis-sentinel://h:1/", "empty master name"),
+            ("redis-sentinel://h:1/a/b", "master name may hold"),
+            ("redis-sentinel://h:1/a b", "master name may hold"),
+            ("redis-sentinel:///m", "no sentinel host"),
+            ("redis-sentinel://h:1,,h:2/m", "empty sentinel host"),
+            ("redis-sentinel://h:0/m", "port must be"),
+            ("redis-sentinel://h:99999/m", "port must be"),
+            ("redis-sentinel://h:+1/m", "port must be"),
+            ("redis-sentinel://h:/m", "port must be"),
+            ("redis-sentinel://[::1/m", "no ]"),
+            ("redis-sentinel://[zz]:1/m", "not an IPv6"),
+            ("redis-sentinel://[::1]x/m", "junk after"),
+            ("redis-sentinel://alice@h:1/m", "user without a password"),
+            ("redis-sentinel://alice:@h:1/m", "empty password"),
+            ("redis-sentinel://a:%zz@h:1/m", "%-escape"),
+        ];
+        for (s, why) in cases {
+            let e = err(s);
+            assert!(e.contains(why), "{s}: {e}");
+            assert!(e.starts_with("bad address '"), "{e}");
+        }
+        let long = "x".repeat(MAX_MASTER_NAME + 1);
+        assert!(err(&format!("redis-sentinel://h:1/{long}")).contains("longer than"));
+        let many: Vec<String> = (0..=MAX_SENTINELS).map(|i| format!("h{i}:1")).collect();
+        assert!(err(&format!("redis-sentinel://{}/m", many.join(","))).contains("more than 16"));
+        // The password never shows in an error.
+        let e = err("redis-sentinel://alice:s3cret@h:0/m");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn resolved_addresses() {
+        let u = ok("redis-sentinel://127.0.0.1:5,[::1]:6/m");
+        let a = u.resolve().unwrap();
+        assert_eq!(host_port(&a[0]), "127.0.0.1:5");
+        assert_eq!(host_port(&a[1]), "[::1]:6");
+    }
+
+    #[test]
+    fn sentinel_answers() {
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        let a = primary_of(OwnedFrame::Array(vec![bulk("127.0.0.1"), bulk("6380")])).unwrap();
+        assert_eq!(host_port(&a), "127.0.0.1:6380");
+        let a = primary_of(OwnedFrame::Array(vec![bulk("::1"), bulk("7")])).unwrap();
+        assert_eq!(host_port(&a), "[::1]:7");
+        assert_eq!(primary_of(OwnedFrame::Null), Err(Miss::Unknown));
+        let e = |f| match primary_of(f) {
+            Err(Miss::Error(e)) => e,
+            x => panic!("{x:?}"),
+        };
+        assert!(
+            e(OwnedFrame::Array(vec![bulk("redis-1"), bulk("1")])).contains("announce-hostnames")
+        );
+        assert!(e(OwnedFrame::Array(vec![bulk("1.2.3.4"), bulk("0")])).contains("port"));
+        assert!(e(OwnedFrame::Array(vec![bulk("1.2.3.4")])).contains("host and port"));
+        assert!(e(OwnedFrame::Error("ERR unknown command".into())).contains("unknown command"));
+        assert!(e(OwnedFrame::Integer(3)).contains("not an address"));
+    }
+}
