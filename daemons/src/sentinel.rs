@@ -712,10 +712,12 @@ fn primary_of(f: OwnedFrame) -> Result<Address, Miss> {
 // ------------------------------------------------------------ the store
 
 /// A [`RedisConn`] to the primary a [`Sentinel`] names, followed across
-/// fail-overs. See the module documentation.
+/// fail-overs (or, made with [`Store::direct`], to one fixed server: the
+/// owner then holds one type for `redis://` and `redis-sentinel://`).
+/// See the module documentation.
 #[derive(Debug)]
 pub struct Store {
-    sentinel: Sentinel,
+    sentinel: Option<Sentinel>,
     redis: Option<RedisConn>,
     rcfg: redis::Config,
     redis_token: u64,
@@ -735,7 +737,7 @@ impl Store {
     ) -> Store {
         rcfg.check_role = true;
         let mut st = Store {
-            sentinel: Sentinel::new(scfg, sentinel_token, poller, now),
+            sentinel: Some(Sentinel::new(scfg, sentinel_token, poller, now)),
             redis: None,
             rcfg,
             redis_token,
@@ -744,9 +746,20 @@ impl Store {
         st
     }
 
+    /// A store on the one server `rcfg.addr` (`redis://`), under `token`:
+    /// no sentinel, [`Store::owns`] only `token`.
+    pub fn direct(rcfg: redis::Config, token: u64, poller: &Poller, now: u64) -> Store {
+        Store {
+            sentinel: None,
+            redis: Some(RedisConn::new(rcfg.clone(), token, poller, now)),
+            rcfg,
+            redis_token: token,
+        }
+    }
+
     /// Whether an event with `token` is this store's.
     pub fn owns(&self, token: u64) -> bool {
-        token == self.redis_token || token == self.sentinel.token()
+        token == self.redis_token || self.sentinel.as_ref().is_some_and(|s| s.token() == token)
     }
 
     /// The primary's connection is up.
@@ -764,9 +777,9 @@ impl Store {
         self.redis.as_ref()
     }
 
-    /// The sentinel client.
-    pub fn sentinel(&self) -> &Sentinel {
-        &self.sentinel
+    /// The sentinel client (none for [`Store::direct`]).
+    pub fn sentinel(&self) -> Option<&Sentinel> {
+        self.sentinel.as_ref()
     }
 
     /// As [`RedisConn::submit`]; [`Failure::Down`] until a primary is known.
@@ -786,8 +799,8 @@ impl Store {
 
     /// A readiness event for one of this store's tokens.
     pub fn on_event(&mut self, poller: &Poller, ev: &Event, now: u64, out: &mut Vec<Completion>) {
-        if ev.token == self.sentinel.token() {
-            self.sentinel.on_event(poller, ev, now);
+        if let Some(s) = self.sentinel.as_mut().filter(|s| s.token() == ev.token) {
+            s.on_event(poller, ev, now);
         } else if let Some(rc) = self.redis.as_mut().filter(|_| ev.token == self.redis_token) {
             rc.on_event(poller, ev, now, out);
         }
@@ -796,7 +809,9 @@ impl Store {
 
     /// Deadlines, timeouts, reconnects and rounds due at `now`.
     pub fn tick(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
-        self.sentinel.tick(poller, now);
+        if let Some(s) = self.sentinel.as_mut() {
+            s.tick(poller, now);
+        }
         if let Some(rc) = self.redis.as_mut() {
             rc.tick(poller, now, out);
         }
@@ -806,7 +821,7 @@ impl Store {
     /// When [`Store::tick`] next has something to do.
     pub fn next_wake(&self) -> Option<u64> {
         let r = self.redis.as_ref().and_then(RedisConn::next_wake);
-        match (self.sentinel.next_wake(), r) {
+        match (self.sentinel.as_ref().and_then(Sentinel::next_wake), r) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -814,14 +829,17 @@ impl Store {
 
     /// Ask the sentinels while the primary seems wrong; follow what they say.
     fn follow(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        let Some(sentinel) = self.sentinel.as_mut() else {
+            return;
+        };
         let doubt = match self.redis.as_mut() {
             Some(rc) => rc.take_rediscovery() || !rc.is_up(),
             None => true,
         };
         if doubt {
-            self.sentinel.ask(now);
+            sentinel.ask(now);
         }
-        let Some(Outcome::Primary(addr)) = self.sentinel.take_outcome() else {
+        let Some(Outcome::Primary(addr)) = sentinel.take_outcome() else {
             return;
         };
         let was = match self.redis.as_mut() {
@@ -841,7 +859,7 @@ impl Store {
         };
         log::line(format_args!(
             "sentinel: primary of {} is now {} (was {was})",
-            self.sentinel.master(),
+            sentinel.master(),
             host_port(&addr)
         ));
     }
@@ -859,8 +877,8 @@ pub struct SentinelUrl {
     pub sentinels: Vec<(String, u16)>,
     /// The master name.
     pub master: String,
-    /// `user:password@` or `:password@` before the hosts (percent-decoded;
-    /// the owner warns that it shows in the process list).
+    /// `user[:password]@` or `:password@` before the hosts (the owner
+    /// warns that a password shows in the process list).
     pub user: Option<String>,
     pub password: Option<Secret>,
 }
@@ -869,7 +887,7 @@ pub struct SentinelUrl {
 const SCHEME: &str = "redis-sentinel://";
 const SCHEME_TLS: &str = "rediss-sentinel://";
 
-/// Parse `redis-sentinel://[user:password@]host:port[,host:port...]/MASTERNAME`
+/// Parse `redis-sentinel://[user[:password]@]host:port[,host:port...]/MASTERNAME`
 /// (or `rediss-sentinel://`). Pure: no name is looked up
 /// ([`SentinelUrl::resolve`] does that).
 pub fn parse_url(s: &str) -> Result<SentinelUrl, String> {
@@ -901,23 +919,25 @@ pub fn parse_url(s: &str) -> Result<SentinelUrl, String> {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
+    // As redis:// addresses (crate::store): `user@` alone is a user whose
+    // password comes from a file; no %-escapes.
     let (user, password) = match userinfo {
         None => (None, None),
         Some(u) => {
-            let Some((name, pw)) = u.split_once(':') else {
-                return bad("a user without a password (write user:password@ or :password@)");
+            let (name, pw) = match u.split_once(':') {
+                Some((n, p)) => (n, Some(p)),
+                None => (u, None),
             };
-            let Some(pw) = percent_decode(pw) else {
-                return bad("bad %-escape in the password");
-            };
-            if pw.is_empty() {
+            if pw.is_some_and(str::is_empty) {
                 return bad("empty password");
             }
-            let name = match percent_decode(name).map(String::from_utf8) {
-                Some(Ok(n)) => n,
-                _ => return bad("bad user name"),
-            };
-            ((!name.is_empty()).then_some(name), Some(Secret(pw)))
+            if name.is_empty() && pw.is_none() {
+                return bad("empty user");
+            }
+            (
+                (!name.is_empty()).then(|| name.to_string()),
+                pw.map(|p| Secret(p.as_bytes().to_vec())),
+            )
         }
     };
     if hosts.is_empty() {
@@ -997,24 +1017,6 @@ fn host_and_port(part: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
-/// `%XX` escapes decoded; `None` for a bad one.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 /// The error text for address `s` (its password never shown, its length
 /// bounded).
 fn url_message(s: &str, why: &str) -> String {
@@ -1062,9 +1064,11 @@ mod tests {
         );
         assert_eq!(u.master, "m-1.x_y");
 
-        let u = ok("redis-sentinel://alice:p%40ss:w@h:1/m");
+        let u = ok("redis-sentinel://alice:p@ss:w@h:1/m");
         assert_eq!(u.user.as_deref(), Some("alice"));
         assert_eq!(u.password, Some(Secret(b"p@ss:w".to_vec())));
+        let u = ok("redis-sentinel://alice@h:1/m");
+        assert_eq!((u.user.as_deref(), u.password), (Some("alice"), None));
         let u = ok("redis-sentinel://:pw@h:1/m");
         assert_eq!((u.user, u.password), (None, Some(Secret(b"pw".to_vec()))));
 
@@ -1090,9 +1094,8 @@ mod tests {
             ("redis-sentinel://[::1/m", "no ]"),
             ("redis-sentinel://[zz]:1/m", "not an IPv6"),
             ("redis-sentinel://[::1]x/m", "junk after"),
-            ("redis-sentinel://alice@h:1/m", "user without a password"),
+            ("redis-sentinel://@h:1/m", "empty user"),
             ("redis-sentinel://alice:@h:1/m", "empty password"),
-            ("redis-sentinel://a:%zz@h:1/m", "%-escape"),
         ];
         for (s, why) in cases {
             let e = err(s);
