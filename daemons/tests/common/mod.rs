@@ -7,6 +7,8 @@
 mod shared;
 pub use shared::*;
 
+pub mod redis;
+
 /// Start dc_client with `-server srv -listen UNIX:<dir>/client` and extra args.
 pub fn dc_client(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {
     let listen = dir.addr("client");
