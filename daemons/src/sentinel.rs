@@ -23,9 +23,19 @@
 //!   [`Outcome::Failed`]; the next round follows with exponential backoff
 //!   from [`Config::retry_ms`] to [`BACKOFF_MAX_MS`], with jitter,
 //!   whatever [`Sentinel::ask`] says.
+//! - With [`Config::watch`] (the default) the client also subscribes to
+//!   `+switch-master` on the sentinel that answered last (a second
+//!   connection, under `token + 1`); an announcement for its master name
+//!   yields [`Outcome::Primary`] at once, so a fail-over whose old primary
+//!   stays up (a manual one, or a partition) is followed when it is
+//!   announced rather than at the next round. Each answered round checks
+//!   the subscription (PING, within the reply bound) or moves it to the
+//!   sentinel that answered; a lost subscription is logged once and
+//!   opened again after the next answered round.
 //! - One log line per state change: all sentinels failing (one line, the
 //!   reason of each; a wrong master name says so), answering again; a
-//!   sentinel passed over while another answered, and answering again.
+//!   sentinel passed over while another answered, and answering again;
+//!   the subscription lost, and working again.
 //!
 //! Sentinels that announce host names (`announce-hostnames yes`) are
 //! passed over: a name lookup would block the loop. The sentinel
@@ -35,6 +45,7 @@
 //! # The owner side: [`Store`]
 //!
 //! ```text
+//! // The sentinel client uses SENTINEL_TOKEN and SENTINEL_TOKEN + 1.
 //! let mut st = Store::new(sentinel_cfg, redis_cfg, SENTINEL_TOKEN, REDIS_TOKEN, &poller, now_ms());
 //! loop {
 //!     poller.wait(st.next_wake().map(|t| t.saturating_sub(now_ms())), &mut evs)?;
@@ -118,6 +129,10 @@ pub struct Config {
     pub retry_ms: u64,
     /// Time between rounds while all is well (ms).
     pub refresh_ms: u64,
+    /// Subscribe to `+switch-master` on the sentinel that answered last
+    /// (a fail-over is then followed as soon as it is announced, not at
+    /// the next round).
+    pub watch: bool,
 }
 
 impl Config {
@@ -132,6 +147,7 @@ impl Config {
             reply_timeout_ms: DEFAULT_REPLY_TIMEOUT_MS,
             retry_ms: DEFAULT_RETRY_MS,
             refresh_ms: DEFAULT_REFRESH_MS,
+            watch: true,
         }
     }
 }
@@ -154,6 +170,10 @@ pub struct Stats {
     pub failed_rounds: u64,
     /// Sentinels asked (connections made).
     pub asked: u64,
+    /// `+switch-master` subscriptions confirmed.
+    pub watches: u64,
+    /// `+switch-master` announcements for this master followed.
+    pub switches: u64,
     /// Log lines written.
     pub log_lines: u64,
 }
@@ -187,6 +207,26 @@ enum Miss {
     Error(String),
 }
 
+/// A reply the `+switch-master` connection waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WatchOp {
+    Auth,
+    Subscribe,
+    Ping,
+}
+
+/// The `+switch-master` subscription on one sentinel.
+#[derive(Debug)]
+struct Watch {
+    link: Link,
+    /// The sentinel watched.
+    idx: usize,
+    pending: VecDeque<WatchOp>,
+    /// The connect or a reply is due by then.
+    deadline: Option<u64>,
+    subscribed: bool,
+}
+
 /// How the last failed round was logged (one line per change).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RoundLog {
@@ -218,12 +258,17 @@ pub struct Sentinel {
     /// The failed-round line last logged (`None`: last round found it).
     logged: Option<RoundLog>,
     outcome: Option<Outcome>,
+    watch: Option<Watch>,
+    /// A watch failure was logged and no subscription worked since.
+    watch_failing: bool,
     rng: u64,
     stats: Stats,
 }
 
 impl Sentinel {
-    /// A sentinel client under `token`; the first round starts now.
+    /// A sentinel client: the questions under `token`, the
+    /// `+switch-master` subscription under `token + 1`; the first round
+    /// starts now.
     pub fn new(mut cfg: Config, token: u64, poller: &Poller, now: u64) -> Sentinel {
         cfg.sentinels.truncate(MAX_SENTINELS);
         cfg.retry_ms = cfg.retry_ms.max(1);
@@ -246,6 +291,8 @@ impl Sentinel {
             failing: vec![false; n],
             logged: None,
             outcome: None,
+            watch: None,
+            watch_failing: false,
             rng: seed | 1,
             stats: Stats::default(),
         };
@@ -273,7 +320,22 @@ impl Sentinel {
         matches!(self.state, State::Asking { .. })
     }
 
-    /// The descriptor registered with the poller, while there is one.
+    /// Whether an event with `t` is this client's (`token`, `token + 1`).
+    pub fn owns(&self, t: u64) -> bool {
+        t == self.token || t == self.watch_token()
+    }
+
+    fn watch_token(&self) -> u64 {
+        self.token.wrapping_add(1)
+    }
+
+    /// The `+switch-master` subscription is confirmed.
+    pub fn watching(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.subscribed)
+    }
+
+    /// The question's descriptor registered with the poller, while there
+    /// is one.
     pub fn fd(&self) -> Option<RawFd> {
         self.link.as_ref().map(|l| l.stream().as_raw_fd())
     }
@@ -301,9 +363,13 @@ impl Sentinel {
 
     /// When [`Sentinel::tick`] next has something to do.
     pub fn next_wake(&self) -> Option<u64> {
-        Some(match self.state {
+        let t = match self.state {
             State::Idle { next_at } => next_at,
             State::Asking { deadline, .. } => deadline,
+        };
+        Some(match self.watch.as_ref().and_then(|w| w.deadline) {
+            Some(w) => t.min(w),
+            None => t,
         })
     }
 
@@ -321,10 +387,24 @@ impl Sentinel {
             }
             _ => {}
         }
+        if let Some(w) = self.watch.as_ref() {
+            if w.deadline.is_some_and(|d| now >= d) {
+                let why = if w.link.connecting() {
+                    format!("no connection within {} ms", self.cfg.connect_timeout_ms)
+                } else {
+                    format!("no answer within {} ms", self.cfg.reply_timeout_ms)
+                };
+                self.watch_lost(poller, &why);
+            }
+        }
     }
 
-    /// A readiness event for this client's token.
+    /// A readiness event for one of this client's tokens.
     pub fn on_event(&mut self, poller: &Poller, ev: &Event, now: u64) {
+        if ev.token == self.watch_token() {
+            self.watch_event(poller, ev);
+            return;
+        }
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -575,6 +655,7 @@ impl Sentinel {
             }
         }
         self.preferred = idx;
+        self.keep_watching(poller, now, idx);
         self.fails = 0;
         self.earliest = now.saturating_add(self.cfg.retry_ms);
         self.state = State::Idle {
@@ -633,6 +714,263 @@ impl Sentinel {
             next_at: self.earliest,
         };
         self.outcome = Some(Outcome::Failed);
+    }
+
+    /// After sentinel `idx` answered: subscribe there, or check that the
+    /// subscription there still answers (PING).
+    fn keep_watching(&mut self, poller: &Poller, now: u64, idx: usize) {
+        if !self.cfg.watch {
+            return;
+        }
+        let reply_by = now.saturating_add(self.cfg.reply_timeout_ms);
+        match self.watch.as_mut() {
+            Some(w) if w.idx == idx => {
+                if w.subscribed && w.pending.is_empty() {
+                    if write_cmd(w.link.out(), &[b"PING"]).is_err() {
+                        return;
+                    }
+                    w.pending.push_back(WatchOp::Ping);
+                    w.deadline = Some(reply_by);
+                    self.watch_flush(poller);
+                }
+                return;
+            }
+            Some(_) => self.watch_close(poller),
+            None => {}
+        }
+        let addr = &self.cfg.sentinels[idx];
+        let mut link = match Link::connect(addr, self.watch_token(), Direction::Responses, poller) {
+            Ok(l) => l,
+            Err(e) => {
+                self.watch_failed(&format!("cannot connect: {e}"), idx);
+                return;
+            }
+        };
+        let mut pending = VecDeque::new();
+        let mut ok = true;
+        if let Some(pw) = &self.cfg.password {
+            ok &= match &self.cfg.user {
+                Some(u) => write_cmd(link.out(), &[b"AUTH", u.as_bytes(), &pw.0]),
+                None => write_cmd(link.out(), &[b"AUTH", &pw.0]),
+            }
+            .is_ok();
+            pending.push_back(WatchOp::Auth);
+        }
+        ok &= write_cmd(link.out(), &[b"SUBSCRIBE", b"+switch-master"]).is_ok();
+        pending.push_back(WatchOp::Subscribe);
+        if !ok {
+            link.deregister(poller);
+            return;
+        }
+        let connecting = link.connecting();
+        let deadline = now
+            .saturating_add(self.cfg.connect_timeout_ms)
+            .saturating_add(self.cfg.reply_timeout_ms);
+        self.watch = Some(Watch {
+            link,
+            idx,
+            pending,
+            deadline: Some(deadline),
+            subscribed: false,
+        });
+        if !connecting {
+            self.watch_flush(poller);
+        }
+    }
+
+    fn watch_event(&mut self, poller: &Poller, ev: &Event) {
+        let Some(w) = self.watch.as_mut() else {
+            return;
+        };
+        if w.link.connecting() {
+            match w.link.connect_event(ev) {
+                Ok(false) => return,
+                Ok(true) => {}
+                Err(e) => {
+                    self.watch_lost(poller, &format!("cannot connect: {e}"));
+                    return;
+                }
+            }
+        }
+        if ev.writable() && !self.watch_flush(poller) {
+            return;
+        }
+        if !ev.readable() {
+            return;
+        }
+        let mut scratch = [0u8; 1024];
+        loop {
+            let Some(w) = self.watch.as_mut() else {
+                return;
+            };
+            match w.link.read_once(&mut scratch) {
+                Ok(got) if got.eof => {
+                    self.watch_lost(poller, "the sentinel closed the connection");
+                    return;
+                }
+                Ok(got) if got.n == 0 => return,
+                Ok(got) => {
+                    w.link.keep(&scratch[..got.n]);
+                    if w.link.inbuf.len() > MAX_REPLY {
+                        let why = format!("a message longer than {MAX_REPLY} bytes");
+                        self.watch_lost(poller, &why);
+                        return;
+                    }
+                    if !self.watch_messages(poller) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.watch_lost(poller, &format!("read: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Take the whole frames on the watch; false once it is gone.
+    fn watch_messages(&mut self, poller: &Poller) -> bool {
+        loop {
+            let Some(w) = self.watch.as_mut() else {
+                return false;
+            };
+            let (frame, used) = match decode(&w.link.inbuf) {
+                Ok(Some(x)) => x,
+                Ok(None) => return true,
+                Err(e) => {
+                    let why = format!("protocol error: {}", e.details());
+                    self.watch_lost(poller, &why);
+                    return false;
+                }
+            };
+            w.link.consumed(used);
+            let head = match &frame {
+                OwnedFrame::Array(items) => match items.first() {
+                    Some(OwnedFrame::BulkString(h) | OwnedFrame::SimpleString(h)) => {
+                        Some(h.to_ascii_lowercase())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let expected = w.pending.front().copied();
+            match (expected, head.as_deref(), frame) {
+                (_, Some(b"message"), OwnedFrame::Array(items)) => {
+                    self.switch_message(&items);
+                }
+                (Some(WatchOp::Auth), _, OwnedFrame::SimpleString(_)) => {
+                    w.pending.pop_front();
+                }
+                (Some(WatchOp::Subscribe), Some(b"subscribe"), _) => {
+                    w.pending.pop_front();
+                    w.subscribed = true;
+                    w.deadline = None;
+                    self.stats.watches += 1;
+                    if std::mem::take(&mut self.watch_failing) {
+                        let who = host_port(&self.cfg.sentinels[w.idx]);
+                        let name = self.cfg.master.clone();
+                        self.log(format_args!(
+                            "watching +switch-master on {who} for master {name} again"
+                        ));
+                    }
+                }
+                (Some(WatchOp::Ping), Some(b"pong"), _) => {
+                    w.pending.pop_front();
+                    w.deadline = None;
+                }
+                (_, _, OwnedFrame::Error(e)) => {
+                    let why = match expected {
+                        Some(WatchOp::Auth) => {
+                            let who = self.cfg.user.as_deref().unwrap_or("default");
+                            format!("AUTH as user {who} refused: {e}")
+                        }
+                        _ => format!("answered {e}"),
+                    };
+                    self.watch_lost(poller, &why);
+                    return false;
+                }
+                (op, _, f) => {
+                    let why = format!("a {:?} reply to {op:?}", f.kind());
+                    self.watch_lost(poller, &why);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// A `+switch-master` message: `NAME old-ip old-port new-ip new-port`.
+    fn switch_message(&mut self, items: &[OwnedFrame]) {
+        let (Some(OwnedFrame::BulkString(chan)), Some(OwnedFrame::BulkString(text))) =
+            (items.get(1), items.get(2))
+        else {
+            return;
+        };
+        if chan != b"+switch-master" {
+            return;
+        }
+        let text = String::from_utf8_lossy(text);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let [name, _, _, ip, port] = words[..] else {
+            return;
+        };
+        if name != self.cfg.master {
+            return;
+        }
+        let bulk = |s: &str| OwnedFrame::BulkString(s.as_bytes().to_vec());
+        if let Ok(addr) = primary_of(OwnedFrame::Array(vec![bulk(ip), bulk(port)])) {
+            self.stats.switches += 1;
+            self.outcome = Some(Outcome::Primary(addr));
+        }
+    }
+
+    /// Write what the watch socket takes; false if the watch was lost.
+    fn watch_flush(&mut self, poller: &Poller) -> bool {
+        let Some(w) = self.watch.as_mut() else {
+            return false;
+        };
+        if !w.link.connecting() {
+            if let Err(e) = w.link.flush() {
+                self.watch_lost(poller, &format!("write: {e}"));
+                return false;
+            }
+        }
+        let want = if w.link.connecting() || w.link.unsent() > 0 {
+            evloop::READ | evloop::WRITE
+        } else {
+            evloop::READ
+        };
+        if let Err(e) = w.link.set_interest(poller, want) {
+            self.watch_lost(poller, &format!("epoll: {e}"));
+            return false;
+        }
+        true
+    }
+
+    fn watch_close(&mut self, poller: &Poller) {
+        if let Some(mut w) = self.watch.take() {
+            w.link.deregister(poller);
+        }
+    }
+
+    /// The watch failed: closed, one line per change; the next answered
+    /// round opens it again.
+    fn watch_lost(&mut self, poller: &Poller, why: &str) {
+        let idx = self.watch.as_ref().map_or(0, |w| w.idx);
+        self.watch_close(poller);
+        self.watch_failed(why, idx);
+    }
+
+    fn watch_failed(&mut self, why: &str, idx: usize) {
+        if std::mem::replace(&mut self.watch_failing, true) {
+            return;
+        }
+        let who = host_port(&self.cfg.sentinels[idx]);
+        let name = self.cfg.master.clone();
+        let every = self.cfg.refresh_ms;
+        self.log(format_args!(
+            "cannot watch +switch-master on {who} for master {name} ({why}); \
+             asking every {every} ms meanwhile"
+        ));
     }
 
     /// The delay after a failed round: doubling from [`Config::retry_ms`]
@@ -724,7 +1062,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Discovery through `scfg` under `sentinel_token`; the connection to
+    /// Discovery through `scfg` under `sentinel_token` (and
+    /// `sentinel_token + 1`, see [`Sentinel::new`]); the connection to
     /// the primary, made with `rcfg` (whose `addr` is replaced by the
     /// primary's, and `check_role` set), under `redis_token`.
     pub fn new(
@@ -759,7 +1098,7 @@ impl Store {
 
     /// Whether an event with `token` is this store's.
     pub fn owns(&self, token: u64) -> bool {
-        token == self.redis_token || self.sentinel.as_ref().is_some_and(|s| s.token() == token)
+        token == self.redis_token || self.sentinel.as_ref().is_some_and(|s| s.owns(token))
     }
 
     /// The primary's connection is up.
@@ -799,7 +1138,7 @@ impl Store {
 
     /// A readiness event for one of this store's tokens.
     pub fn on_event(&mut self, poller: &Poller, ev: &Event, now: u64, out: &mut Vec<Completion>) {
-        if let Some(s) = self.sentinel.as_mut().filter(|s| s.token() == ev.token) {
+        if let Some(s) = self.sentinel.as_mut().filter(|s| s.owns(ev.token)) {
             s.on_event(poller, ev, now);
         } else if let Some(rc) = self.redis.as_mut().filter(|_| ev.token == self.redis_token) {
             rc.on_event(poller, ev, now, out);

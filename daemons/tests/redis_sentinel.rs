@@ -171,8 +171,9 @@ fn sentinel_cmd(port: u16, password: Option<&str>, args: &[&[u8]]) -> OwnedFrame
     frames.pop().unwrap()
 }
 
-const SENTINEL_TOKEN: u64 = 1;
-const REDIS_TOKEN: u64 = 2;
+const REDIS_TOKEN: u64 = 1;
+/// And SENTINEL_TOKEN + 1, the `+switch-master` subscription.
+const SENTINEL_TOKEN: u64 = 10;
 
 /// A Store and the loop around it.
 struct Drv {
@@ -334,6 +335,49 @@ fn load_step(d: &mut Drv, i: u64, t: &mut Tally) -> bool {
     all_ok
 }
 
+/// Ramp-up load for 700 ms: every step answered.
+fn load_before(d: &mut Drv, i: &mut u64) -> Tally {
+    let mut before = Tally::default();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(700) {
+        load_step(d, *i, &mut before);
+        *i += 1;
+    }
+    assert_eq!(before.failed, 0, "{before:?}");
+    before
+}
+
+/// Load until 200 steps in a row succeeded on `new` (at most 25 s after
+/// `since`); the time from `since` to the first success there.
+fn load_until_moved(
+    d: &mut Drv,
+    i: &mut u64,
+    new: &distcache_rs::nal::Address,
+    since: Instant,
+    t: &mut Tally,
+) -> Duration {
+    let mut window = None;
+    let mut after_ok = 0;
+    while after_ok < 200 {
+        assert!(
+            since.elapsed() < Duration::from_secs(25),
+            "not on {new} 25 s later: {t:?}, primary {:?}",
+            d.st.primary()
+        );
+        let ok = load_step(d, *i, t);
+        *i += 1;
+        if ok && d.st.primary() == Some(new) {
+            window.get_or_insert(since.elapsed());
+            after_ok += 1;
+        }
+        // Pace the load while it fails (each failure is at once).
+        if !ok {
+            d.idle(2);
+        }
+    }
+    window.unwrap()
+}
+
 #[test]
 fn discovery_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
     if !have_all("failover") {
@@ -366,39 +410,12 @@ fn discovery_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
     c.wait_ready(None);
 
     // Load, then kill -9 of the primary under it.
-    let mut before = Tally::default();
     let mut i = 0u64;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(700) {
-        load_step(&mut d, i, &mut before);
-        i += 1;
-    }
-    assert_eq!(before.failed, 0, "{before:?}");
+    let before = load_before(&mut d, &mut i);
     c.primary.proc.kill9();
     let killed = Instant::now();
     let mut during = Tally::default();
-    let mut window = None;
-    let mut after_ok = 0;
-    while after_ok < 200 {
-        assert!(
-            killed.elapsed() < Duration::from_secs(25),
-            "no recovery 25 s after the kill: {during:?}, primary {:?}",
-            d.st.primary()
-        );
-        let ok = load_step(&mut d, i, &mut during);
-        i += 1;
-        if ok && window.is_none() {
-            window = Some(killed.elapsed());
-        }
-        if window.is_some() {
-            after_ok += 1;
-        }
-        // Pace the load while it fails (each failure is at once).
-        if !ok {
-            d.idle(2);
-        }
-    }
-    let window = window.unwrap();
+    let window = load_until_moved(&mut d, &mut i, &loopback(replica_port), killed, &mut during);
     eprintln!(
         "fail-over window: {} ms from kill -9 to the first success on the promoted replica \
          ({} failed, {} answered, {} operations)",
@@ -568,9 +585,21 @@ fn a_wrong_master_name_is_one_clear_log_line() {
     drop(c);
 }
 
-/// A sentinel of our own: answers every `get-master-addr-by-name` with
-/// 127.0.0.1 and the port in `port` (a stale or lying sentinel).
+/// How a sentinel of our own behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fake {
+    /// Answers every `get-master-addr-by-name` with 127.0.0.1 and the
+    /// port held in the test's cell (a stale or lying sentinel).
+    Names,
+    /// Accepts and never answers.
+    Silent,
+    /// Answers with a simple string that never ends.
+    Endless,
+}
+
+/// A sentinel of our own on a free port, until `stop`.
 fn fake_sentinel(
+    kind: Fake,
     port: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
 ) -> (u16, std::thread::JoinHandle<()>) {
@@ -578,6 +607,7 @@ fn fake_sentinel(
     l.set_nonblocking(true).unwrap();
     let me = l.local_addr().unwrap().port();
     let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let Ok((mut s, _)) = l.accept() else {
                 std::thread::sleep(Duration::from_millis(5));
@@ -587,18 +617,110 @@ fn fake_sentinel(
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let mut got = Vec::new();
             let mut b = [0u8; 1024];
-            while !String::from_utf8_lossy(&got).contains("get-master-addr-by-name") {
+            let asks = |got: &[u8], what: &str| String::from_utf8_lossy(got).contains(what);
+            while !asks(&got, "get-master-addr-by-name") && !asks(&got, "+switch-master") {
                 match s.read(&mut b) {
                     Ok(n) if n > 0 => got.extend_from_slice(&b[..n]),
                     _ => break,
                 }
             }
-            let p = port.load(Ordering::Relaxed).to_string();
-            let reply = format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{p}\r\n", p.len());
-            let _ = s.write_all(reply.as_bytes());
+            if asks(&got, "+switch-master") {
+                // The subscription: confirmed, then nothing is announced.
+                let _ = s.write_all(b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n");
+                held.push(s);
+                continue;
+            }
+            match kind {
+                Fake::Names => {
+                    let p = port.load(Ordering::Relaxed).to_string();
+                    let reply = format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{p}\r\n", p.len());
+                    let _ = s.write_all(reply.as_bytes());
+                }
+                Fake::Silent => held.push(s),
+                Fake::Endless => {
+                    let mut junk = vec![b'a'; 64 * 1024];
+                    junk[0] = b'+';
+                    let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
+                    let _ = s.write_all(&junk);
+                    held.push(s);
+                }
+            }
         }
     });
     (me, h)
+}
+
+/// A TCP port where a connect hangs: a listener with a backlog of 0
+/// whose queue is filled by connections never accepted, so that the
+/// kernel drops further SYNs.
+fn black_hole() -> (socket2::Socket, Vec<socket2::Socket>, u16) {
+    use socket2::{Domain, Socket, Type};
+    let l = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    l.bind(&any.into()).unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap();
+    let port = addr.as_socket().unwrap().port();
+    let fill = (0..4)
+        .map(|_| {
+            let c = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            c.set_nonblocking(true).unwrap();
+            let _ = c.connect(&addr);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    (l, fill, port)
+}
+
+#[test]
+fn a_hung_a_silent_and_an_endless_sentinel_are_each_passed_over_within_their_bound() {
+    if !have_all("bounds") {
+        return;
+    }
+    let primary = Redis::start("sbound-primary");
+    let named = Arc::new(AtomicU16::new(primary.port));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (_hole, _fill, hung) = black_hole();
+    let (silent, h1) = fake_sentinel(Fake::Silent, named.clone(), stop.clone());
+    let (endless, h2) = fake_sentinel(Fake::Endless, named.clone(), stop.clone());
+    let (good, h3) = fake_sentinel(Fake::Names, named.clone(), stop.clone());
+    let master = "sbound-m";
+    let mut s = scfg(&[hung, silent, endless, good], master);
+    s.connect_timeout_ms = 300;
+    s.reply_timeout_ms = 300;
+    let t0 = Instant::now();
+    let mut d = Drv::new(s, redis::Config::new(loopback(1)));
+    d.until(Duration::from_secs(5), "a primary named", |d| {
+        d.st.primary().is_some()
+    });
+    let took = t0.elapsed();
+    // The hung connect and the silent sentinel each cost their bound,
+    // no more (generous margin for a loaded machine).
+    assert!(
+        took >= Duration::from_millis(590) && took < Duration::from_millis(3000),
+        "named after {took:?}"
+    );
+    d.wait_up(Duration::from_secs(5));
+    assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
+    let lines = sentinel_lines(master);
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let why = [
+        (hung, "no connection within 300 ms"),
+        (silent, "no answer within 300 ms"),
+        (endless, "an answer longer than 4096 bytes"),
+    ];
+    for (line, (port, why)) in lines.iter().zip(why) {
+        assert!(
+            line.contains(&format!("127.0.0.1:{port} did not name")) && line.contains(why),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!("127.0.0.1:{good} did")), "{line}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in [h1, h2, h3] {
+        h.join().unwrap();
+    }
 }
 
 #[test]
@@ -615,7 +737,7 @@ fn a_node_named_primary_that_is_a_replica_is_refused_then_followed_when_it_moves
     );
     let named = Arc::new(AtomicU16::new(replica.port));
     let stop = Arc::new(AtomicBool::new(false));
-    let (sport, h) = fake_sentinel(named.clone(), stop.clone());
+    let (sport, h) = fake_sentinel(Fake::Names, named.clone(), stop.clone());
     let master = "srole-m";
     let mut d = Drv::new(scfg(&[sport], master), redis::Config::new(loopback(1)));
     d.until(Duration::from_secs(5), "the replica refused twice", |d| {
@@ -644,4 +766,60 @@ fn a_node_named_primary_that_is_a_replica_is_refused_then_followed_when_it_moves
     assert!(lines.iter().any(|l| l.ends_with(&moved)), "{lines:#?}");
     stop.store(true, Ordering::Relaxed);
     h.join().unwrap();
+}
+
+#[test]
+fn a_manual_failover_with_the_old_primary_alive_is_followed_with_no_wrong_data() {
+    if !have_all("manual") {
+        return;
+    }
+    let ports = [free_port(), free_port(), free_port()];
+    let c = Cluster::start("smf", true, &ports, "");
+    let replica_port = c.replica.as_ref().unwrap().port;
+    let mut rcfg = redis::Config::new(loopback(1));
+    rcfg.deadline_ms = 250;
+    let mut d = Drv::new(scfg(&ports, &c.master), rcfg);
+    d.wait_up(Duration::from_secs(10));
+    assert_eq!(d.st.primary(), Some(&c.primary.addr()));
+    c.wait_ready(None);
+    let mut i = 0u64;
+    let before = load_before(&mut d, &mut i);
+    // The old primary stays up: demoted by the sentinels, it refuses
+    // writes (READONLY) or drops its clients; either sends the store back
+    // to the sentinels.
+    assert_eq!(
+        common::redis::raw(ports[1], &[b"SENTINEL", b"FAILOVER", c.master.as_bytes()]),
+        OwnedFrame::SimpleString(b"OK".to_vec())
+    );
+    let asked = Instant::now();
+    let mut during = Tally::default();
+    let window = load_until_moved(&mut d, &mut i, &loopback(replica_port), asked, &mut during);
+    eprintln!(
+        "manual fail-over: {} ms from SENTINEL FAILOVER to the first success on the promoted \
+         replica ({} failed, {} answered)",
+        window.as_millis(),
+        during.failed,
+        during.ok
+    );
+    assert_eq!(during.wrong + before.wrong, 0, "wrong data: {during:?}");
+    assert_eq!(during.matching + before.matching, 0, "{during:?}");
+    assert!(
+        during.slowest < 1500,
+        "an operation took {} ms",
+        during.slowest
+    );
+    // Followed on the announcement, not at the next round 10 s later.
+    let st = d.st.sentinel().unwrap().stats();
+    assert!(st.switches >= 1, "{st:?}");
+    assert!(window < Duration::from_secs(8), "moved after {window:?}");
+    let moved = format!(
+        "sentinel: primary of {} is now 127.0.0.1:{replica_port} (was 127.0.0.1:{})",
+        c.master, c.primary.port
+    );
+    let lines = sentinel_lines(&c.master);
+    assert_eq!(
+        lines.iter().filter(|l| l.ends_with(&moved)).count(),
+        1,
+        "{lines:#?}"
+    );
 }
