@@ -174,6 +174,8 @@ pub struct Stats {
     pub watches: u64,
     /// `+switch-master` announcements for this master followed.
     pub switches: u64,
+    /// Subscriptions that failed or were lost.
+    pub watch_failures: u64,
     /// Log lines written.
     pub log_lines: u64,
 }
@@ -961,6 +963,7 @@ impl Sentinel {
     }
 
     fn watch_failed(&mut self, why: &str, idx: usize) {
+        self.stats.watch_failures += 1;
         if std::mem::replace(&mut self.watch_failing, true) {
             return;
         }

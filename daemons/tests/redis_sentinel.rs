@@ -595,6 +595,8 @@ enum Fake {
     Silent,
     /// Answers with a simple string that never ends.
     Endless,
+    /// As `Names`, and never confirms a subscription.
+    NamesNoWatch,
 }
 
 /// A sentinel of our own on a free port, until `stop`.
@@ -624,6 +626,10 @@ fn fake_sentinel(
                     _ => break,
                 }
             }
+            if asks(&got, "+switch-master") && kind == Fake::NamesNoWatch {
+                held.push(s);
+                continue;
+            }
             if asks(&got, "+switch-master") {
                 // The subscription: confirmed, then nothing is announced.
                 let _ = s.write_all(b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n");
@@ -631,7 +637,7 @@ fn fake_sentinel(
                 continue;
             }
             match kind {
-                Fake::Names => {
+                Fake::Names | Fake::NamesNoWatch => {
                     let p = port.load(Ordering::Relaxed).to_string();
                     let reply = format!("*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{p}\r\n", p.len());
                     let _ = s.write_all(reply.as_bytes());
@@ -822,4 +828,43 @@ fn a_manual_failover_with_the_old_primary_alive_is_followed_with_no_wrong_data()
         1,
         "{lines:#?}"
     );
+}
+
+#[test]
+fn a_subscription_never_confirmed_is_bounded_logged_once_and_the_sentinel_still_asked() {
+    if !have_all("no-watch") {
+        return;
+    }
+    let primary = Redis::start("snw-primary");
+    let named = Arc::new(AtomicU16::new(primary.port));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sport, h) = fake_sentinel(Fake::NamesNoWatch, named.clone(), stop.clone());
+    let master = "snw-m";
+    let mut s = scfg(&[sport], master);
+    s.connect_timeout_ms = 200;
+    s.reply_timeout_ms = 200;
+    s.refresh_ms = 300;
+    let mut d = Drv::new(s, redis::Config::new(loopback(1)));
+    d.wait_up(Duration::from_secs(5));
+    d.until(Duration::from_secs(5), "three lost subscriptions", |d| {
+        d.st.sentinel().unwrap().stats().watch_failures >= 3
+    });
+    assert!(!d.st.sentinel().unwrap().watching());
+    assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
+    let lines: Vec<String> = sentinel_lines(master)
+        .into_iter()
+        .filter(|l| l.contains("watch"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains(&format!("cannot watch +switch-master on 127.0.0.1:{sport}"))
+            && lines[0].contains("no answer within 200 ms")
+            && lines[0].contains("asking every 300 ms"),
+        "{}",
+        lines[0]
+    );
+    // Rounds go on meanwhile.
+    assert!(d.st.sentinel().unwrap().stats().rounds >= 3);
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
 }
