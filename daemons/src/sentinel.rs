@@ -19,6 +19,9 @@
 //! - A round that finds the primary yields [`Outcome::Primary`]; the next
 //!   round comes [`Config::refresh_ms`] later, or sooner when the owner
 //!   calls [`Sentinel::ask`] (at most one round per [`Config::retry_ms`]).
+//!   Rounds that keep naming the primary the owner doubts start with the
+//!   next sentinel each time (one may be stale) and space out, doubling up
+//!   to [`SAME_SPACING_MAX_MS`].
 //! - A round where no sentinel named the primary yields
 //!   [`Outcome::Failed`]; the next round follows with exponential backoff
 //!   from [`Config::retry_ms`] to [`BACKOFF_MAX_MS`], with jitter,
@@ -106,6 +109,10 @@ pub const DEFAULT_REFRESH_MS: u64 = 10_000;
 
 /// Largest delay between failed rounds (before jitter).
 pub const BACKOFF_MAX_MS: u64 = 5000;
+
+/// Largest spacing of rounds that keep naming a primary the owner
+/// doubts (its connection keeps failing: Redis down, or a stale sentinel).
+pub const SAME_SPACING_MAX_MS: u64 = 1000;
 
 /// A sentinel's reply, at most (two short strings in an array).
 pub const MAX_REPLY: usize = 4096;
@@ -263,6 +270,12 @@ pub struct Sentinel {
     watch: Option<Watch>,
     /// A watch failure was logged and no subscription worked since.
     watch_failing: bool,
+    /// The primary named last.
+    last: Option<Address>,
+    /// [`Sentinel::ask`] was called since the last answered round.
+    doubted: bool,
+    /// Answered rounds in a row that named the doubted primary again.
+    same: u32,
     rng: u64,
     stats: Stats,
 }
@@ -295,6 +308,9 @@ impl Sentinel {
             outcome: None,
             watch: None,
             watch_failing: false,
+            last: None,
+            doubted: false,
+            same: 0,
             rng: seed | 1,
             stats: Stats::default(),
         };
@@ -356,6 +372,7 @@ impl Sentinel {
     /// ([`Config::retry_ms`]) or the backoff after failed rounds allow.
     /// Cheap; call it as often as the primary seems wrong.
     pub fn ask(&mut self, now: u64) {
+        self.doubted = true;
         if let State::Idle { next_at } = self.state {
             self.state = State::Idle {
                 next_at: next_at.min(self.earliest.max(now)),
@@ -656,10 +673,26 @@ impl Sentinel {
                 ));
             }
         }
-        self.preferred = idx;
         self.keep_watching(poller, now, idx);
+        // The owner doubts the primary this sentinel names again: the next
+        // round asks the next sentinel first (one may be stale), and the
+        // rounds space out, up to [`SAME_SPACING_MAX_MS`].
+        let spacing = if self.doubted && self.last.as_ref() == Some(&addr) {
+            self.same = self.same.saturating_add(1);
+            self.preferred = (idx + 1) % self.cfg.sentinels.len();
+            self.cfg
+                .retry_ms
+                .saturating_mul(1u64 << self.same.min(16))
+                .min(SAME_SPACING_MAX_MS.max(self.cfg.retry_ms))
+        } else {
+            self.same = 0;
+            self.preferred = idx;
+            self.cfg.retry_ms
+        };
+        self.doubted = false;
+        self.last = Some(addr.clone());
         self.fails = 0;
-        self.earliest = now.saturating_add(self.cfg.retry_ms);
+        self.earliest = now.saturating_add(spacing);
         self.state = State::Idle {
             next_at: now.saturating_add(self.cfg.refresh_ms.max(self.cfg.retry_ms)),
         };
@@ -1174,8 +1207,10 @@ impl Store {
         let Some(sentinel) = self.sentinel.as_mut() else {
             return;
         };
+        // In doubt: rediscovery asked (READONLY, lost, failed attempt),
+        // or down between attempts (not while a connect is under way).
         let doubt = match self.redis.as_mut() {
-            Some(rc) => rc.take_rediscovery() || !rc.is_up(),
+            Some(rc) => rc.take_rediscovery() || rc.fd().is_none(),
             None => true,
         };
         if doubt {

@@ -868,3 +868,41 @@ fn a_subscription_never_confirmed_is_bounded_logged_once_and_the_sentinel_still_
     stop.store(true, Ordering::Relaxed);
     h.join().unwrap();
 }
+
+#[test]
+fn a_stale_sentinel_naming_a_replica_is_passed_over_for_the_next_one() {
+    if !have_all("stale") {
+        return;
+    }
+    let primary = Redis::start("sstale-primary");
+    let pp = primary.port.to_string();
+    let replica = Redis::start_with(
+        "sstale-replica",
+        free_port(),
+        &["--replicaof", "127.0.0.1", &pp],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let stale = Arc::new(AtomicU16::new(replica.port));
+    let right = Arc::new(AtomicU16::new(primary.port));
+    let (s1, h1) = fake_sentinel(Fake::Names, stale, stop.clone());
+    let (s2, h2) = fake_sentinel(Fake::Names, right, stop.clone());
+    let master = "sstale-m";
+    let mut d = Drv::new(scfg(&[s1, s2], master), redis::Config::new(loopback(1)));
+    d.wait_up(Duration::from_secs(5));
+    assert_eq!(d.st.primary(), Some(&primary.addr()));
+    assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
+    let refused = redis_lines(replica.port);
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert!(refused[0].contains("not a primary"), "{}", refused[0]);
+    let lines = sentinel_lines(master);
+    assert!(
+        lines.last().unwrap().ends_with(&format!(
+            "primary of {master} is now 127.0.0.1:{} (was 127.0.0.1:{})",
+            primary.port, replica.port
+        )),
+        "{lines:#?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    h1.join().unwrap();
+    h2.join().unwrap();
+}
