@@ -163,7 +163,8 @@ pub struct Config {
     /// Send `ROLE` in the handshake and take the connection up only if
     /// the server is a primary (the Sentinel layer sets it: a node
     /// announced as primary that answers as a replica is refused, with
-    /// the rediscovery flag set).
+    /// the rediscovery flag set). An ACL user needs `+role` for it: a
+    /// refused ROLE fails the handshake, naming the reason.
     pub check_role: bool,
 }
 

@@ -285,6 +285,7 @@ impl Sentinel {
     /// `+switch-master` subscription under `token + 1`; the first round
     /// starts now.
     pub fn new(mut cfg: Config, token: u64, poller: &Poller, now: u64) -> Sentinel {
+        let given = cfg.sentinels.len();
         cfg.sentinels.truncate(MAX_SENTINELS);
         cfg.retry_ms = cfg.retry_ms.max(1);
         let n = cfg.sentinels.len();
@@ -314,6 +315,12 @@ impl Sentinel {
             rng: seed | 1,
             stats: Stats::default(),
         };
+        if given > MAX_SENTINELS {
+            let name = s.cfg.master.clone();
+            s.log(format_args!(
+                "{given} sentinels given for master {name}: asking the first {MAX_SENTINELS} only"
+            ));
+        }
         s.start_round(poller, now);
         s
     }
@@ -1494,6 +1501,32 @@ mod tests {
         let a = u.resolve().unwrap();
         assert_eq!(host_port(&a[0]), "127.0.0.1:5");
         assert_eq!(host_port(&a[1]), "[::1]:6");
+    }
+
+    #[test]
+    fn at_most_16_sentinels_are_asked_and_a_round_of_failures_ends() {
+        let poller = Poller::new().unwrap();
+        let dir = std::env::temp_dir().join(format!("dcrs-sentinel-{}", std::process::id()));
+        // UNIX paths where nothing listens: each connect fails at once.
+        let list = (0..MAX_SENTINELS + 4)
+            .map(|i| Address::Unix(dir.join(format!("none-{i}"))))
+            .collect();
+        let mut s = Sentinel::new(Config::new(list, "m"), 7, &poller, 1000);
+        assert_eq!(s.cfg.sentinels.len(), MAX_SENTINELS);
+        assert_eq!(s.stats().asked, MAX_SENTINELS as u64);
+        assert_eq!(s.stats().failed_rounds, 1);
+        assert_eq!(s.take_outcome(), Some(Outcome::Failed));
+        // The truncation line and the failed round's line.
+        assert_eq!(s.stats().log_lines, 2);
+        // The next round waits for the backoff, whatever ask() says.
+        s.ask(1000);
+        let next = s.next_wake().unwrap();
+        assert!(next >= 1000 + DEFAULT_RETRY_MS / 2, "{next}");
+        s.tick(&poller, next - 1);
+        assert_eq!(s.stats().rounds, 1);
+        s.tick(&poller, next);
+        assert_eq!(s.stats().rounds, 2);
+        assert_eq!(s.stats().log_lines, 2, "a second failed round, no new line");
     }
 
     #[test]
