@@ -396,11 +396,6 @@ impl RedisConn {
     pub fn new(mut cfg: Config, token: u64, poller: &Poller, now: u64) -> RedisConn {
         cfg.deadline_ms = cfg.deadline_ms.max(1);
         cfg.max_pending = cfg.max_pending.clamp(1, MAX_PENDING);
-        let seed = (std::process::id() as u64) << 32
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-            ^ token;
         let mut rc = RedisConn {
             cfg,
             token,
@@ -413,7 +408,7 @@ impl RedisConn {
             logged_down: None,
             rediscover: false,
             oversize_logged: false,
-            rng: seed | 1,
+            rng: jitter_seed(token),
             stats: Stats::default(),
         };
         let mut none = Vec::new();
@@ -685,11 +680,7 @@ impl RedisConn {
         let deadline = now.saturating_add(self.cfg.connect_timeout_ms);
         let mut ok = true;
         if let Some(pw) = &self.cfg.password {
-            ok &= match &self.cfg.user {
-                Some(u) => write_cmd(link.out(), &[b"AUTH", u.as_bytes(), &pw.0]),
-                None => write_cmd(link.out(), &[b"AUTH", &pw.0]),
-            }
-            .is_ok();
+            ok &= write_auth(link.out(), self.cfg.user.as_deref(), pw).is_ok();
             self.pending.push_back(Pending {
                 token: None,
                 op: Op::Auth,
@@ -732,20 +723,7 @@ impl RedisConn {
         let Some(link) = self.link.as_mut() else {
             return false;
         };
-        if !link.connecting() {
-            if let Err(e) = link.flush() {
-                let msg = format!("write: {e}");
-                self.down(poller, now, DownKind::Closed, &msg, out);
-                return false;
-            }
-        }
-        let want = if link.connecting() || link.unsent() > 0 {
-            evloop::READ | evloop::WRITE
-        } else {
-            evloop::READ
-        };
-        if let Err(e) = link.set_interest(poller, want) {
-            let msg = format!("epoll: {e}");
+        if let Err(msg) = push(link, poller) {
             self.down(poller, now, DownKind::Closed, &msg, out);
             return false;
         }
@@ -1021,15 +999,54 @@ impl RedisConn {
     /// The next reconnect delay: doubling from [`BACKOFF_MIN_MS`] up to
     /// [`BACKOFF_MAX_MS`], then a random point in its upper half.
     fn backoff(&mut self) -> u64 {
-        let base = BACKOFF_MIN_MS
-            .saturating_mul(1u64 << self.attempts.min(16))
-            .min(BACKOFF_MAX_MS);
+        let d = backoff_delay(&mut self.rng, BACKOFF_MIN_MS, BACKOFF_MAX_MS, self.attempts);
         self.attempts = self.attempts.saturating_add(1);
-        // xorshift64: jitter only, no need for a cryptographic source.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        base / 2 + self.rng % (base / 2 + 1)
+        d
+    }
+}
+
+/// A seed for [`backoff_delay`]'s jitter: process, time and `salt`.
+pub(crate) fn jitter_seed(salt: u64) -> u64 {
+    let seed = (std::process::id() as u64) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+        ^ salt;
+    seed | 1
+}
+
+/// Exponential backoff with jitter: `first` doubled `attempts` times, at
+/// most `max`, then a random point in its upper half. `rng` is an
+/// xorshift64 state (jitter only, no need for a cryptographic source).
+pub(crate) fn backoff_delay(rng: &mut u64, first: u64, max: u64, attempts: u32) -> u64 {
+    let base = first.saturating_mul(1u64 << attempts.min(16)).min(max);
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    base / 2 + *rng % (base / 2 + 1)
+}
+
+/// Write what `link`'s socket takes (unless its connect is under way) and
+/// watch for writability while output waits; `Err` names the failed step
+/// (the Redis and the sentinel connections).
+pub(crate) fn push(link: &mut Link, poller: &Poller) -> Result<(), String> {
+    if !link.connecting() {
+        link.flush().map_err(|e| format!("write: {e}"))?;
+    }
+    let want = if link.connecting() || link.unsent() > 0 {
+        evloop::READ | evloop::WRITE
+    } else {
+        evloop::READ
+    };
+    link.set_interest(poller, want)
+        .map_err(|e| format!("epoll: {e}"))
+}
+
+/// Append `AUTH [user] password` to `out`.
+pub(crate) fn write_auth(out: &mut Vec<u8>, user: Option<&str>, pw: &Secret) -> Result<(), ()> {
+    match user {
+        Some(u) => write_cmd(out, &[b"AUTH", u.as_bytes(), &pw.0]),
+        None => write_cmd(out, &[b"AUTH", &pw.0]),
     }
 }
 

@@ -81,9 +81,9 @@ use distcache_rs::proto::Direction;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
 
-use crate::evloop::{self, Event, Poller};
+use crate::evloop::{Event, Poller};
 use crate::link::Link;
-use crate::redis::{self, write_cmd, Completion, Failure, RedisConn, Request, Secret};
+use crate::redis::{self, write_auth, write_cmd, Completion, Failure, RedisConn, Request, Secret};
 use crate::tools::log;
 
 /// Sentinels in one list, at most.
@@ -289,11 +289,6 @@ impl Sentinel {
         cfg.sentinels.truncate(MAX_SENTINELS);
         cfg.retry_ms = cfg.retry_ms.max(1);
         let n = cfg.sentinels.len();
-        let seed = (std::process::id() as u64) << 32
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-            ^ token.rotate_left(17);
         let mut s = Sentinel {
             cfg,
             token,
@@ -312,7 +307,7 @@ impl Sentinel {
             last: None,
             doubted: false,
             same: 0,
-            rng: seed | 1,
+            rng: redis::jitter_seed(token.rotate_left(17)),
             stats: Stats::default(),
         };
         if given > MAX_SENTINELS {
@@ -496,11 +491,8 @@ impl Sentinel {
             .map_err(|e| format!("cannot connect: {e}"))?;
         self.pending.clear();
         if let Some(pw) = &self.cfg.password {
-            let res = match &self.cfg.user {
-                Some(u) => write_cmd(link.out(), &[b"AUTH", u.as_bytes(), &pw.0]),
-                None => write_cmd(link.out(), &[b"AUTH", &pw.0]),
-            };
-            res.map_err(|()| "cannot encode AUTH".to_string())?;
+            write_auth(link.out(), self.cfg.user.as_deref(), pw)
+                .map_err(|()| "cannot encode AUTH".to_string())?;
             self.pending.push_back(Op::Auth);
         }
         write_cmd(
@@ -546,92 +538,54 @@ impl Sentinel {
         let Some(link) = self.link.as_mut() else {
             return false;
         };
-        if !link.connecting() {
-            if let Err(e) = link.flush() {
-                self.passed_over(poller, now, Miss::Error(format!("write: {e}")));
-                return false;
-            }
-        }
-        let want = if link.connecting() || link.unsent() > 0 {
-            evloop::READ | evloop::WRITE
-        } else {
-            evloop::READ
-        };
-        if let Err(e) = link.set_interest(poller, want) {
-            self.passed_over(poller, now, Miss::Error(format!("epoll: {e}")));
+        if let Err(why) = redis::push(link, poller) {
+            self.passed_over(poller, now, Miss::Error(why));
             return false;
         }
         true
     }
 
     fn read(&mut self, poller: &Poller, now: u64) {
-        let mut scratch = [0u8; 1024];
-        loop {
-            let Some(link) = self.link.as_mut() else {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let mut frames = Vec::new();
+        let res = read_frames(link, &mut frames);
+        for frame in frames {
+            if !self.reply(poller, now, frame) {
                 return;
-            };
-            match link.read_once(&mut scratch) {
-                Ok(got) if got.eof => {
-                    let why = "closed the connection without an answer".to_string();
-                    self.passed_over(poller, now, Miss::Error(why));
-                    return;
-                }
-                Ok(got) if got.n == 0 => return,
-                Ok(got) => {
-                    link.keep(&scratch[..got.n]);
-                    if link.inbuf.len() > MAX_REPLY {
-                        let why = format!("an answer longer than {MAX_REPLY} bytes");
-                        self.passed_over(poller, now, Miss::Error(why));
-                        return;
-                    }
-                    if !self.replies(poller, now) {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    self.passed_over(poller, now, Miss::Error(format!("read: {e}")));
-                    return;
-                }
             }
+        }
+        match res {
+            Ok(false) => {}
+            Ok(true) => {
+                let why = "closed the connection without an answer".to_string();
+                self.passed_over(poller, now, Miss::Error(why));
+            }
+            Err(why) => self.passed_over(poller, now, Miss::Error(why)),
         }
     }
 
-    /// Take the whole replies; false once the connection is gone.
-    fn replies(&mut self, poller: &Poller, now: u64) -> bool {
-        loop {
-            let Some(link) = self.link.as_mut() else {
-                return false;
-            };
-            let (frame, used) = match decode(&link.inbuf) {
-                Ok(Some(x)) => x,
-                Ok(None) => return true,
-                Err(e) => {
-                    let why = format!("protocol error: {}", e.details());
-                    self.passed_over(poller, now, Miss::Error(why));
-                    return false;
+    /// One reply; false once the connection is gone.
+    fn reply(&mut self, poller: &Poller, now: u64, frame: OwnedFrame) -> bool {
+        match (self.pending.pop_front(), frame) {
+            (Some(Op::Auth), OwnedFrame::SimpleString(_)) => true,
+            (Some(Op::Auth), OwnedFrame::Error(e)) => {
+                let why = auth_refused(self.cfg.user.as_deref(), &e);
+                self.passed_over(poller, now, Miss::Error(why));
+                false
+            }
+            (Some(Op::Query), f) => {
+                match primary_of(f) {
+                    Ok(addr) => self.found(poller, now, addr),
+                    Err(miss) => self.passed_over(poller, now, miss),
                 }
-            };
-            link.consumed(used);
-            match (self.pending.pop_front(), frame) {
-                (Some(Op::Auth), OwnedFrame::SimpleString(_)) => {}
-                (Some(Op::Auth), OwnedFrame::Error(e)) => {
-                    let who = self.cfg.user.as_deref().unwrap_or("default");
-                    let why = format!("AUTH as user {who} refused: {e}");
-                    self.passed_over(poller, now, Miss::Error(why));
-                    return false;
-                }
-                (Some(Op::Query), f) => {
-                    match primary_of(f) {
-                        Ok(addr) => self.found(poller, now, addr),
-                        Err(miss) => self.passed_over(poller, now, miss),
-                    }
-                    return false;
-                }
-                (op, f) => {
-                    let why = format!("a {:?} reply to {op:?}", f.kind());
-                    self.passed_over(poller, now, Miss::Error(why));
-                    return false;
-                }
+                false
+            }
+            (op, f) => {
+                let why = format!("a {:?} reply to {op:?}", f.kind());
+                self.passed_over(poller, now, Miss::Error(why));
+                false
             }
         }
     }
@@ -791,11 +745,7 @@ impl Sentinel {
         let mut pending = VecDeque::new();
         let mut ok = true;
         if let Some(pw) = &self.cfg.password {
-            ok &= match &self.cfg.user {
-                Some(u) => write_cmd(link.out(), &[b"AUTH", u.as_bytes(), &pw.0]),
-                None => write_cmd(link.out(), &[b"AUTH", &pw.0]),
-            }
-            .is_ok();
+            ok &= write_auth(link.out(), self.cfg.user.as_deref(), pw).is_ok();
             pending.push_back(WatchOp::Auth);
         }
         ok &= write_cmd(link.out(), &[b"SUBSCRIBE", b"+switch-master"]).is_ok();
@@ -840,104 +790,77 @@ impl Sentinel {
         if !ev.readable() {
             return;
         }
-        let mut scratch = [0u8; 1024];
-        loop {
-            let Some(w) = self.watch.as_mut() else {
+        let Some(w) = self.watch.as_mut() else {
+            return;
+        };
+        let mut frames = Vec::new();
+        let res = read_frames(&mut w.link, &mut frames);
+        for frame in frames {
+            if !self.watch_frame(poller, frame) {
                 return;
-            };
-            match w.link.read_once(&mut scratch) {
-                Ok(got) if got.eof => {
-                    self.watch_lost(poller, "the sentinel closed the connection");
-                    return;
-                }
-                Ok(got) if got.n == 0 => return,
-                Ok(got) => {
-                    w.link.keep(&scratch[..got.n]);
-                    if w.link.inbuf.len() > MAX_REPLY {
-                        let why = format!("a message longer than {MAX_REPLY} bytes");
-                        self.watch_lost(poller, &why);
-                        return;
-                    }
-                    if !self.watch_messages(poller) {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    self.watch_lost(poller, &format!("read: {e}"));
-                    return;
-                }
             }
+        }
+        match res {
+            Ok(false) => {}
+            Ok(true) => self.watch_lost(poller, "the sentinel closed the connection"),
+            Err(why) => self.watch_lost(poller, &why),
         }
     }
 
-    /// Take the whole frames on the watch; false once it is gone.
-    fn watch_messages(&mut self, poller: &Poller) -> bool {
-        loop {
-            let Some(w) = self.watch.as_mut() else {
-                return false;
-            };
-            let (frame, used) = match decode(&w.link.inbuf) {
-                Ok(Some(x)) => x,
-                Ok(None) => return true,
-                Err(e) => {
-                    let why = format!("protocol error: {}", e.details());
-                    self.watch_lost(poller, &why);
-                    return false;
+    /// One frame on the watch; false once it is gone.
+    fn watch_frame(&mut self, poller: &Poller, frame: OwnedFrame) -> bool {
+        let Some(w) = self.watch.as_mut() else {
+            return false;
+        };
+        let head = match &frame {
+            OwnedFrame::Array(items) => match items.first() {
+                Some(OwnedFrame::BulkString(h) | OwnedFrame::SimpleString(h)) => {
+                    Some(h.to_ascii_lowercase())
                 }
-            };
-            w.link.consumed(used);
-            let head = match &frame {
-                OwnedFrame::Array(items) => match items.first() {
-                    Some(OwnedFrame::BulkString(h) | OwnedFrame::SimpleString(h)) => {
-                        Some(h.to_ascii_lowercase())
-                    }
-                    _ => None,
-                },
                 _ => None,
-            };
-            let expected = w.pending.front().copied();
-            match (expected, head.as_deref(), frame) {
-                (_, Some(b"message"), OwnedFrame::Array(items)) => {
-                    self.switch_message(&items);
-                }
-                (Some(WatchOp::Auth), _, OwnedFrame::SimpleString(_)) => {
-                    w.pending.pop_front();
-                }
-                (Some(WatchOp::Subscribe), Some(b"subscribe"), _) => {
-                    w.pending.pop_front();
-                    w.subscribed = true;
-                    w.deadline = None;
-                    self.stats.watches += 1;
-                    if std::mem::take(&mut self.watch_failing) {
-                        let who = host_port(&self.cfg.sentinels[w.idx]);
-                        let name = self.cfg.master.clone();
-                        self.log(format_args!(
-                            "watching +switch-master on {who} for master {name} again"
-                        ));
-                    }
-                }
-                (Some(WatchOp::Ping), Some(b"pong"), _) => {
-                    w.pending.pop_front();
-                    w.deadline = None;
-                }
-                (_, _, OwnedFrame::Error(e)) => {
-                    let why = match expected {
-                        Some(WatchOp::Auth) => {
-                            let who = self.cfg.user.as_deref().unwrap_or("default");
-                            format!("AUTH as user {who} refused: {e}")
-                        }
-                        _ => format!("answered {e}"),
-                    };
-                    self.watch_lost(poller, &why);
-                    return false;
-                }
-                (op, _, f) => {
-                    let why = format!("a {:?} reply to {op:?}", f.kind());
-                    self.watch_lost(poller, &why);
-                    return false;
+            },
+            _ => None,
+        };
+        let expected = w.pending.front().copied();
+        match (expected, head.as_deref(), frame) {
+            (_, Some(b"message"), OwnedFrame::Array(items)) => {
+                self.switch_message(&items);
+            }
+            (Some(WatchOp::Auth), _, OwnedFrame::SimpleString(_)) => {
+                w.pending.pop_front();
+            }
+            (Some(WatchOp::Subscribe), Some(b"subscribe"), _) => {
+                w.pending.pop_front();
+                w.subscribed = true;
+                w.deadline = None;
+                self.stats.watches += 1;
+                if std::mem::take(&mut self.watch_failing) {
+                    let who = host_port(&self.cfg.sentinels[w.idx]);
+                    let name = self.cfg.master.clone();
+                    self.log(format_args!(
+                        "watching +switch-master on {who} for master {name} again"
+                    ));
                 }
             }
+            (Some(WatchOp::Ping), Some(b"pong"), _) => {
+                w.pending.pop_front();
+                w.deadline = None;
+            }
+            (_, _, OwnedFrame::Error(e)) => {
+                let why = match expected {
+                    Some(WatchOp::Auth) => auth_refused(self.cfg.user.as_deref(), &e),
+                    _ => format!("answered {e}"),
+                };
+                self.watch_lost(poller, &why);
+                return false;
+            }
+            (op, _, f) => {
+                let why = format!("a {:?} reply to {op:?}", f.kind());
+                self.watch_lost(poller, &why);
+                return false;
+            }
         }
+        true
     }
 
     /// A `+switch-master` message: `NAME old-ip old-port new-ip new-port`.
@@ -970,19 +893,8 @@ impl Sentinel {
         let Some(w) = self.watch.as_mut() else {
             return false;
         };
-        if !w.link.connecting() {
-            if let Err(e) = w.link.flush() {
-                self.watch_lost(poller, &format!("write: {e}"));
-                return false;
-            }
-        }
-        let want = if w.link.connecting() || w.link.unsent() > 0 {
-            evloop::READ | evloop::WRITE
-        } else {
-            evloop::READ
-        };
-        if let Err(e) = w.link.set_interest(poller, want) {
-            self.watch_lost(poller, &format!("epoll: {e}"));
+        if let Err(why) = redis::push(&mut w.link, poller) {
+            self.watch_lost(poller, &why);
             return false;
         }
         true
@@ -1017,20 +929,51 @@ impl Sentinel {
     }
 
     /// The delay after a failed round: doubling from [`Config::retry_ms`]
-    /// up to [`BACKOFF_MAX_MS`], then a random point in its upper half.
+    /// up to [`BACKOFF_MAX_MS`], with jitter.
     fn backoff(&mut self) -> u64 {
-        let base = self
-            .cfg
-            .retry_ms
-            .saturating_mul(1u64 << self.fails.min(16))
-            .min(BACKOFF_MAX_MS.max(self.cfg.retry_ms));
+        let max = BACKOFF_MAX_MS.max(self.cfg.retry_ms);
+        let d = redis::backoff_delay(&mut self.rng, self.cfg.retry_ms, max, self.fails);
         self.fails = self.fails.saturating_add(1);
-        // xorshift64: jitter only.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        base / 2 + self.rng % (base / 2 + 1)
+        d
     }
+}
+
+/// Chunks read per readiness event, at most (a flooding sentinel waits
+/// for the next turn of the loop).
+const READ_CHUNKS: usize = 16;
+
+/// Read what `link` has (at most [`READ_CHUNKS`] of 1 KiB) and decode the
+/// whole frames onto `frames`: `Ok(true)` at the end of the stream; `Err`
+/// says why to drop the connection (garbage, more than [`MAX_REPLY`]
+/// bytes undecoded, a read error). The frames come first either way.
+fn read_frames(link: &mut Link, frames: &mut Vec<OwnedFrame>) -> Result<bool, String> {
+    let mut scratch = [0u8; 1024];
+    for _ in 0..READ_CHUNKS {
+        let got = link
+            .read_once(&mut scratch)
+            .map_err(|e| format!("read: {e}"))?;
+        if got.eof {
+            return Ok(true);
+        }
+        if got.n == 0 {
+            break;
+        }
+        link.keep(&scratch[..got.n]);
+        while let Some((f, used)) =
+            decode(&link.inbuf).map_err(|e| format!("protocol error: {}", e.details()))?
+        {
+            link.consumed(used);
+            frames.push(f);
+        }
+        if link.inbuf.len() > MAX_REPLY {
+            return Err(format!("a reply longer than {MAX_REPLY} bytes"));
+        }
+    }
+    Ok(false)
+}
+
+fn auth_refused(user: Option<&str>, e: &str) -> String {
+    format!("AUTH as user {} refused: {e}", user.unwrap_or("default"))
 }
 
 fn miss_text(m: &Miss, master: &str) -> String {

@@ -714,7 +714,7 @@ fn a_hung_a_silent_and_an_endless_sentinel_are_each_passed_over_within_their_bou
     let why = [
         (hung, "no connection within 300 ms"),
         (silent, "no answer within 300 ms"),
-        (endless, "an answer longer than 4096 bytes"),
+        (endless, "a reply longer than 4096 bytes"),
     ];
     for (line, (port, why)) in lines.iter().zip(why) {
         assert!(
