@@ -12,56 +12,32 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::free_port;
 use common::redis::{have, loopback, Redis, REDIS_SENTINEL, REDIS_SERVER};
-use distcache_tools::evloop::Poller;
-use distcache_tools::redis::{self, Answer, Completion, Failure, Request, Secret};
+use distcache_tools::redis::{self, Answer, Failure, Request, Secret};
 use distcache_tools::sentinel::{self, Store};
-use distcache_tools::tools::{self, log};
 use redis_protocol::resp2::types::OwnedFrame;
 
 fn have_all(test: &str) -> bool {
     have(test, &[REDIS_SERVER, REDIS_SENTINEL])
 }
 
-/// The process's log lines go to one file; each test reads the lines
-/// naming its own master.
-fn log_file() -> &'static Path {
-    static LOG: OnceLock<std::path::PathBuf> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let p =
-            std::env::temp_dir().join(format!("dcrs-redis-sentinel-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        log::setup("redis_sentinel", &log::Target::File(p.clone())).unwrap();
-        p
-    })
-}
-
 /// The sentinel layer's lines about `master`.
 fn sentinel_lines(master: &str) -> Vec<String> {
     let name = format!(" {master} ");
-    std::fs::read_to_string(log_file())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("sentinel: ") && format!("{l} ").contains(&name))
-        .map(str::to_string)
+    common::redis::log_lines("sentinel: ")
+        .into_iter()
+        .filter(|l| format!("{l} ").contains(&name))
         .collect()
 }
 
 /// The connection's lines about the node at `port`.
 fn redis_lines(port: u16) -> Vec<String> {
-    let tag = format!("redis {}: ", loopback(port));
-    std::fs::read_to_string(log_file())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .map(str::to_string)
-        .collect()
+    common::redis::log_lines(&format!("redis {}: ", loopback(port)))
 }
 
 /// The sentinel.conf lines (after port, bind, dir) monitoring `master`
@@ -171,99 +147,7 @@ fn sentinel_cmd(port: u16, password: Option<&str>, args: &[&[u8]]) -> OwnedFrame
     frames.pop().unwrap()
 }
 
-const REDIS_TOKEN: u64 = 1;
-/// And SENTINEL_TOKEN + 1, the `+switch-master` subscription.
-const SENTINEL_TOKEN: u64 = 10;
-
-/// A Store and the loop around it.
-struct Drv {
-    poller: Poller,
-    st: Store,
-    done: Vec<Completion>,
-    next_token: u64,
-}
-
-impl Drv {
-    fn new(scfg: sentinel::Config, rcfg: redis::Config) -> Drv {
-        log_file();
-        let poller = Poller::new().unwrap();
-        let st = Store::new(
-            scfg,
-            rcfg,
-            SENTINEL_TOKEN,
-            REDIS_TOKEN,
-            &poller,
-            tools::now_ms(),
-        );
-        Drv {
-            poller,
-            st,
-            done: Vec::new(),
-            next_token: 100,
-        }
-    }
-
-    fn turn(&mut self, max: Duration) {
-        let now = tools::now_ms();
-        let wait = self.st.next_wake().map_or(max, |t| {
-            Duration::from_millis(t.saturating_sub(now)).min(max)
-        });
-        let mut evs = Vec::new();
-        self.poller.wait(Some(wait), &mut evs).unwrap();
-        for ev in &evs {
-            assert!(self.st.owns(ev.token), "an event for token {}", ev.token);
-            self.st
-                .on_event(&self.poller, ev, tools::now_ms(), &mut self.done);
-        }
-        self.st.tick(&self.poller, tools::now_ms(), &mut self.done);
-    }
-
-    fn until(&mut self, limit: Duration, what: &str, mut cond: impl FnMut(&mut Drv) -> bool) {
-        let end = Instant::now() + limit;
-        while !cond(self) {
-            assert!(Instant::now() < end, "not within {limit:?}: {what}");
-            self.turn(Duration::from_millis(20));
-        }
-    }
-
-    /// Run the loop for `ms`.
-    fn idle(&mut self, ms: u64) {
-        let t = tools::now_ms();
-        self.until(Duration::from_millis(ms + 2000), "time passes", |_| {
-            tools::now_ms() >= t + ms
-        });
-    }
-
-    fn wait_up(&mut self, limit: Duration) {
-        self.until(limit, "the store comes up", |d| d.st.is_up());
-    }
-
-    fn submit(&mut self, req: Request<'_>) -> Result<u64, Failure> {
-        let t = self.next_token;
-        self.next_token += 1;
-        self.st
-            .submit(&self.poller, req, t, tools::now_ms(), &mut self.done)
-            .map(|()| t)
-    }
-
-    fn answer(&mut self, token: u64, limit: Duration) -> Answer {
-        let mut found = None;
-        self.until(limit, &format!("an answer for token {token}"), |d| {
-            if let Some(i) = d.done.iter().position(|c| c.token == token) {
-                found = Some(d.done.remove(i).answer);
-            }
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    fn call(&mut self, req: Request<'_>) -> Answer {
-        match self.submit(req) {
-            Ok(t) => self.answer(t, Duration::from_secs(5)),
-            Err(f) => Answer::Failed(f),
-        }
-    }
-}
+type Drv = common::redis::Drv<Store>;
 
 fn add<'a>(id: &'a [u8], data: &'a [u8]) -> Request<'a> {
     Request::Add {
@@ -362,11 +246,11 @@ fn load_until_moved(
         assert!(
             since.elapsed() < Duration::from_secs(25),
             "not on {new} 25 s later: {t:?}, primary {:?}",
-            d.st.primary()
+            d.rc.primary()
         );
         let ok = load_step(d, *i, t);
         *i += 1;
-        if ok && d.st.primary() == Some(new) {
+        if ok && d.rc.primary() == Some(new) {
             window.get_or_insert(since.elapsed());
             after_ok += 1;
         }
@@ -390,9 +274,9 @@ fn discovery_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
     let mut rcfg = redis::Config::new(loopback(1));
     rcfg.deadline_ms = 250;
     rcfg.connect_timeout_ms = 500;
-    let mut d = Drv::new(scfg(&ports, &c.master), rcfg);
-    d.wait_up(Duration::from_secs(10));
-    assert_eq!(d.st.primary(), Some(&loopback(primary_port)));
+    let mut d = Drv::store(scfg(&ports, &c.master), rcfg);
+    d.wait_up_within(Duration::from_secs(10));
+    assert_eq!(d.rc.primary(), Some(&loopback(primary_port)));
     assert_eq!(d.call(add(b"before", b"kill")), Answer::Added);
     assert_eq!(
         d.call(Request::Get { id: b"before" }),
@@ -434,7 +318,7 @@ fn discovery_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
         "an operation took {} ms",
         during.slowest
     );
-    assert_eq!(d.st.primary(), Some(&loopback(replica_port)));
+    assert_eq!(d.rc.primary(), Some(&loopback(replica_port)));
     match common::redis::raw(replica_port, &[b"ROLE"]) {
         OwnedFrame::Array(a) => assert_eq!(a[0], OwnedFrame::BulkString(b"master".to_vec())),
         f => panic!("ROLE answered {f:?}"),
@@ -450,7 +334,7 @@ fn discovery_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
         "{lines:#?}"
     );
     // The store was not re-created: the same object, a new connection.
-    assert!(d.st.redis().unwrap().stats().ups >= 2);
+    assert!(d.rc.redis().unwrap().stats().ups >= 2);
     // The dead primary's connection logged its state changes, not one
     // line per request.
     let dead = redis_lines(primary_port);
@@ -471,9 +355,9 @@ fn one_sentinel_of_three_down_at_start_and_a_sentinel_password() {
     let c = Cluster::start("s1d", false, &up, "requirepass sentinel-pw\n");
     let mut s = scfg(&[down, up[0], up[1]], &c.master);
     s.password = Some(Secret(b"sentinel-pw".to_vec()));
-    let mut d = Drv::new(s, redis::Config::new(loopback(1)));
-    d.wait_up(Duration::from_secs(10));
-    assert_eq!(d.st.primary(), Some(&c.primary.addr()));
+    let mut d = Drv::store(s, redis::Config::new(loopback(1)));
+    d.wait_up_within(Duration::from_secs(10));
+    assert_eq!(d.rc.primary(), Some(&c.primary.addr()));
     assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
     assert_eq!(
         d.call(Request::Get { id: b"k" }),
@@ -490,16 +374,16 @@ fn one_sentinel_of_three_down_at_start_and_a_sentinel_password() {
     assert!(lines[1].contains("is now"), "{}", lines[1]);
     // Later rounds start with the sentinel that answered: no new line.
     // (The first round asked two, every later round one.)
-    let st = d.st.sentinel().unwrap().stats();
+    let st = d.rc.sentinel().unwrap().stats();
     assert_eq!(st.asked, st.rounds + 1, "{st:?}");
 
     // A wrong sentinel password: one line naming the refusal.
     let mut s2 = scfg(&[up[1]], &c.master);
     s2.password = Some(Secret(b"wrong".to_vec()));
     s2.user = None;
-    let mut w = Drv::new(s2, redis::Config::new(loopback(1)));
+    let mut w = Drv::store(s2, redis::Config::new(loopback(1)));
     w.until(Duration::from_secs(5), "three failed rounds", |w| {
-        w.st.sentinel().unwrap().stats().failed_rounds >= 3
+        w.rc.sentinel().unwrap().stats().failed_rounds >= 3
     });
     assert_eq!(w.submit(Request::Get { id: b"k" }), Err(Failure::Down));
     let lines: Vec<String> = sentinel_lines(&c.master)
@@ -517,7 +401,7 @@ fn all_sentinels_down_fails_fast_logs_one_line_and_recovers_when_they_come_back(
     }
     let ports = [free_port(), free_port(), free_port()];
     let master = "sad-m";
-    let mut d = Drv::new(scfg(&ports, master), redis::Config::new(loopback(1)));
+    let mut d = Drv::store(scfg(&ports, master), redis::Config::new(loopback(1)));
     let t0 = Instant::now();
     assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
     assert!(
@@ -526,7 +410,7 @@ fn all_sentinels_down_fails_fast_logs_one_line_and_recovers_when_they_come_back(
         t0.elapsed()
     );
     d.until(Duration::from_secs(5), "three failed rounds", |d| {
-        d.st.sentinel().unwrap().stats().failed_rounds >= 3
+        d.rc.sentinel().unwrap().stats().failed_rounds >= 3
     });
     assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
     let lines = sentinel_lines(master);
@@ -540,17 +424,17 @@ fn all_sentinels_down_fails_fast_logs_one_line_and_recovers_when_they_come_back(
     }
     assert!(lines[0].contains("backoff"), "{}", lines[0]);
     // Rounds back off: not one per loop turn.
-    let rounds = d.st.sentinel().unwrap().stats().rounds;
+    let rounds = d.rc.sentinel().unwrap().stats().rounds;
     d.idle(500);
-    let more = d.st.sentinel().unwrap().stats().rounds - rounds;
+    let more = d.rc.sentinel().unwrap().stats().rounds - rounds;
     assert!(more <= 3, "{more} rounds in 500 ms");
 
     // The sentinels come back (with the primary they watch): found within
     // the backoff, without a new store.
     let c = Cluster::start("sad", false, &ports, "");
     assert_eq!(c.master, master);
-    d.wait_up(Duration::from_secs(10));
-    assert_eq!(d.st.primary(), Some(&c.primary.addr()));
+    d.wait_up_within(Duration::from_secs(10));
+    assert_eq!(d.rc.primary(), Some(&c.primary.addr()));
     assert_eq!(d.call(add(b"x", b"y")), Answer::Added);
     let lines = sentinel_lines(master);
     assert_eq!(lines.len(), 3, "{lines:#?}");
@@ -569,12 +453,12 @@ fn a_wrong_master_name_is_one_clear_log_line() {
     }
     let ports = [free_port(), free_port()];
     let c = Cluster::start("swn", false, &ports, "");
-    let mut d = Drv::new(scfg(&ports, "no-such-m"), redis::Config::new(loopback(1)));
+    let mut d = Drv::store(scfg(&ports, "no-such-m"), redis::Config::new(loopback(1)));
     d.until(Duration::from_secs(5), "three failed rounds", |d| {
-        d.st.sentinel().unwrap().stats().failed_rounds >= 3
+        d.rc.sentinel().unwrap().stats().failed_rounds >= 3
     });
     assert_eq!(d.submit(Request::Get { id: b"x" }), Err(Failure::Down));
-    assert!(d.st.primary().is_none());
+    assert!(d.rc.primary().is_none());
     let lines = sentinel_lines("no-such-m");
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(
@@ -696,9 +580,9 @@ fn a_hung_a_silent_and_an_endless_sentinel_are_each_passed_over_within_their_bou
     s.connect_timeout_ms = 300;
     s.reply_timeout_ms = 300;
     let t0 = Instant::now();
-    let mut d = Drv::new(s, redis::Config::new(loopback(1)));
+    let mut d = Drv::store(s, redis::Config::new(loopback(1)));
     d.until(Duration::from_secs(5), "a primary named", |d| {
-        d.st.primary().is_some()
+        d.rc.primary().is_some()
     });
     let took = t0.elapsed();
     // The hung connect and the silent sentinel each cost their bound,
@@ -707,7 +591,7 @@ fn a_hung_a_silent_and_an_endless_sentinel_are_each_passed_over_within_their_bou
         took >= Duration::from_millis(590) && took < Duration::from_millis(3000),
         "named after {took:?}"
     );
-    d.wait_up(Duration::from_secs(5));
+    d.wait_up_within(Duration::from_secs(5));
     assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
     let lines = sentinel_lines(master);
     assert_eq!(lines.len(), 4, "{lines:#?}");
@@ -745,12 +629,12 @@ fn a_node_named_primary_that_is_a_replica_is_refused_then_followed_when_it_moves
     let stop = Arc::new(AtomicBool::new(false));
     let (sport, h) = fake_sentinel(Fake::Names, named.clone(), stop.clone());
     let master = "srole-m";
-    let mut d = Drv::new(scfg(&[sport], master), redis::Config::new(loopback(1)));
+    let mut d = Drv::store(scfg(&[sport], master), redis::Config::new(loopback(1)));
     d.until(Duration::from_secs(5), "the replica refused twice", |d| {
-        d.st.redis().is_some_and(|r| r.stats().downs >= 2)
+        d.rc.redis().is_some_and(|r| r.stats().downs >= 2)
     });
-    assert!(!d.st.is_up());
-    assert_eq!(d.st.redis().unwrap().stats().ups, 0);
+    assert!(!d.rc.is_up());
+    assert_eq!(d.rc.redis().unwrap().stats().ups, 0);
     assert!(matches!(d.call(add(b"x", b"y")), Answer::Failed(_)));
     let lines = redis_lines(replica.port);
     assert_eq!(lines.len(), 1, "{lines:#?}");
@@ -761,8 +645,8 @@ fn a_node_named_primary_that_is_a_replica_is_refused_then_followed_when_it_moves
     );
     // The sentinel now names the real primary: followed without a new store.
     named.store(primary.port, Ordering::Relaxed);
-    d.wait_up(Duration::from_secs(5));
-    assert_eq!(d.st.primary(), Some(&primary.addr()));
+    d.wait_up_within(Duration::from_secs(5));
+    assert_eq!(d.rc.primary(), Some(&primary.addr()));
     assert_eq!(d.call(add(b"x", b"y")), Answer::Added);
     let lines = sentinel_lines(master);
     let moved = format!(
@@ -784,9 +668,9 @@ fn a_manual_failover_with_the_old_primary_alive_is_followed_with_no_wrong_data()
     let replica_port = c.replica.as_ref().unwrap().port;
     let mut rcfg = redis::Config::new(loopback(1));
     rcfg.deadline_ms = 250;
-    let mut d = Drv::new(scfg(&ports, &c.master), rcfg);
-    d.wait_up(Duration::from_secs(10));
-    assert_eq!(d.st.primary(), Some(&c.primary.addr()));
+    let mut d = Drv::store(scfg(&ports, &c.master), rcfg);
+    d.wait_up_within(Duration::from_secs(10));
+    assert_eq!(d.rc.primary(), Some(&c.primary.addr()));
     c.wait_ready(None);
     let mut i = 0u64;
     let before = load_before(&mut d, &mut i);
@@ -815,7 +699,7 @@ fn a_manual_failover_with_the_old_primary_alive_is_followed_with_no_wrong_data()
         during.slowest
     );
     // Followed on the announcement, not at the next round 10 s later.
-    let st = d.st.sentinel().unwrap().stats();
+    let st = d.rc.sentinel().unwrap().stats();
     assert!(st.switches >= 1, "{st:?}");
     assert!(window < Duration::from_secs(8), "moved after {window:?}");
     let moved = format!(
@@ -844,12 +728,12 @@ fn a_subscription_never_confirmed_is_bounded_logged_once_and_the_sentinel_still_
     s.connect_timeout_ms = 200;
     s.reply_timeout_ms = 200;
     s.refresh_ms = 300;
-    let mut d = Drv::new(s, redis::Config::new(loopback(1)));
-    d.wait_up(Duration::from_secs(5));
+    let mut d = Drv::store(s, redis::Config::new(loopback(1)));
+    d.wait_up_within(Duration::from_secs(5));
     d.until(Duration::from_secs(5), "three lost subscriptions", |d| {
-        d.st.sentinel().unwrap().stats().watch_failures >= 3
+        d.rc.sentinel().unwrap().stats().watch_failures >= 3
     });
-    assert!(!d.st.sentinel().unwrap().watching());
+    assert!(!d.rc.sentinel().unwrap().watching());
     assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
     let lines: Vec<String> = sentinel_lines(master)
         .into_iter()
@@ -864,7 +748,7 @@ fn a_subscription_never_confirmed_is_bounded_logged_once_and_the_sentinel_still_
         lines[0]
     );
     // Rounds go on meanwhile.
-    assert!(d.st.sentinel().unwrap().stats().rounds >= 3);
+    assert!(d.rc.sentinel().unwrap().stats().rounds >= 3);
     stop.store(true, Ordering::Relaxed);
     h.join().unwrap();
 }
@@ -887,9 +771,9 @@ fn a_stale_sentinel_naming_a_replica_is_passed_over_for_the_next_one() {
     let (s1, h1) = fake_sentinel(Fake::Names, stale, stop.clone());
     let (s2, h2) = fake_sentinel(Fake::Names, right, stop.clone());
     let master = "sstale-m";
-    let mut d = Drv::new(scfg(&[s1, s2], master), redis::Config::new(loopback(1)));
-    d.wait_up(Duration::from_secs(5));
-    assert_eq!(d.st.primary(), Some(&primary.addr()));
+    let mut d = Drv::store(scfg(&[s1, s2], master), redis::Config::new(loopback(1)));
+    d.wait_up_within(Duration::from_secs(5));
+    assert_eq!(d.rc.primary(), Some(&primary.addr()));
     assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
     let refused = redis_lines(replica.port);
     assert_eq!(refused.len(), 1, "{refused:#?}");
