@@ -183,6 +183,8 @@ pub struct Stats {
     pub switches: u64,
     /// Subscriptions that failed or were lost.
     pub watch_failures: u64,
+    /// PINGs answered on the subscription (checked each answered round).
+    pub watch_pongs: u64,
     /// Log lines written.
     pub log_lines: u64,
 }
@@ -845,6 +847,7 @@ impl Sentinel {
             (Some(WatchOp::Ping), Some(b"pong"), _) => {
                 w.pending.pop_front();
                 w.deadline = None;
+                self.stats.watch_pongs += 1;
             }
             (_, _, OwnedFrame::Error(e)) => {
                 let why = match expected {
@@ -1157,8 +1160,30 @@ impl Store {
         let Some(sentinel) = self.sentinel.as_mut() else {
             return;
         };
-        // In doubt: rediscovery asked (READONLY, lost, failed attempt),
-        // or down between attempts (not while a connect is under way).
+        if let Some(Outcome::Primary(addr)) = sentinel.take_outcome() {
+            let was = match self.redis.as_mut() {
+                None => {
+                    let mut cfg = self.rcfg.clone();
+                    cfg.addr = addr.clone();
+                    self.redis = Some(RedisConn::new(cfg, self.redis_token, poller, now));
+                    Some("none".to_string())
+                }
+                Some(rc) => {
+                    let old = host_port(rc.addr());
+                    rc.set_addr(poller, addr.clone(), now, out).then_some(old)
+                }
+            };
+            if let Some(was) = was {
+                log::line(format_args!(
+                    "sentinel: primary of {} is now {} (was {was})",
+                    sentinel.master(),
+                    host_port(&addr)
+                ));
+            }
+        }
+        // In doubt (after taking the answer, which may have settled it):
+        // rediscovery asked (READONLY, lost, failed attempt), or down
+        // between attempts (not while a connect is under way).
         let doubt = match self.redis.as_mut() {
             Some(rc) => rc.take_rediscovery() || rc.fd().is_none(),
             None => true,
@@ -1166,29 +1191,6 @@ impl Store {
         if doubt {
             sentinel.ask(now);
         }
-        let Some(Outcome::Primary(addr)) = sentinel.take_outcome() else {
-            return;
-        };
-        let was = match self.redis.as_mut() {
-            None => {
-                let mut cfg = self.rcfg.clone();
-                cfg.addr = addr.clone();
-                self.redis = Some(RedisConn::new(cfg, self.redis_token, poller, now));
-                "none".to_string()
-            }
-            Some(rc) => {
-                let old = host_port(rc.addr());
-                if !rc.set_addr(poller, addr.clone(), now, out) {
-                    return;
-                }
-                old
-            }
-        };
-        log::line(format_args!(
-            "sentinel: primary of {} is now {} (was {was})",
-            sentinel.master(),
-            host_port(&addr)
-        ));
     }
 }
 

@@ -355,6 +355,7 @@ fn one_sentinel_of_three_down_at_start_and_a_sentinel_password() {
     let c = Cluster::start("s1d", false, &up, "requirepass sentinel-pw\n");
     let mut s = scfg(&[down, up[0], up[1]], &c.master);
     s.password = Some(Secret(b"sentinel-pw".to_vec()));
+    s.refresh_ms = 200;
     let mut d = Drv::store(s, redis::Config::new(loopback(1)));
     d.wait_up_within(Duration::from_secs(10));
     assert_eq!(d.rc.primary(), Some(&c.primary.addr()));
@@ -373,9 +374,15 @@ fn one_sentinel_of_three_down_at_start_and_a_sentinel_password() {
     );
     assert!(lines[1].contains("is now"), "{}", lines[1]);
     // Later rounds start with the sentinel that answered: no new line.
-    // (The first round asked two, every later round one.)
+    // (The first round asked two, every later round one.) Each later
+    // round checks the +switch-master subscription (AUTH'd too): PONG.
+    d.idle(700);
     let st = d.rc.sentinel().unwrap().stats();
     assert_eq!(st.asked, st.rounds + 1, "{st:?}");
+    assert!(st.rounds >= 3 && st.watch_pongs >= 2, "{st:?}");
+    assert_eq!((st.watches, st.watch_failures), (1, 0), "{st:?}");
+    assert!(d.rc.sentinel().unwrap().watching());
+    assert_eq!(sentinel_lines(&c.master).len(), 2);
 
     // A wrong sentinel password: one line naming the refusal.
     let mut s2 = scfg(&[up[1]], &c.master);
@@ -789,4 +796,22 @@ fn a_stale_sentinel_naming_a_replica_is_passed_over_for_the_next_one() {
     stop.store(true, Ordering::Relaxed);
     h1.join().unwrap();
     h2.join().unwrap();
+}
+
+#[test]
+fn a_direct_store_serves_one_fixed_server_without_sentinels() {
+    if !have_all("direct") {
+        return;
+    }
+    let r = Redis::start("sdirect");
+    let mut d = Drv::direct(redis::Config::new(r.addr()));
+    assert!(d.rc.sentinel().is_none());
+    assert!(d.rc.owns(common::redis::REDIS_TOKEN) && !d.rc.owns(common::redis::SENTINEL_TOKEN));
+    d.wait_up_within(Duration::from_secs(5));
+    assert_eq!(d.rc.primary(), Some(&r.addr()));
+    assert_eq!(d.call(add(b"k", b"v")), Answer::Added);
+    assert_eq!(
+        d.call(Request::Get { id: b"k" }),
+        Answer::Hit(b"v".to_vec())
+    );
 }

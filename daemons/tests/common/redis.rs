@@ -308,6 +308,11 @@ impl Drv<Store> {
     pub fn store(scfg: sentinel::Config, rcfg: Config) -> Self {
         Self::with(|p, now| Store::new(scfg, rcfg, SENTINEL_TOKEN, REDIS_TOKEN, p, now))
     }
+
+    /// A [`Store`] on the one server `rcfg.addr`.
+    pub fn direct(rcfg: Config) -> Self {
+        Self::with(|p, now| Store::direct(rcfg, REDIS_TOKEN, p, now))
+    }
 }
 
 impl<T: Client> Drv<T> {
