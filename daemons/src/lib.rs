@@ -26,6 +26,8 @@
 //!   (issue 17: Redis as the shared store; dc_client `-server redis://`);
 //! - [`store`]: store addresses (`redis://`, `rediss://`) and the
 //!   distcache-to-Redis translation (dc_server's checks and answers);
+//! - [`sentinel`]: Redis Sentinel discovery of the primary and a store
+//!   that follows it across fail-overs (not yet wired to the daemons);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
@@ -38,6 +40,7 @@ pub mod idmap;
 pub mod link;
 pub mod metrics;
 pub mod redis;
+pub mod sentinel;
 pub mod sessiond;
 pub mod snapshot;
 pub mod store;

@@ -67,6 +67,10 @@
 //!   a miss, logged once per connection object; its bytes are skipped as
 //!   they arrive, never buffered whole. The input buffer holds at most
 //!   [`MAX_INPUT`] bytes.
+//! - For the Sentinel layer ([`crate::sentinel`]): with
+//!   [`Config::check_role`] the handshake also sends `ROLE`, and a server
+//!   that answers as a replica is refused (down, rediscovery asked);
+//!   [`RedisConn::set_addr`] re-points the connection at a new primary.
 //! - One log line per state change (down with its reason, up), never one
 //!   per request; repeated failed reconnects for the same reason log nothing
 //!   more.
@@ -162,6 +166,12 @@ pub struct Config {
     /// handshake runs before AUTH and PING, within
     /// [`Config::connect_timeout_ms`]).
     pub tls: Option<TlsClient>,
+    /// Send `ROLE` in the handshake and take the connection up only if
+    /// the server is a primary (the Sentinel layer sets it: a node
+    /// announced as primary that answers as a replica is refused, with
+    /// the rediscovery flag set). An ACL user needs `+role` for it: a
+    /// refused ROLE fails the handshake, naming the reason.
+    pub check_role: bool,
 }
 
 impl Config {
@@ -177,6 +187,7 @@ impl Config {
             stall_ms: DEFAULT_STALL_MS,
             max_pending: MAX_PENDING,
             tls: None,
+            check_role: false,
         }
     }
 }
@@ -320,6 +331,7 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
     Auth,
+    Role,
     Ping,
     Add,
     Get,
@@ -345,6 +357,8 @@ enum DownKind {
     Timeout,
     Closed,
     Protocol,
+    /// The server is not a primary ([`Config::check_role`]).
+    Role,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -389,11 +403,6 @@ impl RedisConn {
     pub fn new(mut cfg: Config, token: u64, poller: &Poller, now: u64) -> RedisConn {
         cfg.deadline_ms = cfg.deadline_ms.max(1);
         cfg.max_pending = cfg.max_pending.clamp(1, MAX_PENDING);
-        let seed = (std::process::id() as u64) << 32
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-            ^ token;
         let mut rc = RedisConn {
             cfg,
             token,
@@ -406,7 +415,7 @@ impl RedisConn {
             logged_down: None,
             rediscover: false,
             oversize_logged: false,
-            rng: seed | 1,
+            rng: jitter_seed(token),
             stats: Stats::default(),
         };
         let mut none = Vec::new();
@@ -432,6 +441,37 @@ impl RedisConn {
     /// The events registered for [`RedisConn::fd`] (0 without one).
     pub fn interest(&self) -> u32 {
         self.link.as_ref().map_or(0, |l| l.interest())
+    }
+
+    /// The server this connection talks to.
+    pub fn addr(&self) -> &Address {
+        &self.cfg.addr
+    }
+
+    /// Point the connection at `addr` (the Sentinel layer's new primary):
+    /// the current connection, if any, is dropped without a "down" line
+    /// (the caller logs the move), its waiting requests fail once
+    /// ([`Failure::Reset`], in `out`), the backoff is forgotten and a
+    /// connect to `addr` starts now. False (nothing done) when `addr` is
+    /// the current address.
+    pub fn set_addr(
+        &mut self,
+        poller: &Poller,
+        addr: Address,
+        now: u64,
+        out: &mut Vec<Completion>,
+    ) -> bool {
+        if addr == self.cfg.addr {
+            return false;
+        }
+        self.drop_link(poller, out);
+        self.cfg.addr = addr;
+        self.attempts = 0;
+        self.logged_down = None;
+        self.rediscover = false;
+        self.state = State::Down { retry_at: now };
+        self.open(poller, now, out);
+        true
     }
 
     /// Requests (and handshake commands) waiting for a reply.
@@ -665,14 +705,19 @@ impl RedisConn {
         let deadline = now.saturating_add(self.cfg.connect_timeout_ms);
         let mut ok = true;
         if let Some(pw) = &self.cfg.password {
-            ok &= match &self.cfg.user {
-                Some(u) => write_cmd(link.out(), &[b"AUTH", u.as_bytes(), &pw.0]),
-                None => write_cmd(link.out(), &[b"AUTH", &pw.0]),
-            }
-            .is_ok();
+            ok &= write_auth(link.out(), self.cfg.user.as_deref(), pw).is_ok();
             self.pending.push_back(Pending {
                 token: None,
                 op: Op::Auth,
+                deadline,
+                queued: now,
+            });
+        }
+        if self.cfg.check_role {
+            ok &= write_cmd(link.out(), &[b"ROLE"]).is_ok();
+            self.pending.push_back(Pending {
+                token: None,
+                op: Op::Role,
                 deadline,
                 queued: now,
             });
@@ -703,26 +748,7 @@ impl RedisConn {
         let Some(link) = self.link.as_mut() else {
             return false;
         };
-        if !link.connecting() {
-            if let Err(e) = link.flush() {
-                let msg = format!("write: {}", failure_reason(&e));
-                self.down(poller, now, DownKind::Closed, &msg, out);
-                return false;
-            }
-        }
-        // Commands wait for a TLS handshake to finish: only its own
-        // records ask for writability meanwhile (no spinning on a
-        // writable socket while the server's flight is awaited).
-        let want = if link.connecting()
-            || link.wants_write()
-            || (link.unsent() > 0 && !link.handshaking())
-        {
-            evloop::READ | evloop::WRITE
-        } else {
-            evloop::READ
-        };
-        if let Err(e) = link.set_interest(poller, want) {
-            let msg = format!("epoll: {e}");
+        if let Err(msg) = push(link, poller) {
             self.down(poller, now, DownKind::Closed, &msg, out);
             return false;
         }
@@ -863,6 +889,25 @@ impl RedisConn {
                 self.down(poller, now, DownKind::Auth, &msg, out);
                 return false;
             }
+            (Op::Role, OwnedFrame::Array(items)) => {
+                let role = match items.first() {
+                    Some(OwnedFrame::BulkString(r) | OwnedFrame::SimpleString(r)) => {
+                        String::from_utf8_lossy(r).into_owned()
+                    }
+                    _ => String::from("(no role)"),
+                };
+                if role == "master" {
+                    return true;
+                }
+                let msg = format!("the server is a {role}, not a primary");
+                self.down(poller, now, DownKind::Role, &msg, out);
+                return false;
+            }
+            (Op::Role, OwnedFrame::Error(e)) => {
+                let msg = format!("ROLE refused (needed to check the primary): {e}");
+                self.down(poller, now, DownKind::Auth, &msg, out);
+                return false;
+            }
             (Op::Ping, OwnedFrame::SimpleString(_)) => {
                 self.up(now);
                 return true;
@@ -944,18 +989,7 @@ impl RedisConn {
         why: &str,
         out: &mut Vec<Completion>,
     ) {
-        if let Some(mut l) = self.link.take() {
-            l.deregister(poller);
-        }
-        self.skipping = 0;
-        for p in self.pending.drain(..) {
-            if let Some(token) = p.token {
-                out.push(Completion {
-                    token,
-                    answer: Answer::Failed(Failure::Reset),
-                });
-            }
-        }
+        self.drop_link(poller, out);
         let was_up = self.state == State::Up;
         self.rediscover = true;
         self.stats.downs += 1;
@@ -971,23 +1005,84 @@ impl RedisConn {
         };
     }
 
+    /// Close the connection (if any) and fail what waits on it once.
+    fn drop_link(&mut self, poller: &Poller, out: &mut Vec<Completion>) {
+        if let Some(mut l) = self.link.take() {
+            l.deregister(poller);
+        }
+        self.skipping = 0;
+        for p in self.pending.drain(..) {
+            if let Some(token) = p.token {
+                out.push(Completion {
+                    token,
+                    answer: Answer::Failed(Failure::Reset),
+                });
+            }
+        }
+    }
+
     /// The next reconnect delay: doubling from [`BACKOFF_MIN_MS`] up to
     /// [`BACKOFF_MAX_MS`], then a random point in its upper half.
     fn backoff(&mut self) -> u64 {
-        let base = BACKOFF_MIN_MS
-            .saturating_mul(1u64 << self.attempts.min(16))
-            .min(BACKOFF_MAX_MS);
+        let d = backoff_delay(&mut self.rng, BACKOFF_MIN_MS, BACKOFF_MAX_MS, self.attempts);
         self.attempts = self.attempts.saturating_add(1);
-        // xorshift64: jitter only, no need for a cryptographic source.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        base / 2 + self.rng % (base / 2 + 1)
+        d
     }
 }
 
-/// Append the RESP array of bulk strings `args` to `out`.
-fn write_cmd(out: &mut Vec<u8>, args: &[&[u8]]) -> Result<(), ()> {
+/// A seed for [`backoff_delay`]'s jitter: process, time and `salt`.
+pub(crate) fn jitter_seed(salt: u64) -> u64 {
+    let seed = (std::process::id() as u64) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+        ^ salt;
+    seed | 1
+}
+
+/// Exponential backoff with jitter: `first` doubled `attempts` times, at
+/// most `max`, then a random point in its upper half. `rng` is an
+/// xorshift64 state (jitter only, no need for a cryptographic source).
+pub(crate) fn backoff_delay(rng: &mut u64, first: u64, max: u64, attempts: u32) -> u64 {
+    let base = first.saturating_mul(1u64 << attempts.min(16)).min(max);
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    base / 2 + *rng % (base / 2 + 1)
+}
+
+/// Write what `link`'s socket takes (unless its connect is under way) and
+/// watch for writability while output waits; `Err` names the failed step
+/// (the Redis and the sentinel connections).
+pub(crate) fn push(link: &mut Link, poller: &Poller) -> Result<(), String> {
+    if !link.connecting() {
+        link.flush()
+            .map_err(|e| format!("write: {}", failure_reason(&e)))?;
+    }
+    // Commands wait for a TLS handshake to finish: only its own records
+    // ask for writability meanwhile (no spinning on a writable socket
+    // while the server's flight is awaited).
+    let want =
+        if link.connecting() || link.wants_write() || (link.unsent() > 0 && !link.handshaking()) {
+            evloop::READ | evloop::WRITE
+        } else {
+            evloop::READ
+        };
+    link.set_interest(poller, want)
+        .map_err(|e| format!("epoll: {e}"))
+}
+
+/// Append `AUTH [user] password` to `out`.
+pub(crate) fn write_auth(out: &mut Vec<u8>, user: Option<&str>, pw: &Secret) -> Result<(), ()> {
+    match user {
+        Some(u) => write_cmd(out, &[b"AUTH", u.as_bytes(), &pw.0]),
+        None => write_cmd(out, &[b"AUTH", &pw.0]),
+    }
+}
+
+/// Append the RESP array of bulk strings `args` to `out` (also the
+/// Sentinel layer's encoder).
+pub(crate) fn write_cmd(out: &mut Vec<u8>, args: &[&[u8]]) -> Result<(), ()> {
     let items: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
     let frame = BorrowedFrame::Array(&items);
     let start = out.len();

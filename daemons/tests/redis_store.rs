@@ -11,123 +11,25 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::free_port;
-use common::redis::{have_redis, loopback, Redis, REDIS_CLI};
+use common::redis::{have, loopback, Drv, Redis, REDIS_CLI, REDIS_SERVER};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, MAX_TOTAL_DATA};
-use distcache_tools::evloop::Poller;
 use distcache_tools::redis::{
-    Answer, Completion, Config, Failure, RedisConn, ReplyError, Request, Secret, DEFAULT_PREFIX,
-    MAX_PENDING,
+    Answer, Config, Failure, ReplyError, Request, Secret, DEFAULT_PREFIX, MAX_PENDING,
 };
-use distcache_tools::tools::{self, log};
+use distcache_tools::tools;
 use redis_protocol::resp2::types::OwnedFrame;
 
-/// The process's log lines go to one file; each test reads the lines
-/// naming its own Redis address.
-fn log_file() -> &'static Path {
-    static LOG: OnceLock<std::path::PathBuf> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let p = std::env::temp_dir().join(format!("dcrs-redis-store-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        log::setup("redis_store", &log::Target::File(p.clone())).unwrap();
-        p
-    })
+/// Whether the tests can run; outside CI a machine without Redis skips.
+fn have_redis(test: &str) -> bool {
+    have(test, &[REDIS_SERVER])
 }
 
 fn log_lines(addr: &Address) -> Vec<String> {
-    let tag = format!("redis {addr}: ");
-    std::fs::read_to_string(log_file())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&tag))
-        .map(str::to_string)
-        .collect()
-}
-
-/// A RedisConn and the loop around it.
-struct Drv {
-    poller: Poller,
-    rc: RedisConn,
-    done: Vec<Completion>,
-    next_token: u64,
-}
-
-const TOKEN: u64 = 1;
-
-impl Drv {
-    fn new(cfg: Config) -> Drv {
-        log_file();
-        let poller = Poller::new().unwrap();
-        let rc = RedisConn::new(cfg, TOKEN, &poller, tools::now_ms());
-        Drv {
-            poller,
-            rc,
-            done: Vec::new(),
-            next_token: 100,
-        }
-    }
-
-    /// Run the loop once (at most `max` waiting).
-    fn turn(&mut self, max: Duration) {
-        let now = tools::now_ms();
-        let wait = self.rc.next_wake().map_or(max, |t| {
-            Duration::from_millis(t.saturating_sub(now)).min(max)
-        });
-        let mut evs = Vec::new();
-        self.poller.wait(Some(wait), &mut evs).unwrap();
-        for ev in &evs {
-            assert_eq!(ev.token, TOKEN, "an event for a token never registered");
-            self.rc
-                .on_event(&self.poller, ev, tools::now_ms(), &mut self.done);
-        }
-        self.rc.tick(&self.poller, tools::now_ms(), &mut self.done);
-    }
-
-    /// Run the loop until `cond` or `limit` (then panic naming `what`).
-    fn until(&mut self, limit: Duration, what: &str, mut cond: impl FnMut(&mut Drv) -> bool) {
-        let end = Instant::now() + limit;
-        while !cond(self) {
-            assert!(Instant::now() < end, "not within {limit:?}: {what}");
-            self.turn(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_up(&mut self) {
-        self.until(Duration::from_secs(10), "the connection comes up", |d| {
-            d.rc.is_up()
-        });
-    }
-
-    fn submit(&mut self, req: Request<'_>) -> Result<u64, Failure> {
-        let t = self.next_token;
-        self.next_token += 1;
-        self.rc
-            .submit(&self.poller, req, t, tools::now_ms(), &mut self.done)
-            .map(|()| t)
-    }
-
-    /// The answer for `token`, waiting at most `limit`.
-    fn answer(&mut self, token: u64, limit: Duration) -> Answer {
-        let mut found = None;
-        self.until(limit, &format!("an answer for token {token}"), |d| {
-            if let Some(i) = d.done.iter().position(|c| c.token == token) {
-                found = Some(d.done.remove(i).answer);
-            }
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    fn call(&mut self, req: Request<'_>) -> Answer {
-        match self.submit(req) {
-            Ok(t) => self.answer(t, Duration::from_secs(5)),
-            Err(f) => Answer::Failed(f),
-        }
-    }
+    common::redis::log_lines(&format!("redis {addr}: "))
 }
 
 fn add<'a>(id: &'a [u8], data: &'a [u8], timeout_ms: u64) -> Request<'a> {
