@@ -5,7 +5,7 @@
 #   make check                every test: Rust, headers, exports, C API, tools
 #   make demo                 dc_server + dc_client + dc_test load on a temp dir
 #   make headers              regenerate include/ from the Rust declarations
-#   make bench / bench-short  benchmark matrix vs redis (BENCHMARKS.md; ~6 min / 40 s)
+#   make bench / bench-short  benchmark matrix vs redis (BENCHMARKS.md; ~8 min / 80 s)
 #   make deb / check-deb      Debian packages into build/deb/; build, install, test, purge
 #
 # Library layout (see README.md): the Rust cdylib holds every symbol and is
