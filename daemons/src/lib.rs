@@ -26,12 +26,15 @@
 //!   (issue 17: Redis as the shared store; dc_client `-server redis://`);
 //! - [`store`]: store addresses (`redis://`, `rediss://`) and the
 //!   distcache-to-Redis translation (dc_server's checks and answers);
+//! - [`backend`]: a daemon answering distcache requests from Redis through
+//!   one connection (dc_client `-server redis://`, dc_server `-backend`);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod backend;
 pub mod daemon;
 pub mod evloop;
 pub mod idmap;
