@@ -28,12 +28,15 @@
 //!   distcache-to-Redis translation (dc_server's checks and answers);
 //! - [`sentinel`]: Redis Sentinel discovery of the primary and a store
 //!   that follows it across fail-overs (not yet wired to the daemons);
+//! - [`backend`]: a daemon answering distcache requests from Redis through
+//!   one connection (dc_client `-server redis://`, dc_server `-backend`);
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod backend;
 pub mod daemon;
 pub mod evloop;
 pub mod idmap;

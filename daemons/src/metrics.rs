@@ -124,6 +124,11 @@ pub struct SessiondView {
     pub limited: u64,
     /// GET answers that could not be sent.
     pub unsent: u64,
+    /// With `-backend`: GETs dropped unanswered because Redis had not
+    /// answered within `-sessiond-deadline`, and requests dropped because
+    /// too many already waited on Redis.
+    pub deadline: u64,
+    pub busy: u64,
     pub store: StoreView,
 }
 
@@ -135,6 +140,9 @@ pub struct ServerView {
     pub conns_open: u64,
     pub conns: ConnStats,
     pub sessiond: Option<SessiondView>,
+    /// With `-backend`: requests answered 0x02 because Redis did not
+    /// answer (down, pipeline full, deadline, lost connection, error).
+    pub backend_failures: Option<u64>,
 }
 
 /// How dc_client answered a request.
@@ -435,7 +443,17 @@ pub fn render_server(v: &ServerView, e: &EndpointStats) -> String {
             vec![
                 (vec![("reason", "rate_limit")], sd.limited),
                 (vec![("reason", "send_error")], sd.unsent),
+                (vec![("reason", "backend_deadline")], sd.deadline),
+                (vec![("reason", "backend_busy")], sd.busy),
             ],
+        );
+    }
+    if let Some(n) = v.backend_failures {
+        s.counter(
+            "distcache_backend_failures",
+            "Requests answered 0x02 (disconnected) because the -backend store did not \
+             answer: down, pipeline full, deadline, lost connection or an error reply.",
+            vec![(vec![], n)],
         );
     }
     endpoint_families(&mut s, e);

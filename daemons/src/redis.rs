@@ -488,14 +488,7 @@ impl RedisConn {
 
     /// The Redis key for session `id`: prefix + lowercase hex.
     pub fn key(&self, id: &[u8]) -> Vec<u8> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut k = Vec::with_capacity(self.cfg.prefix.len() + 2 * id.len());
-        k.extend_from_slice(&self.cfg.prefix);
-        for b in id {
-            k.push(HEX[(b >> 4) as usize]);
-            k.push(HEX[(b & 15) as usize]);
-        }
-        k
+        key_under(&self.cfg.prefix, id)
     }
 
     /// When [`RedisConn::tick`] next has something to do (ms, the clock
@@ -534,6 +527,21 @@ impl RedisConn {
         now: u64,
         out: &mut Vec<Completion>,
     ) -> Result<(), Failure> {
+        self.submit_under(poller, None, req, token, now, out)
+    }
+
+    /// [`RedisConn::submit`] with the key under `prefix` instead of
+    /// [`Config::prefix`] (`None`: that one): dc_server keeps stunnel's
+    /// sessiond sessions under their own prefix on the same connection.
+    pub fn submit_under(
+        &mut self,
+        poller: &Poller,
+        prefix: Option<&[u8]>,
+        req: Request<'_>,
+        token: u64,
+        now: u64,
+        out: &mut Vec<Completion>,
+    ) -> Result<(), Failure> {
         if matches!(self.state, State::Down { .. }) {
             return Err(Failure::Down);
         }
@@ -552,7 +560,7 @@ impl RedisConn {
         if id.is_empty() || id.len() > proto::MAX_ID_LEN {
             return Err(Failure::Invalid);
         }
-        let key = self.key(id);
+        let key = key_under(prefix.unwrap_or(&self.cfg.prefix), id);
         let link = self.link.as_mut().ok_or(Failure::Down)?;
         let (op, res) = match req {
             Request::Add {
@@ -1144,6 +1152,18 @@ fn bulk_len(buf: &[u8]) -> BulkHead {
         Some(n) => BulkHead::Len(n, cr + 2),
         None => BulkHead::Other,
     }
+}
+
+/// The Redis key for session `id` under `prefix`: prefix + lowercase hex.
+pub fn key_under(prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut k = Vec::with_capacity(prefix.len() + 2 * id.len());
+    k.extend_from_slice(prefix);
+    for b in id {
+        k.push(HEX[(b >> 4) as usize]);
+        k.push(HEX[(b & 15) as usize]);
+    }
+    k
 }
 
 #[cfg(test)]

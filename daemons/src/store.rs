@@ -17,7 +17,8 @@ use distcache_rs::nal::Address;
 use distcache_rs::proto::{self, status, AddParse, Cmd, MsgRef};
 use distcache_rs::server::cache::DEFAULT_MAX_TIMEOUT_MS;
 
-use crate::redis::{Answer, Request, Secret};
+use crate::redis::{self, Answer, Request, Secret};
+use crate::tls::TlsClient;
 use crate::tools::{Flag, Parsed};
 
 /// The schemes written as store addresses, lower case. `redis://` and
@@ -220,6 +221,151 @@ fn redacted(s: &str) -> String {
         },
         None => s.to_string(),
     }
+}
+
+/// `-redis-prefix` of dc_client and dc_server in front of Redis.
+pub const REDIS_PREFIX_FLAG: Flag = Flag::value(
+    &["redis-prefix"],
+    "string",
+    "Redis: key prefix before the hex session id (default mod_ssl-sess:, as Apache's mod_socache_redis)",
+);
+/// `-redis-user`.
+pub const REDIS_USER_FLAG: Flag =
+    Flag::value(&["redis-user"], "name", "Redis: ACL user to AUTH as");
+/// `-redis-password-file`.
+pub const REDIS_PASSWORD_FILE_FLAG: Flag = Flag::value(
+    &["redis-password-file"],
+    "file",
+    "Redis: read the AUTH password from this file (a trailing newline is dropped), before -user drops privileges",
+);
+/// `-redis-ca`.
+pub const REDIS_CA_FLAG: Flag = Flag::value(
+    &["redis-ca"],
+    "file",
+    "Redis: CA certificates (PEM) the rediss:// server's certificate must chain to",
+);
+/// `-redis-cert`.
+pub const REDIS_CERT_FLAG: Flag = Flag::value(
+    &["redis-cert"],
+    "file",
+    "Redis: client certificate (PEM) for rediss://, with -redis-key",
+);
+/// `-redis-key`.
+pub const REDIS_KEY_FLAG: Flag = Flag::value(
+    &["redis-key"],
+    "file",
+    "Redis: private key (PEM) of -redis-cert",
+);
+/// The names of the `-redis-*` flags: refused without a Redis store.
+pub const REDIS_FLAG_NAMES: &[&str] = &[
+    "redis-prefix",
+    "redis-user",
+    "redis-password-file",
+    "redis-ca",
+    "redis-cert",
+    "redis-key",
+];
+
+/// The Redis connection to store address `st` (given as `flag`, e.g.
+/// `-server`) with the `-redis-*` flags: TLS files (read now, before
+/// `-user` drops privileges), the user and password, the key prefix. The
+/// caller sets the deadlines its own flags give.
+pub fn redis_config(p: &Parsed, st: StoreAddress, flag: &str) -> Result<redis::Config, String> {
+    let StoreAddress::Redis(r) = st;
+    let tls = if r.tls {
+        Some(redis_tls(p, &r.host, flag)?)
+    } else {
+        if let Some(n) = ["redis-ca", "redis-cert", "redis-key"]
+            .iter()
+            .find(|n| p.has(n))
+        {
+            return Err(format!("flag -{n}: only with a rediss:// (TLS) {flag}"));
+        }
+        None
+    };
+    let mut cfg = redis::Config::new(r.addr);
+    cfg.tls = tls;
+    cfg.user = r.user;
+    cfg.password = r.password;
+    if let Some(u) = p.get("redis-user") {
+        if u.is_empty() {
+            return Err("flag -redis-user: empty user name".to_string());
+        }
+        if let Some(was) = &cfg.user {
+            return Err(format!(
+                "flag -redis-user: the {flag} address already names user {was}"
+            ));
+        }
+        cfg.user = Some(u.to_string());
+    }
+    if let Some(f) = p.get("redis-password-file") {
+        if cfg.password.is_some() {
+            return Err(format!(
+                "flag -redis-password-file: the {flag} address already holds a password"
+            ));
+        }
+        cfg.password = Some(read_password(f)?);
+    }
+    if cfg.user.is_some() && cfg.password.is_none() {
+        return Err("flag -redis-user: needs a password (-redis-password-file FILE)".to_string());
+    }
+    if let Some(prefix) = p.get("redis-prefix") {
+        cfg.prefix = prefix.as_bytes().to_vec();
+    }
+    Ok(cfg)
+}
+
+/// Longest `-redis-password-file` read.
+pub const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// The password in `-redis-password-file`: the file's bytes without a
+/// trailing newline; read now, before `-user` drops privileges.
+fn read_password(path: &str) -> Result<Secret, String> {
+    use std::io::Read;
+    let flag = "flag -redis-password-file";
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_end(&mut buf))
+        .map_err(|e| format!("{flag}: cannot read {path}: {e}"))?;
+    if buf.len() as u64 > MAX_PASSWORD_FILE {
+        return Err(format!(
+            "{flag}: {path} is longer than {MAX_PASSWORD_FILE} bytes"
+        ));
+    }
+    if buf.ends_with(b"\n") {
+        buf.pop();
+        if buf.ends_with(b"\r") {
+            buf.pop();
+        }
+    }
+    if buf.is_empty() {
+        return Err(format!("{flag}: {path} holds no password"));
+    }
+    Ok(Secret(buf))
+}
+
+/// The TLS client side of a `rediss://host:port` store: `-redis-ca`
+/// (required) and optionally `-redis-cert` with `-redis-key`, read now
+/// (before `-user` drops privileges); the certificate must name `host`.
+fn redis_tls(p: &Parsed, host: &str, flag: &str) -> Result<TlsClient, String> {
+    let file = |name: &str| match p.get(name) {
+        Some("") => Err(format!("flag -{name}: empty file name")),
+        v => Ok(v.map(std::path::Path::new)),
+    };
+    let ca = file("redis-ca")?
+        .ok_or_else(|| format!("missing required flag -redis-ca (needed by {flag} rediss://)"))?;
+    let cert_key = match (file("redis-cert")?, file("redis-key")?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err("flag -redis-cert: needs -redis-key".to_string()),
+        (None, Some(_)) => return Err("flag -redis-key: needs -redis-cert".to_string()),
+    };
+    // The loader names the -tls-* flags; these files came from -redis-*.
+    TlsClient::load_optional_cert(ca, cert_key, host).map_err(|e| {
+        e.replacen("-tls-ca ", "flag -redis-ca ", 1)
+            .replacen("-tls-cert ", "flag -redis-cert ", 1)
+            .replacen("-tls-key ", "flag -redis-key ", 1)
+    })
 }
 
 /// `-mintimeout` of dc_server and of dc_client in front of Redis.

@@ -10,122 +10,9 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::sessiond::*;
 use common::*;
 use distcache_rs::client::{AddOutcome, Client};
-
-const BIN: &str = env!("CARGO_BIN_EXE_dc_server");
-
-const NEW: u8 = 0x00;
-const GET: u8 = 0x01;
-const REMOVE: u8 = 0x02;
-const ERR: u8 = 0x80;
-const OK: u8 = 0x81;
-
-/// A running dc_server with a UNIX distcache listener and a sessiond port.
-struct Server {
-    proc: Proc,
-    dir: TempDir,
-    udp: SocketAddr,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let dir = TempDir::new("sessiond");
-        // A free UDP port can be taken by someone else before the server
-        // binds it: try a few.
-        for _ in 0..5 {
-            let port = UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let sd = format!("127.0.0.1:{port}");
-            let listen = dir.addr("dc");
-            // -progress 1: a status line after every busy loop iteration,
-            // so the last one shows the final counters.
-            let mut args = vec!["-listen", &listen, "-sessiond", &sd, "-progress", "1"];
-            args.extend_from_slice(extra);
-            let mut proc = Proc::spawn_with(BIN, &args, Stdio::piped(), Stdio::piped());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && proc.alive() {
-                if UnixStream::connect(dir.path("dc")).is_ok() {
-                    return Server {
-                        proc,
-                        dir,
-                        udp: sd.parse().unwrap(),
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let (code, err) = proc.terminate();
-            eprintln!("dc_server did not start on {sd} ({code:?}): {err}");
-        }
-        panic!("dc_server -sessiond never started");
-    }
-
-    fn distcache(&self) -> Client {
-        Client::new(&self.dir.addr("dc"), 0).unwrap()
-    }
-
-    /// SIGTERM; returns the last status line printed.
-    fn last_status(self) -> String {
-        let (code, out, err) = self.proc.terminate_all();
-        assert_eq!(code, Some(0), "stderr: {err}");
-        out.lines()
-            .rfind(|l| l.contains("sessiond:"))
-            .unwrap_or_else(|| panic!("no status line with sessiond counters in {out:?}"))
-            .to_string()
-    }
-}
-
-fn sock() -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s
-}
-
-fn dgram(t: u8, timeout: u16, key: &[u8; 32], value: &[u8]) -> Vec<u8> {
-    let mut d = vec![1, t];
-    d.extend_from_slice(&timeout.to_be_bytes());
-    d.extend_from_slice(key);
-    d.extend_from_slice(value);
-    d
-}
-
-fn key(b: u8) -> [u8; 32] {
-    let mut k = [b; 32];
-    k[0] = 0xA5;
-    k
-}
-
-/// A DER-looking session of `n` bytes.
-fn der(tag: u8, n: usize) -> Vec<u8> {
-    let mut v = vec![0x30, 0x7e];
-    v.extend((0..n - 2).map(|i| tag.wrapping_add(i as u8)));
-    v
-}
-
-/// Send a GET from `s` and return the reply.
-fn get(s: &UdpSocket, to: SocketAddr, k: &[u8; 32]) -> Vec<u8> {
-    s.send_to(&dgram(GET, 0, k, &[]), to).unwrap();
-    let mut buf = [0u8; 2048];
-    let (n, from) = s.recv_from(&mut buf).expect("no answer to a GET");
-    assert_eq!(from, to, "answer from another address");
-    buf[..n].to_vec()
-}
-
-fn send(s: &UdpSocket, to: SocketAddr, d: &[u8]) {
-    assert_eq!(s.send_to(d, to).unwrap(), d.len());
-}
-
-/// Send GET for `k` and check it is answered OK with `value`.
-fn expect_hit(s: &UdpSocket, to: SocketAddr, k: &[u8; 32], value: &[u8]) {
-    assert_eq!(get(s, to, k), dgram(OK, 0, k, value));
-}
-
-fn expect_miss(s: &UdpSocket, to: SocketAddr, k: &[u8; 32]) {
-    assert_eq!(get(s, to, k), dgram(ERR, 0, k, &[]));
-}
 
 #[test]
 fn new_get_remove_overwrite() {
@@ -135,21 +22,21 @@ fn new_get_remove_overwrite() {
     let v1 = der(1, 132);
     // NEW is never answered; a GET from another socket (another source
     // port, as stunnel uses a fresh socket per request) finds it.
-    send(&a, srv.udp, &dgram(NEW, 300, &k, &v1));
+    send_dgram(&a, srv.udp, &dgram(NEW, 300, &k, &v1));
     expect_hit(&b, srv.udp, &k, &v1);
     // Miss: an explicit ERR echoing the key.
     expect_miss(&b, srv.udp, &key(2));
     // Overwrite: a NEW for a stored key replaces the value.
     let v2 = der(9, 148);
-    send(&a, srv.udp, &dgram(NEW, 300, &k, &v2));
+    send_dgram(&a, srv.udp, &dgram(NEW, 300, &k, &v2));
     expect_hit(&b, srv.udp, &k, &v2);
     // The largest value stunnel sends (512 bytes) goes through whole.
     let k3 = key(3);
     let big = der(3, 512);
-    send(&a, srv.udp, &dgram(NEW, 300, &k3, &big));
+    send_dgram(&a, srv.udp, &dgram(NEW, 300, &k3, &big));
     expect_hit(&a, srv.udp, &k3, &big);
     // REMOVE is not answered and deletes.
-    send(&a, srv.udp, &dgram(REMOVE, 0, &k, &[]));
+    send_dgram(&a, srv.udp, &dgram(REMOVE, 0, &k, &[]));
     expect_miss(&b, srv.udp, &k);
     expect_hit(&b, srv.udp, &k3, &big);
     // Nothing was ever sent to `a` but the one GET answer it asked for.
@@ -170,15 +57,15 @@ fn sessions_expire() {
     let srv = Server::start(&[]);
     let s = sock();
     let (short, long) = (key(4), key(5));
-    send(&s, srv.udp, &dgram(NEW, 1, &short, b"\x30\x01x"));
-    send(&s, srv.udp, &dgram(NEW, 60, &long, b"\x30\x01y"));
+    send_dgram(&s, srv.udp, &dgram(NEW, 1, &short, b"\x30\x01x"));
+    send_dgram(&s, srv.udp, &dgram(NEW, 60, &long, b"\x30\x01y"));
     expect_hit(&s, srv.udp, &short, b"\x30\x01x");
     std::thread::sleep(Duration::from_millis(1100));
     expect_miss(&s, srv.udp, &short);
     expect_hit(&s, srv.udp, &long, b"\x30\x01y");
     // A zero timeout stores nothing visible.
     let zero = key(6);
-    send(&s, srv.udp, &dgram(NEW, 0, &zero, b"\x30\x01z"));
+    send_dgram(&s, srv.udp, &dgram(NEW, 0, &zero, b"\x30\x01z"));
     expect_miss(&s, srv.udp, &zero);
 }
 
@@ -187,7 +74,7 @@ fn malformed_datagrams_are_dropped_silently() {
     let srv = Server::start(&[]);
     let s = sock();
     let k = key(7);
-    send(&s, srv.udp, &dgram(NEW, 300, &k, b"\x30\x02ok"));
+    send_dgram(&s, srv.udp, &dgram(NEW, 300, &k, b"\x30\x02ok"));
     let mut bad_version = dgram(GET, 0, &k, &[]);
     bad_version[0] = 2;
     let mut zero_version = dgram(GET, 0, &k, &[]);
@@ -210,7 +97,7 @@ fn malformed_datagrams_are_dropped_silently() {
         dgram(GET, 0, &k, &vec![0; 60_000]),   // huge
     ];
     for d in &cases {
-        send(&s, srv.udp, d);
+        send_dgram(&s, srv.udp, d);
     }
     // The server handles one socket's datagrams in order: had it answered
     // any malformed one, that answer would arrive before this GET's.
@@ -248,18 +135,18 @@ fn key_spaces_are_apart() {
     expect_miss(&s, srv.udp, &k);
     // ... and a sessiond NEW is not visible to distcache, even under the
     // same id: both stores keep their own value.
-    send(&s, srv.udp, &dgram(NEW, 300, &k, b"\x30\x03tls"));
+    send_dgram(&s, srv.udp, &dgram(NEW, 300, &k, b"\x30\x03tls"));
     expect_hit(&s, srv.udp, &k, b"\x30\x03tls");
     assert_eq!(&*c.get(&k).unwrap().unwrap(), b"distcache-session");
     let k2 = key(9);
-    send(&s, srv.udp, &dgram(NEW, 300, &k2, b"\x30\x03tls"));
+    send_dgram(&s, srv.udp, &dgram(NEW, 300, &k2, b"\x30\x03tls"));
     expect_hit(&s, srv.udp, &k2, b"\x30\x03tls");
     assert!(c.get(&k2).unwrap().is_none());
     assert!(!c.has(&k2).unwrap());
     // Removing on one side leaves the other.
     assert!(c.remove(&k).unwrap());
     expect_hit(&s, srv.udp, &k, b"\x30\x03tls");
-    send(&s, srv.udp, &dgram(REMOVE, 0, &k2, &[]));
+    send_dgram(&s, srv.udp, &dgram(REMOVE, 0, &k2, &[]));
     assert!(c.add(&k2, b"later", 60_000).is_ok());
     expect_miss(&s, srv.udp, &k2);
 }
@@ -275,7 +162,7 @@ fn sessiond_capacity_is_its_own() {
         assert!(c.add(&[b'd', i], b"data", 60_000).is_ok());
     }
     for i in 0..3u8 {
-        send(
+        send_dgram(
             &s,
             srv.udp,
             &dgram(NEW, 300 + u16::from(i), &key(20 + i), &[0x30, i]),
@@ -379,7 +266,7 @@ fn sources_outside_the_allow_list_are_refused() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let k = key(40);
-    send(&good, srv.udp, &dgram(NEW, 300, &k, &der(4, 120)));
+    send_dgram(&good, srv.udp, &dgram(NEW, 300, &k, &der(4, 120)));
     other.send_to(&dgram(GET, 0, &k, &[]), srv.udp).unwrap();
     let mut buf = [0u8; 2048];
     assert!(
@@ -478,8 +365,8 @@ fn sessiond_sessions_survive_a_restart_with_snapshot() {
     let s = sock();
     let (k1, v1) = (key(7), der(7, 140));
     let (k2, v2) = (key(8), der(8, 300));
-    send(&s, udp, &dgram(NEW, 300, &k1, &v1));
-    send(&s, udp, &dgram(NEW, 300, &k2, &v2));
+    send_dgram(&s, udp, &dgram(NEW, 300, &k1, &v1));
+    send_dgram(&s, udp, &dgram(NEW, 300, &k2, &v2));
     expect_hit(&s, udp, &k2, &v2);
     let c = Client::new(&dir.addr("dc"), 0).unwrap();
     assert_eq!(

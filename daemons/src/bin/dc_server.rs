@@ -10,7 +10,15 @@
 //! stunnel waits only a few milliseconds for a GET answer, so the UDP socket
 //! is drained before any connection is served in every loop iteration, and
 //! again between connections when many are ready.
+//!
+//! With `-backend redis://host:port` dc_server keeps no sessions: it is a
+//! stateless front answering every request from Redis through one
+//! connection ([`Backend`]), so that several dc_servers can share one
+//! store. sessiond sessions go under their own key prefix; a sessiond GET
+//! Redis has not answered within `-sessiond-deadline` is dropped unanswered
+//! (stunnel then makes a full handshake).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -19,17 +27,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use distcache_rs::nal::Address;
-use distcache_rs::proto::{self, Decoder, Direction};
+use distcache_rs::proto::{self, status, Cmd, Decoder, Direction};
 use distcache_rs::server::cache::Cache;
 use distcache_rs::server::{handle_request, Policy, SessionCache, Stats};
 use distcache_rs::transport::Transport;
+use distcache_tools::backend::{Backend, Route, Taken};
 use distcache_tools::daemon::{self, Daemon};
 use distcache_tools::evloop::{self, Poller};
+use distcache_tools::idmap::{self, IdMap};
 use distcache_tools::link::Link;
-use distcache_tools::metrics::{self, ConnStats, Endpoint};
+use distcache_tools::metrics::{self, Answer as How, ConnStats, Endpoint};
+use distcache_tools::redis::{self, Answer, Request};
 use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::snapshot;
-use distcache_tools::store;
+use distcache_tools::store::{self, StoreAddress};
 use distcache_tools::tls::{ServerOptions, TlsStream};
 use distcache_tools::tlsconf::{self, DaemonAddress, ServerTls};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
@@ -129,6 +140,29 @@ const CLI: Cli = Cli {
             "serve GET /metrics (Prometheus text format) on this IP address, \
              e.g. IP:127.0.0.1:9101 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
         ),
+        Flag::value(
+            &["backend"],
+            "address",
+            "keep no sessions: answer every request (and sessiond datagram) from this Redis, \
+             redis://host:port or rediss://host:port (TLS); several dc_servers can share it",
+        ),
+        store::REDIS_PREFIX_FLAG,
+        store::REDIS_USER_FLAG,
+        store::REDIS_PASSWORD_FILE_FLAG,
+        store::REDIS_CA_FLAG,
+        store::REDIS_CERT_FLAG,
+        store::REDIS_KEY_FLAG,
+        Flag::value(
+            &["sessiond-prefix"],
+            "string",
+            "with -backend: Redis key prefix of the sessiond sessions (default stunnel-sess:)",
+        ),
+        Flag::value(
+            &["sessiond-deadline"],
+            "msecs",
+            "with -backend: drop a sessiond GET unanswered when Redis has not answered \
+             within this long; stunnel then makes a full handshake (default 2)",
+        ),
     ],
     extra: tlsconf::SERVER_FLAGS,
 };
@@ -172,7 +206,20 @@ const TOK_LISTENER: u64 = 1 << 48;
 const MAX_LISTEN: usize = 16;
 const TOK_SIGNALS: u64 = 1;
 const TOK_SESSIOND: u64 = 2;
+/// The `-backend` Redis connection.
+const TOK_BACKEND: u64 = TOK_LISTENER - 1;
 const TOK_BASE: u64 = 3;
+
+/// Default `-sessiond-prefix`.
+const DEFAULT_SESSIOND_PREFIX: &str = "stunnel-sess:";
+/// Default `-sessiond-deadline` (ms): stunnel waits only a few.
+const DEFAULT_SESSIOND_DEADLINE_MS: u64 = 2;
+/// sessiond requests waiting on Redis at once, at most; beyond it a
+/// datagram is dropped (a GET unanswered), counted and logged.
+const MAX_SESSIOND_WAITING: usize = 1024;
+/// Requests of one connection waiting on Redis at once, at most; beyond it
+/// the connection's further requests wait unread.
+const MAX_CONN_WAITING: u32 = 256;
 
 struct Config {
     /// Every `-listen` address, in the order given.
@@ -201,6 +248,84 @@ struct Config {
     /// `-snapshot-interval`, in ms (0: only at shutdown).
     snapshot_every_ms: u64,
     metrics: Option<Address>,
+    /// `-backend`: the Redis connection and the ADD timeout bounds, and the
+    /// warning to log about the address, if any.
+    backend: Option<(redis::Config, store::Timeouts)>,
+    backend_warning: Option<String>,
+    sessiond_prefix: Vec<u8>,
+    sessiond_deadline_ms: u64,
+}
+
+/// The flags that make no sense with `-backend`: the sessions are in
+/// Redis, not here.
+const LOCAL_ONLY: &[&str] = &[
+    "sessions",
+    "sessiond-sessions",
+    "snapshot",
+    "snapshot-interval",
+];
+
+/// The flags that only make sense with `-backend`.
+const BACKEND_ONLY: &[&str] = &["sessiond-prefix", "sessiond-deadline"];
+
+/// `-backend` and the flags that go with it.
+#[allow(clippy::type_complexity)]
+fn backend_config(
+    p: &Parsed,
+    sessiond: bool,
+) -> Result<
+    (
+        Option<(redis::Config, store::Timeouts)>,
+        Option<String>,
+        Vec<u8>,
+        u64,
+    ),
+    String,
+> {
+    let Some(a) = p.get("backend") else {
+        if let Some(n) = store::REDIS_FLAG_NAMES
+            .iter()
+            .chain(BACKEND_ONLY)
+            .find(|n| p.has(n))
+        {
+            return Err(format!("flag -{n}: only with -backend redis://host:port"));
+        }
+        return Ok((None, None, Vec::new(), 0));
+    };
+    if !store::is_store_address(a) {
+        return Err(format!(
+            "flag -backend: '{a}' is not a store address (redis://host:port or rediss://host:port)"
+        ));
+    }
+    let st = StoreAddress::parse(a).map_err(|e| format!("flag -backend: {e}"))?;
+    if let Some(n) = LOCAL_ONLY.iter().find(|n| p.has(n)) {
+        return Err(format!(
+            "flag -{n}: makes no sense with -backend (the sessions are kept in {st})"
+        ));
+    }
+    if let Some(n) = BACKEND_ONLY.iter().find(|n| p.has(n)).filter(|_| !sessiond) {
+        return Err(format!("flag -{n}: needs -sessiond"));
+    }
+    let warning = st.warning("-backend");
+    let cfg = store::redis_config(p, st, "-backend")?;
+    let prefix = p.get("sessiond-prefix").unwrap_or(DEFAULT_SESSIOND_PREFIX);
+    if prefix.is_empty() {
+        return Err("flag -sessiond-prefix: empty prefix".into());
+    }
+    if sessiond && prefix.as_bytes() == cfg.prefix.as_slice() {
+        return Err(format!(
+            "flag -sessiond-prefix: '{prefix}' is the distcache prefix too (-redis-prefix): \
+             stunnel and distcache sessions must not share keys"
+        ));
+    }
+    let deadline = p.num("sessiond-deadline", DEFAULT_SESSIOND_DEADLINE_MS, 1, 10_000)?;
+    let timeouts = store::Timeouts::from_flags(p)?;
+    Ok((
+        Some((cfg, timeouts)),
+        warning,
+        prefix.as_bytes().to_vec(),
+        deadline,
+    ))
 }
 
 /// Parse a `-sessiond` address: `host:port` (stunnel's own syntax, e.g.
@@ -287,6 +412,8 @@ fn config(p: &Parsed) -> Result<Config, String> {
         }
         _ => sessiond::Allow::loopback(),
     };
+    let (backend, backend_warning, sessiond_prefix, sessiond_deadline_ms) =
+        backend_config(p, sessiond.is_some())?;
     let sessions = p.num("sessions", 512, 1, MAX_SESSIONS)?;
     let pidfile = match p.get("pidfile") {
         Some("") => return Err("flag -pidfile: empty path".into()),
@@ -348,6 +475,10 @@ fn config(p: &Parsed) -> Result<Config, String> {
         snapshot,
         snapshot_every_ms: snapshot_every * 1000,
         metrics: p.get("metrics").map(metrics::parse_address).transpose()?,
+        backend,
+        backend_warning,
+        sessiond_prefix,
+        sessiond_deadline_ms,
     })
 }
 
@@ -396,6 +527,9 @@ fn run() -> i32 {
         )
     }) {
         log(&w);
+    }
+    if let Some(w) = &cfg.backend_warning {
+        log(w);
     }
     for l in cfg.listen.iter().filter(|l| !l.tls) {
         if let Address::Ip { addr, .. } = &l.addr {
@@ -482,14 +616,21 @@ fn run() -> i32 {
     }
     d.ready(&format!("listening on {shown}"));
     if !cfg.daemon {
-        log(&format!(
-            "listening on {shown}, up to {} sessions",
-            cfg.sessions
-        ));
+        let kept = match &cfg.backend {
+            Some((r, _)) => format!("sessions kept in the -backend at {}", r.addr),
+            None => format!("up to {} sessions", cfg.sessions),
+        };
+        log(&format!("listening on {shown}, {kept}"));
         if let Some(a) = cfg.sessiond {
+            let kept = match &cfg.backend {
+                Some(_) => format!(
+                    "sessions under {} in the -backend",
+                    String::from_utf8_lossy(&cfg.sessiond_prefix)
+                ),
+                None => format!("up to {} sessions", cfg.sessiond_sessions),
+            };
             log(&format!(
-                "serving stunnel sessiond on UDP {a}, up to {} sessions (no authentication: keep this address private)",
-                cfg.sessiond_sessions
+                "serving stunnel sessiond on UDP {a}, {kept} (no authentication: keep this address private)"
             ));
         }
         if let Some(a) = server.metrics.as_ref().and_then(Endpoint::local_addr) {
@@ -538,13 +679,16 @@ fn release_big_buffers() {
 struct Conn {
     link: Link,
     peer: String,
+    /// With `-backend`: requests sent to Redis, not yet answered.
+    waiting: u32,
 }
 
 impl Conn {
-    /// A request is owed an answer: answers unsent, or whole requests
-    /// received and not yet processed. Such a connection never makes room.
+    /// A request is owed an answer: answers unsent, requests waiting on
+    /// Redis, or whole requests received and not yet processed. Such a
+    /// connection never makes room.
     fn in_flight(&self) -> bool {
-        self.link.unsent() > 0 || proto::starts_with_frame(&self.link.inbuf)
+        self.link.unsent() > 0 || self.waiting > 0 || proto::starts_with_frame(&self.link.inbuf)
     }
 }
 
@@ -606,6 +750,32 @@ struct Sessiond {
     /// Kept apart from the connection log limiter, so a flood of bad
     /// datagrams cannot hide connection problems.
     logs: RateLimit,
+    /// With `-backend`: the key prefix (`-sessiond-prefix`), the GET
+    /// deadline (`-sessiond-deadline`, ms), the longest lifetime
+    /// (`-maxtimeout`, ms), the requests waiting on Redis by backend token
+    /// (at most [`MAX_SESSIOND_WAITING`]) and the GETs' deadlines in
+    /// order (an entry whose GET was answered is skipped when due).
+    prefix: Vec<u8>,
+    deadline_ms: u64,
+    maxtimeout: u64,
+    waiting: IdMap<u64, Waiting>,
+    due: VecDeque<(u64, u64)>,
+    /// GETs dropped by the deadline; requests dropped because too many
+    /// waited.
+    deadline_drops: u64,
+    busy: u64,
+}
+
+/// A sessiond request waiting on Redis.
+enum Waiting {
+    /// A GET: answered to `peer` if Redis answers by `due` (ms).
+    Get {
+        peer: SocketAddr,
+        key: [u8; sessiond::KEY_LEN],
+        due: u64,
+    },
+    /// A NEW's or REMOVE's command: never answered.
+    Write,
 }
 
 impl Sessiond {
@@ -622,6 +792,13 @@ impl Sessiond {
             buf: vec![0u8; sessiond::HEADER_LEN + sessiond::MAX_VALUE + 1],
             reply: Vec::with_capacity(sessiond::HEADER_LEN + sessiond::MAX_VALUE),
             logs: RateLimit::new(5),
+            prefix: Vec::new(),
+            deadline_ms: DEFAULT_SESSIOND_DEADLINE_MS,
+            maxtimeout: 0,
+            waiting: idmap::new(),
+            due: VecDeque::new(),
+            deadline_drops: 0,
+            busy: 0,
         }
     }
 
@@ -640,8 +817,9 @@ impl Sessiond {
     }
 
     /// Receive and answer datagrams until none is waiting (at most
-    /// `SESSIOND_BATCH`). GET answers go out at once, to the sender.
-    fn drain(&mut self) {
+    /// `SESSIOND_BATCH`). GET answers go out at once, to the sender; with a
+    /// backend, the requests go to Redis ([`Sessiond::ask`]).
+    fn drain(&mut self, mut backend: Option<&mut Backend>, poller: &Poller) {
         for _ in 0..SESSIOND_BATCH {
             let (n, peer) = match self.sock.recv_from(&mut self.buf) {
                 Ok(r) => r,
@@ -662,6 +840,10 @@ impl Sessiond {
                 continue;
             }
             let now = tools::now_ms();
+            if let Some(b) = backend.as_deref_mut() {
+                self.ask(b, poller, n, peer, now);
+                continue;
+            }
             match sessiond::handle(
                 &mut self.cache,
                 &mut self.stats,
@@ -670,29 +852,169 @@ impl Sessiond {
                 &mut self.reply,
             ) {
                 Ok(false) => {}
-                Ok(true) if !self.limit.take(peer.ip(), now) => {
-                    self.limited += 1;
-                    self.note(&format!(
-                        "withheld an answer to {peer}: more than {} answers a second to one source",
-                        sessiond::ANSWERS_PER_SEC
-                    ));
-                }
-                Ok(true) => loop {
-                    match self.sock.send_to(&self.reply, peer) {
-                        Ok(_) => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            self.unsent += 1;
-                            self.note(&format!("cannot answer {peer}: {e}"));
-                            break;
-                        }
-                    }
-                },
+                Ok(true) => self.send_reply(peer, now),
                 Err(why) => {
                     self.note(&format!("dropped a datagram from {peer}: {why}"));
                 }
             }
         }
+    }
+
+    /// Send `reply` to `peer`, within the per-source answer limit.
+    fn send_reply(&mut self, peer: SocketAddr, now: u64) {
+        if !self.limit.take(peer.ip(), now) {
+            self.limited += 1;
+            self.note(&format!(
+                "withheld an answer to {peer}: more than {} answers a second to one source",
+                sessiond::ANSWERS_PER_SEC
+            ));
+            return;
+        }
+        loop {
+            match self.sock.send_to(&self.reply, peer) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.unsent += 1;
+                    self.note(&format!("cannot answer {peer}: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Put `reply` together: OK with `value` for a hit, else ERR.
+    fn set_reply(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.reply.clear();
+        let t = if value.is_some() {
+            sessiond::T_OK
+        } else {
+            sessiond::T_ERR
+        };
+        self.reply.extend_from_slice(&[sessiond::VERSION, t, 0, 0]);
+        self.reply.extend_from_slice(key);
+        self.reply.extend_from_slice(value.unwrap_or_default());
+    }
+
+    /// With a backend: send datagram `buf[..n]` from `peer` on to Redis.
+    /// NEW is a DEL then a `SET NX` (a NEW overwrites), REMOVE a DEL, GET a
+    /// GET answered later ([`Sessiond::answered`]) or dropped at its
+    /// deadline ([`Sessiond::expire`]); a GET Redis cannot take is answered
+    /// ERR at once (not found: stunnel makes a full handshake).
+    fn ask(&mut self, b: &mut Backend, poller: &Poller, n: usize, peer: SocketAddr, now: u64) {
+        let buf = std::mem::take(&mut self.buf);
+        let req = sessiond::parse(&buf[..n]);
+        let req = match req {
+            Ok(r) => r,
+            Err(why) => {
+                self.stats.dropped += 1;
+                self.note(&format!("dropped a datagram from {peer}: {why}"));
+                self.buf = buf;
+                return;
+            }
+        };
+        if self.waiting.len() >= MAX_SESSIOND_WAITING {
+            self.busy += 1;
+            self.note(&format!(
+                "dropped a datagram from {peer}: {MAX_SESSIOND_WAITING} sessiond requests already wait on the backend"
+            ));
+            self.buf = buf;
+            return;
+        }
+        let prefix = std::mem::take(&mut self.prefix);
+        match req {
+            sessiond::Request::New {
+                timeout_s,
+                key,
+                value,
+            } => {
+                self.stats.news += 1;
+                let ms =
+                    (u64::from(timeout_s.min(sessiond::MAX_TIMEOUT_S)) * 1000).min(self.maxtimeout);
+                if let Ok(t) = b.submit_raw(poller, &prefix, Request::Remove { id: key }, now) {
+                    self.waiting.insert(t, Waiting::Write);
+                }
+                if ms > 0 {
+                    let add = Request::Add {
+                        id: key,
+                        data: value,
+                        timeout_ms: ms,
+                    };
+                    if let Ok(t) = b.submit_raw(poller, &prefix, add, now) {
+                        self.waiting.insert(t, Waiting::Write);
+                    }
+                }
+            }
+            sessiond::Request::Remove { key } => {
+                self.stats.removes += 1;
+                if let Ok(t) = b.submit_raw(poller, &prefix, Request::Remove { id: key }, now) {
+                    self.waiting.insert(t, Waiting::Write);
+                }
+            }
+            sessiond::Request::Get { key } => {
+                self.stats.gets += 1;
+                let mut k = [0u8; sessiond::KEY_LEN];
+                k.copy_from_slice(key);
+                match b.submit_raw(poller, &prefix, Request::Get { id: key }, now) {
+                    Ok(t) => {
+                        let due = now.saturating_add(self.deadline_ms);
+                        self.waiting.insert(t, Waiting::Get { peer, key: k, due });
+                        self.due.push_back((due, t));
+                    }
+                    Err(_) => {
+                        self.set_reply(&k, None);
+                        self.send_reply(peer, now);
+                    }
+                }
+            }
+        }
+        self.prefix = prefix;
+        self.buf = buf;
+    }
+
+    /// Redis answered the request sent as `token`: a GET still within its
+    /// deadline is answered.
+    fn answered(&mut self, token: u64, answer: &Answer, now: u64) {
+        let Some(Waiting::Get { peer, key, due }) = self.waiting.remove(&token) else {
+            return;
+        };
+        if now > due {
+            self.dropped_late(peer);
+            return;
+        }
+        let value = match answer {
+            Answer::Hit(v) if v.len() <= sessiond::MAX_VALUE => Some(v.as_slice()),
+            _ => None,
+        };
+        self.stats.hits += u64::from(value.is_some());
+        self.set_reply(&key, value);
+        self.send_reply(peer, now);
+    }
+
+    fn dropped_late(&mut self, peer: SocketAddr) {
+        self.deadline_drops += 1;
+        self.note(&format!(
+            "dropped a GET from {peer} unanswered: the backend did not answer within {} ms (-sessiond-deadline); {} so far",
+            self.deadline_ms, self.deadline_drops
+        ));
+    }
+
+    /// Drop the GETs past their deadline, unanswered.
+    fn expire(&mut self, now: u64) {
+        while let Some(&(due, token)) = self.due.front() {
+            if due > now {
+                break;
+            }
+            self.due.pop_front();
+            if let Some(Waiting::Get { peer, .. }) = self.waiting.remove(&token) {
+                self.dropped_late(peer);
+            }
+        }
+    }
+
+    /// When the next GET deadline is due (ms).
+    fn next_due(&self) -> Option<u64> {
+        self.due.front().map(|&(d, _)| d)
     }
 }
 
@@ -759,6 +1081,10 @@ struct Server {
     /// `-metrics`, and the connection counters it shows.
     metrics: Option<Endpoint>,
     conn_stats: ConnStats,
+    /// `-backend`: the Redis every request is answered from (the caches
+    /// above then stay empty), and the requests it failed.
+    backend: Option<Backend>,
+    backend_failures: u64,
 }
 
 impl Server {
@@ -779,7 +1105,14 @@ impl Server {
         let sessiond = udp.map(|u| {
             let sp = cfg.snapshot.as_deref().map(sessiond_snapshot);
             let sd_cache = restored_cache(cfg.sessiond_sessions, cfg.maxtimeout, sp.as_deref());
-            Sessiond::new(u, sd_cache, cfg.sessiond_allow.clone())
+            let mut sd = Sessiond::new(u, sd_cache, cfg.sessiond_allow.clone());
+            sd.prefix.clone_from(&cfg.sessiond_prefix);
+            sd.deadline_ms = cfg.sessiond_deadline_ms;
+            sd.maxtimeout = cfg.maxtimeout;
+            sd
+        });
+        let backend = cfg.backend.clone().map(|(rcfg, timeouts)| {
+            Backend::new(rcfg, timeouts, TOK_BACKEND, &poller, tools::now_ms())
         });
         Ok(Server {
             poller,
@@ -815,6 +1148,8 @@ impl Server {
             next_snapshot: tools::now_ms().saturating_add(cfg.snapshot_every_ms),
             metrics: None,
             conn_stats: ConnStats::default(),
+            backend,
+            backend_failures: 0,
         })
     }
 
@@ -861,7 +1196,7 @@ impl Server {
             // Up to the next -idle/-stall scan when one is due sooner (a
             // short -stall bounds a handshake that never completes).
             let now = tools::now_ms();
-            let wait = if !self.again.is_empty() {
+            let mut wait = if !self.again.is_empty() {
                 Duration::ZERO
             } else if (self.idle_ms > 0 || self.stall_ms > 0) && self.nconns > 0 {
                 sleep.min(Duration::from_millis(
@@ -870,6 +1205,15 @@ impl Server {
             } else {
                 sleep
             };
+            // The backend's deadlines and reconnects, and the sessiond
+            // GETs' deadlines.
+            let due = [
+                self.backend.as_ref().and_then(Backend::next_wake),
+                self.sessiond.as_ref().and_then(Sessiond::next_due),
+            ];
+            if let Some(t) = due.into_iter().flatten().min() {
+                wait = wait.min(Duration::from_millis(t.saturating_sub(now)));
+            }
             self.poller.wait(Some(wait), &mut events)?;
             // stunnel waits only a few milliseconds for a GET answer:
             // datagrams go first, and are looked for again every few
@@ -883,6 +1227,12 @@ impl Server {
             for ev in &events {
                 match ev.token {
                     TOK_SESSIOND => {}
+                    TOK_BACKEND => {
+                        if let Some(b) = &mut self.backend {
+                            b.event(&self.poller, ev, tools::now_ms());
+                        }
+                        self.deliver_backend();
+                    }
                     // After the connections: a newcomer accepted in the
                     // previous round has its request read before more
                     // newcomers can push it out of a full table.
@@ -926,6 +1276,13 @@ impl Server {
             for idx in std::mem::take(&mut self.again) {
                 self.conn_event(idx, evloop::READ);
             }
+            if let Some(b) = &mut self.backend {
+                b.tick(&self.poller, tools::now_ms());
+                self.deliver_backend();
+            }
+            if let Some(sd) = &mut self.sessiond {
+                sd.expire(tools::now_ms());
+            }
             self.free.append(&mut self.freed);
             for i in 0..self.listening.len() {
                 if accept & (1 << i) != 0 {
@@ -959,6 +1316,10 @@ impl Server {
         self.next_idle_scan = now + idle.min(stall).clamp(1, 4000) / 4;
         for idx in 0..self.conns.len() {
             let Some(c) = &self.conns[idx] else { continue };
+            if c.waiting > 0 {
+                // Answers due from the backend (within its deadline).
+                continue;
+            }
             let l = &c.link;
             let why = if let Some(quiet) = l.stalled(now, self.stall_ms) {
                 self.conn_stats.closed_stall += 1;
@@ -986,7 +1347,53 @@ impl Server {
 
     fn sessiond_drain(&mut self) {
         if let Some(sd) = &mut self.sessiond {
-            sd.drain();
+            sd.drain(self.backend.as_mut(), &self.poller);
+        }
+    }
+
+    /// Hand the answers the backend completed to their connections (and
+    /// datagrams), then serve those connections: their answers go out and
+    /// requests held back by [`MAX_CONN_WAITING`] are taken.
+    fn deliver_backend(&mut self) {
+        let Some(b) = &mut self.backend else { return };
+        let now = tools::now_ms();
+        let mut touched = Vec::new();
+        let (conns, stats, failures) =
+            (&mut self.conns, &mut self.stats, &mut self.backend_failures);
+        b.deliver(&mut |r: Route, payload, how| {
+            count(stats, r.cmd, payload, how);
+            if how != How::Server {
+                *failures += 1;
+            }
+            let idx = (r.client - TOK_BASE) as usize;
+            // The connection that sent it, not one that took its slot
+            // since: else the answer is dropped.
+            let Some(c) = conns
+                .get_mut(idx)
+                .and_then(Option::as_mut)
+                .filter(|c| c.link.serial() == r.tag)
+            else {
+                return;
+            };
+            c.waiting -= 1;
+            // Payloads are a session or one byte: never too large.
+            let _ = proto::encode_message(c.link.out(), true, r.uid, r.cmd, payload);
+            c.link.completed = true;
+            c.link.since = now;
+            c.link.last_active = now;
+            c.link.output_starts(now);
+            touched.push(idx);
+        });
+        let raw = b.take_raw();
+        if let Some(sd) = &mut self.sessiond {
+            for c in &raw {
+                sd.answered(c.token, &c.answer, now);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for idx in touched {
+            self.conn_event(idx, evloop::WRITE);
         }
     }
 
@@ -1185,7 +1592,11 @@ impl Server {
         let token = idx as u64 + TOK_BASE;
         match Link::accepted_boxed(stream, token, Direction::Requests, &self.poller) {
             Ok(link) => {
-                self.conns[idx] = Some(Conn { link, peer });
+                self.conns[idx] = Some(Conn {
+                    link,
+                    peer,
+                    waiting: 0,
+                });
                 self.nconns += 1;
                 self.conn_stats.accepted += 1;
             }
@@ -1205,14 +1616,16 @@ impl Server {
         self.buffered = conn.link.recharge(self.buffered, held);
         match outcome {
             Outcome::Keep => {
-                let want = desired_interest(&conn.link, self.over_budget());
+                let want = desired_interest(&conn.link, conn.waiting, self.over_budget());
                 if let Err(e) = conn.link.set_interest(&self.poller, want) {
                     let msg = format!("closing connection from {}: epoll: {e}", conn.peer);
                     self.note(&msg);
                     self.close(idx, conn);
                     return;
                 }
-                if conn.link.has_buffered_input() && !paused(&conn.link, self.over_budget()) {
+                if conn.link.has_buffered_input()
+                    && !paused(&conn.link, conn.waiting, self.over_budget())
+                {
                     self.again.push(idx);
                 }
                 self.conns[idx] = Some(conn);
@@ -1247,11 +1660,11 @@ impl Server {
         // Over -maxbuffer, a connection whose answers wait unsent takes no
         // more requests until they drain.
         let over = self.over_budget();
-        if !paused(link, over) && events & (evloop::READ | evloop::HUP) != 0 {
+        if !paused(link, conn.waiting, over) && events & (evloop::READ | evloop::HUP) != 0 {
             match link.read_once(&mut self.scratch) {
                 Ok(got) if got.eof => link.eof = true,
                 Ok(got) if got.n > 0 => {
-                    let r = self.take_input(link, got.n);
+                    let r = self.take_input(conn, got.n);
                     if let Some(o) = self.stopped(conn, r) {
                         return o;
                     }
@@ -1269,9 +1682,9 @@ impl Server {
             }
             // Output drained below the mark: decode what is still buffered
             // (also after the peer finished sending).
-            if !backed_up(link, over) && proto::decodable(&link.inbuf) {
+            if !backed_up(link, conn.waiting, over) && proto::decodable(&link.inbuf) {
                 let before = link.inbuf.len();
-                let r = self.process_buffered(link);
+                let r = self.process_buffered(conn);
                 if let Some(o) = self.stopped(conn, r) {
                     return o;
                 }
@@ -1281,7 +1694,8 @@ impl Server {
             }
             break;
         }
-        if conn.link.finished() {
+        // Answers still due from the backend keep a half-closed connection.
+        if conn.link.finished() && conn.waiting == 0 {
             return Outcome::Close(None);
         }
         Outcome::Keep
@@ -1302,29 +1716,45 @@ impl Server {
     }
 
     /// Decode `scratch[..n]` (after any buffered bytes).
-    fn take_input(&mut self, link: &mut Link, n: usize) -> Result<(), Stop> {
-        if link.inbuf.is_empty() {
-            let used = process(
-                link,
-                &self.scratch[..n],
-                &mut self.cache,
-                &self.policy,
-                &mut self.stats,
-            )?;
-            link.keep(&self.scratch[used..n]);
-            Ok(())
+    fn take_input(&mut self, conn: &mut Conn, n: usize) -> Result<(), Stop> {
+        if conn.link.inbuf.is_empty() {
+            let scratch = std::mem::take(&mut self.scratch);
+            let used = self.process(conn, &scratch[..n]);
+            if let Ok(used) = used {
+                conn.link.keep(&scratch[used..n]);
+            }
+            self.scratch = scratch;
+            used.map(|_| ())
         } else {
-            link.keep(&self.scratch[..n]);
-            self.process_buffered(link)
+            conn.link.keep(&self.scratch[..n]);
+            self.process_buffered(conn)
         }
     }
 
-    fn process_buffered(&mut self, link: &mut Link) -> Result<(), Stop> {
-        let input = std::mem::take(&mut link.inbuf);
-        let used = process(link, &input, &mut self.cache, &self.policy, &mut self.stats);
-        link.inbuf = input;
-        link.consumed(used?);
+    fn process_buffered(&mut self, conn: &mut Conn) -> Result<(), Stop> {
+        let input = std::mem::take(&mut conn.link.inbuf);
+        let used = self.process(conn, &input);
+        conn.link.inbuf = input;
+        conn.link.consumed(used?);
         Ok(())
+    }
+
+    /// Answer `input`'s requests from the cache, or send them to the
+    /// backend.
+    fn process(&mut self, conn: &mut Conn, input: &[u8]) -> Result<usize, Stop> {
+        let answerer = match &mut self.backend {
+            Some(backend) => Answerer::Backend {
+                backend,
+                poller: &self.poller,
+                waiting: &mut conn.waiting,
+                failures: &mut self.backend_failures,
+            },
+            None => Answerer::Cache {
+                cache: &mut self.cache,
+                policy: &self.policy,
+            },
+        };
+        process(&mut conn.link, input, answerer, &mut self.stats)
     }
 
     /// An event for the -metrics endpoint; a scrape reads the counters.
@@ -1332,6 +1762,7 @@ impl Server {
         let Some(ep) = &mut self.metrics else { return };
         let (cache, stats, sessiond) = (&mut self.cache, &self.stats, &mut self.sessiond);
         let (open, conns) = (self.nconns as u64, self.conn_stats);
+        let (backend, failures) = (self.backend.is_some(), self.backend_failures);
         ep.event(&self.poller, token, events, &mut |e| {
             let now = tools::now_ms();
             let view = metrics::ServerView {
@@ -1344,8 +1775,11 @@ impl Server {
                     refused: sd.refused,
                     limited: sd.limited,
                     unsent: sd.unsent,
+                    deadline: sd.deadline_drops,
+                    busy: sd.busy,
                     store: metrics::StoreView::of(&mut sd.cache, now),
                 }),
+                backend_failures: backend.then_some(failures),
             };
             metrics::render_server(&view, e)
         });
@@ -1386,6 +1820,18 @@ impl Server {
             }
             None => String::new(),
         };
+        let sd = match (&self.backend, &self.sessiond) {
+            (Some(_), Some(x)) => format!("{sd} late={} busy={}", x.deadline_drops, x.busy),
+            _ => sd,
+        };
+        let sd = match &self.backend {
+            Some(b) => format!(
+                "{sd} backend={} failed={}",
+                if b.is_up() { "up" } else { "down" },
+                self.backend_failures
+            ),
+            None => sd,
+        };
         println!(
             "[{}] {TOOL}: ops={} (+{}) adds={} refused={} gets={} hits={} misses={} removes={} haves={} items={}/{} conns={}{sd}",
             tools::timestamp(),
@@ -1416,15 +1862,59 @@ fn tls_reason(e: &io::Error) -> Option<String> {
     distcache_tools::tls::Failure::of(e).map(|f| f.to_string())
 }
 
-/// Answers back up past the mark, or wait while over -maxbuffer: take no
-/// more requests.
-fn backed_up(link: &Link, over_budget: bool) -> bool {
-    link.unsent() >= OUT_HIGH || (over_budget && link.unsent() > 0)
+/// Answers back up past the mark, wait while over -maxbuffer, or too many
+/// requests wait on the backend: take no more requests.
+fn backed_up(link: &Link, waiting: u32, over_budget: bool) -> bool {
+    link.unsent() >= OUT_HIGH || (over_budget && link.unsent() > 0) || waiting >= MAX_CONN_WAITING
 }
 
 /// Reading is paused: backed up, or the peer finished sending.
-fn paused(link: &Link, over_budget: bool) -> bool {
-    link.eof || backed_up(link, over_budget)
+fn paused(link: &Link, waiting: u32, over_budget: bool) -> bool {
+    link.eof || backed_up(link, waiting, over_budget)
+}
+
+/// Where `process` gets its answers.
+enum Answerer<'a> {
+    /// The built-in cache.
+    Cache {
+        cache: &'a mut dyn SessionCache,
+        policy: &'a Policy,
+    },
+    /// `-backend`: Redis; answers come later through
+    /// `Server::deliver_backend`, counted in `waiting` until then.
+    Backend {
+        backend: &'a mut Backend,
+        poller: &'a Poller,
+        waiting: &'a mut u32,
+        failures: &'a mut u64,
+    },
+}
+
+/// Count a request answered through the backend in the status counters.
+fn count(stats: &mut Stats, cmd: Cmd, payload: &[u8], how: How) {
+    let answered = how == How::Server;
+    let yes = answered && payload == [status::OK];
+    stats.ops += 1;
+    match cmd {
+        Cmd::Add => {
+            stats.adds += 1;
+            stats.adds_refused += u64::from(!yes);
+        }
+        Cmd::Get => {
+            stats.gets += 1;
+            let hit = answered && payload != [status::NOTOK];
+            stats.hits += u64::from(hit);
+            stats.misses += u64::from(!hit);
+        }
+        Cmd::Remove => {
+            stats.removes += 1;
+            stats.removes_found += u64::from(yes);
+        }
+        Cmd::Have => {
+            stats.haves += 1;
+            stats.haves_found += u64::from(yes);
+        }
+    }
 }
 
 /// Decode and answer requests from the front of `input` until it runs out,
@@ -1433,16 +1923,22 @@ fn paused(link: &Link, over_budget: bool) -> bool {
 fn process(
     link: &mut Link,
     input: &[u8],
-    cache: &mut dyn SessionCache,
-    policy: &Policy,
+    mut answerer: Answerer<'_>,
     stats: &mut Stats,
 ) -> Result<usize, Stop> {
     let mut off = 0;
     let mut big = false;
     let mut answered = false;
-    let now = tools::now_ms();
+    let now_us = tools::now_us();
+    let now = now_us / 1000;
     link.output_starts(now);
+    let (token, tag) = (link.token(), link.serial());
     while link.unsent() < OUT_HIGH {
+        if let Answerer::Backend { waiting, .. } = &answerer {
+            if **waiting >= MAX_CONN_WAITING {
+                break;
+            }
+        }
         let (dec, _, out) = link.parts();
         match dec
             .feed(&input[off..])
@@ -1453,13 +1949,37 @@ fn process(
             proto::Event::Message { consumed, msg } => {
                 let (uid, cmd) = (msg.uid, msg.cmd);
                 big |= msg.payload.len() >= proto::MSG_MAX_DATA;
-                handle_request(cache, policy, stats, now, msg, out).map_err(|_| {
+                let fatal = || {
                     Stop::Fatal(format!(
                         "corrupt {} request (uid {uid:#x}): payload too short",
                         cmd.name()
                     ))
-                })?;
-                answered = true;
+                };
+                match &mut answerer {
+                    Answerer::Cache { cache, policy } => {
+                        handle_request(*cache, policy, stats, now, msg, out)
+                            .map_err(|_| fatal())?;
+                        answered = true;
+                    }
+                    Answerer::Backend { .. } if msg.is_response => return Err(fatal()),
+                    Answerer::Backend {
+                        backend,
+                        poller,
+                        waiting,
+                        failures,
+                    } => match backend.request(poller, token, tag, &msg, now, now_us) {
+                        Taken::Queued => **waiting += 1,
+                        Taken::Now(code, how) => {
+                            count(stats, cmd, &[code], how);
+                            if how != How::Server {
+                                **failures += 1;
+                            }
+                            let _ = proto::encode_message(out, true, uid, cmd, &[code]);
+                            answered = true;
+                        }
+                        Taken::Fatal => return Err(fatal()),
+                    },
+                }
                 off += consumed;
             }
         }
@@ -1483,8 +2003,8 @@ fn process(
 /// (output backlog, or the peer finished sending) the connection is watched
 /// edge-triggered for WRITE only, so a lingering hang-up condition cannot
 /// wake the loop again and again.
-fn desired_interest(link: &Link, over_budget: bool) -> u32 {
-    if paused(link, over_budget) {
+fn desired_interest(link: &Link, waiting: u32, over_budget: bool) -> u32 {
+    if paused(link, waiting, over_budget) {
         evloop::WRITE | libc::EPOLLET as u32
     } else if link.unsent() > 0 || link.wants_write() {
         evloop::READ | evloop::WRITE

@@ -10,6 +10,7 @@ pub use shared::*;
 pub mod metrics;
 pub mod pki;
 pub mod redis;
+pub mod sessiond;
 
 /// Start dc_client with `-server srv -listen UNIX:<dir>/client` and extra args.
 pub fn dc_client(dir: &TempDir, server: &str, extra: &[&str]) -> Proc {

@@ -28,7 +28,6 @@
 //! through one Redis connection ([`backend`]); failures are 0x02 at once
 //! while Redis is down and within `-deadline` when it is slow.
 
-mod backend;
 mod mux;
 
 use std::io;
@@ -45,12 +44,12 @@ use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer, Endpoint};
 use distcache_tools::redis;
 use distcache_tools::store::{self, StoreAddress, Timeouts};
-use distcache_tools::tls::{TlsClient, TlsStream};
+use distcache_tools::tls::TlsStream;
 use distcache_tools::tlsconf::{self, ClientTls, DaemonAddress};
 use distcache_tools::tools::evict::{pick_victim, Candidate};
 use distcache_tools::tools::{self, Cli, Flag, Listener, SockOpts};
 
-use backend::{Backend, Taken};
+use distcache_tools::backend::{Backend, Taken};
 use mux::Mux;
 
 const CLI: Cli = Cli {
@@ -124,32 +123,12 @@ const CLI: Cli = Cli {
             "serve GET /metrics (Prometheus text format) on this IP address, \
              e.g. IP:127.0.0.1:9102 (at most 16 scrapers at once, 8 KiB requests, 5 s each)",
         ),
-        Flag::value(
-            &["redis-prefix"],
-            "string",
-            "Redis: key prefix before the hex session id (default mod_ssl-sess:, as Apache's mod_socache_redis)",
-        ),
-        Flag::value(&["redis-user"], "name", "Redis: ACL user to AUTH as"),
-        Flag::value(
-            &["redis-password-file"],
-            "file",
-            "Redis: read the AUTH password from this file (a trailing newline is dropped), before -user drops privileges",
-        ),
-        Flag::value(
-            &["redis-ca"],
-            "file",
-            "Redis: CA certificates (PEM) the rediss:// server's certificate must chain to",
-        ),
-        Flag::value(
-            &["redis-cert"],
-            "file",
-            "Redis: client certificate (PEM) for rediss://, with -redis-key",
-        ),
-        Flag::value(
-            &["redis-key"],
-            "file",
-            "Redis: private key (PEM) of -redis-cert",
-        ),
+        store::REDIS_PREFIX_FLAG,
+        store::REDIS_USER_FLAG,
+        store::REDIS_PASSWORD_FILE_FLAG,
+        store::REDIS_CA_FLAG,
+        store::REDIS_CERT_FLAG,
+        store::REDIS_KEY_FLAG,
         store::MINTIMEOUT_FLAG,
         store::MAXTIMEOUT_FLAG,
     ],
@@ -851,7 +830,7 @@ impl Proxy {
                         break Err("corrupt ADD request (payload under 8 bytes)".to_string());
                     }
                     if let Some(b) = backend.as_deref_mut() {
-                        match b.request(poller, token, &msg, now, now_us) {
+                        match b.request(poller, token, 0, &msg, now, now_us) {
                             Taken::Queued => *inflight += 1,
                             Taken::Now(code, how) => {
                                 counts.count(msg.cmd, how);
@@ -1314,7 +1293,11 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     let redis = match store {
         Some(st) => Some(redis_config(&p, st, deadline_ms, stall_ms).map_err(fail)?),
         None => {
-            if let Some(n) = REDIS_ONLY.iter().find(|n| p.has(n)) {
+            if let Some(n) = store::REDIS_FLAG_NAMES
+                .iter()
+                .chain(REDIS_ONLY)
+                .find(|n| p.has(n))
+            {
                 return Err(fail(format!(
                     "flag -{n}: only with a Redis -server (redis://host:port); -server {target} is a dc_server"
                 )));
@@ -1348,71 +1331,9 @@ fn parse() -> Result<(Config, Address, SockOpts, tools::Parsed), i32> {
     ))
 }
 
-/// The flags that only make sense with a Redis `-server`.
-const REDIS_ONLY: &[&str] = &[
-    "redis-prefix",
-    "redis-user",
-    "redis-password-file",
-    "redis-ca",
-    "redis-cert",
-    "redis-key",
-    "mintimeout",
-    "maxtimeout",
-];
-
-/// Longest `-redis-password-file` read.
-const MAX_PASSWORD_FILE: u64 = 4096;
-
-/// The password in `-redis-password-file`: the file's bytes without a
-/// trailing newline; read now, before `-user` drops privileges.
-fn read_password(path: &str) -> Result<redis::Secret, String> {
-    use std::io::Read;
-    let flag = "flag -redis-password-file";
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_end(&mut buf))
-        .map_err(|e| format!("{flag}: cannot read {path}: {e}"))?;
-    if buf.len() as u64 > MAX_PASSWORD_FILE {
-        return Err(format!(
-            "{flag}: {path} is longer than {MAX_PASSWORD_FILE} bytes"
-        ));
-    }
-    if buf.ends_with(b"\n") {
-        buf.pop();
-        if buf.ends_with(b"\r") {
-            buf.pop();
-        }
-    }
-    if buf.is_empty() {
-        return Err(format!("{flag}: {path} holds no password"));
-    }
-    Ok(redis::Secret(buf))
-}
-
-/// The TLS client side of `-server rediss://host:port`: `-redis-ca`
-/// (required) and optionally `-redis-cert` with `-redis-key`, read now
-/// (before `-user` drops privileges); the certificate must name `host`.
-fn redis_tls(p: &tools::Parsed, host: &str) -> Result<TlsClient, String> {
-    let file = |name: &str| match p.get(name) {
-        Some("") => Err(format!("flag -{name}: empty file name")),
-        v => Ok(v.map(std::path::Path::new)),
-    };
-    let ca = file("redis-ca")?.ok_or_else(|| {
-        "missing required flag -redis-ca (needed by -server rediss://)".to_string()
-    })?;
-    let cert_key = match (file("redis-cert")?, file("redis-key")?) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (None, None) => None,
-        (Some(_), None) => return Err("flag -redis-cert: needs -redis-key".to_string()),
-        (None, Some(_)) => return Err("flag -redis-key: needs -redis-cert".to_string()),
-    };
-    // The loader names the -tls-* flags; these files came from -redis-*.
-    TlsClient::load_optional_cert(ca, cert_key, host).map_err(|e| {
-        e.replacen("-tls-ca ", "flag -redis-ca ", 1)
-            .replacen("-tls-cert ", "flag -redis-cert ", 1)
-            .replacen("-tls-key ", "flag -redis-key ", 1)
-    })
-}
+/// The flags that only make sense with a Redis `-server`, beside
+/// [`store::REDIS_FLAG_NAMES`].
+const REDIS_ONLY: &[&str] = &["mintimeout", "maxtimeout"];
 
 /// The Redis connection of `-server redis://...` from the address and the
 /// `-redis-*` flags; the flags that make no sense with it are refused.
@@ -1422,7 +1343,6 @@ fn redis_config(
     deadline_ms: u64,
     stall_ms: u64,
 ) -> Result<(redis::Config, Timeouts), String> {
-    let StoreAddress::Redis(r) = st;
     if p.has("retry") {
         return Err(format!(
             "flag -retry: a fixed retry period is for a dc_server; Redis is reconnected with backoff ({} ms to {} ms)",
@@ -1430,47 +1350,7 @@ fn redis_config(
             redis::BACKOFF_MAX_MS
         ));
     }
-    let tls = if r.tls {
-        Some(redis_tls(p, &r.host)?)
-    } else {
-        if let Some(n) = ["redis-ca", "redis-cert", "redis-key"]
-            .iter()
-            .find(|n| p.has(n))
-        {
-            return Err(format!("flag -{n}: only with a rediss:// (TLS) -server"));
-        }
-        None
-    };
-    let mut cfg = redis::Config::new(r.addr);
-    cfg.tls = tls;
-    cfg.user = r.user;
-    cfg.password = r.password;
-    if let Some(u) = p.get("redis-user") {
-        if u.is_empty() {
-            return Err("flag -redis-user: empty user name".to_string());
-        }
-        if let Some(was) = &cfg.user {
-            return Err(format!(
-                "flag -redis-user: the -server address already names user {was}"
-            ));
-        }
-        cfg.user = Some(u.to_string());
-    }
-    if let Some(f) = p.get("redis-password-file") {
-        if cfg.password.is_some() {
-            return Err(
-                "flag -redis-password-file: the -server address already holds a password"
-                    .to_string(),
-            );
-        }
-        cfg.password = Some(read_password(f)?);
-    }
-    if cfg.user.is_some() && cfg.password.is_none() {
-        return Err("flag -redis-user: needs a password (-redis-password-file FILE)".to_string());
-    }
-    if let Some(prefix) = p.get("redis-prefix") {
-        cfg.prefix = prefix.as_bytes().to_vec();
-    }
+    let mut cfg = store::redis_config(p, st, "-server")?;
     // -deadline 0 (none) and -stall 0 (never): a day, the longest wait the
     // other flags take.
     cfg.deadline_ms = if deadline_ms == 0 {

@@ -1,23 +1,28 @@
-//! dc_client in Redis mode (`-server redis://host:port`): every
-//! application request is answered from Redis through ONE [`RedisConn`]
-//! (one connection per dc_client, whatever the number of application
-//! connections), with no dc_server hop. The requests are checked and
+//! A daemon answering from Redis: dc_client in Redis mode (`-server
+//! redis://host:port`) and dc_server as a stateless front (`-backend
+//! redis://host:port`). Every distcache request is answered from Redis
+//! through ONE [`RedisConn`] (one connection per daemon, whatever the
+//! number of client connections). The requests are checked and
 //! answered as dc_server would ([`store::plan`], [`store::payload`]); the
 //! connection, its pipeline bounds, deadlines, backoff and its log lines
 //! (one per state change) are the Redis client's.
 
+use crate::evloop::{Event, Poller};
+use crate::idmap::{self, IdMap};
+use crate::metrics::{self, Answer as How};
+use crate::redis::{self, Answer, Completion, Failure, RedisConn, Request};
+use crate::store::{self, Plan, Timeouts};
 use distcache_rs::proto::{status, Cmd, MsgRef};
-use distcache_tools::evloop::{Event, Poller};
-use distcache_tools::idmap::{self, IdMap};
-use distcache_tools::metrics::{self, Answer as How};
-use distcache_tools::redis::{self, Answer, Completion, Failure, RedisConn};
-use distcache_tools::store::{self, Plan, Timeouts};
 
 /// A request waiting for Redis.
 #[derive(Clone, Copy, Debug)]
 pub struct Route {
-    /// Token of the application connection that sent it.
+    /// Token of the client connection that sent it.
     pub client: u64,
+    /// The caller's check that `client` is still the connection that sent
+    /// it (dc_server reuses tokens: the connection's serial), given back
+    /// as it was given.
+    pub tag: u64,
     /// The uid and operation it used.
     pub uid: u32,
     pub cmd: Cmd,
@@ -33,12 +38,12 @@ pub enum Taken {
     Queued,
     /// Answered at once with this one-byte payload.
     Now(u8, How),
-    /// An ADD too short to parse: drop the application connection (as
+    /// An ADD too short to parse: drop the client connection (as
     /// dc_server drops the connection it came on).
     Fatal,
 }
 
-/// The Redis side of dc_client.
+/// The Redis side of a daemon.
 pub struct Backend {
     rc: RedisConn,
     token: u64,
@@ -46,10 +51,12 @@ pub struct Backend {
     next: u64,
     timeouts: Timeouts,
     done: Vec<Completion>,
+    /// Answers to [`Backend::submit_raw`] requests, for [`Backend::take_raw`].
+    raw: Vec<Completion>,
 }
 
 /// The metrics label of a failed request.
-fn how(f: Failure) -> How {
+pub fn how(f: Failure) -> How {
     match f {
         Failure::Deadline => How::Deadline,
         Failure::Reset => How::Disconnected,
@@ -75,6 +82,7 @@ impl Backend {
             next: 0,
             timeouts,
             done: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -102,11 +110,14 @@ impl Backend {
         self.rc.next_wake()
     }
 
-    /// Take application `client`'s request `msg`.
+    /// Take the request `msg` of client connection `client` (`tag` as in
+    /// [`Route::tag`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         poller: &Poller,
         client: u64,
+        tag: u64,
         msg: &MsgRef<'_>,
         now: u64,
         now_us: u64,
@@ -124,6 +135,7 @@ impl Backend {
                     token,
                     Route {
                         client,
+                        tag,
                         uid: msg.uid,
                         cmd: msg.cmd,
                         zero_add,
@@ -134,6 +146,30 @@ impl Backend {
             }
             Err(f) => Taken::Now(status::DISCONNECTED, how(f)),
         }
+    }
+
+    /// Send `req` with its key under `prefix` (a protocol of its own, such
+    /// as stunnel's sessiond, whose answers the caller reads itself): the
+    /// token its answer will carry in [`Backend::take_raw`], or the failure
+    /// given at once.
+    pub fn submit_raw(
+        &mut self,
+        poller: &Poller,
+        prefix: &[u8],
+        req: Request<'_>,
+        now: u64,
+    ) -> Result<u64, Failure> {
+        let token = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.rc
+            .submit_under(poller, Some(prefix), req, token, now, &mut self.done)
+            .map(|()| token)
+    }
+
+    /// The answers to [`Backend::submit_raw`] requests completed since the
+    /// last call (gathered by [`Backend::deliver`]).
+    pub fn take_raw(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.raw)
     }
 
     /// A readiness event for the Redis connection.
@@ -150,9 +186,11 @@ impl Backend {
     /// payload, how it was answered).
     pub fn deliver(&mut self, give: &mut dyn FnMut(Route, &[u8], How)) {
         for c in std::mem::take(&mut self.done) {
-            // Every completion has its route (a request failed while being
-            // submitted is routed before this runs); none is skipped.
+            // Every distcache request has its route (a request failed while
+            // being submitted is routed before this runs); the others are
+            // raw requests.
             let Some(r) = self.routes.remove(&c.token) else {
+                self.raw.push(c);
                 continue;
             };
             let h = match &c.answer {
