@@ -419,3 +419,51 @@ fn bad_flag_combinations_are_refused_with_one_line_naming_the_flag() {
         assert!(err.contains("usage:"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_client_pipelining_past_256_waiting_requests_gets_every_answer_even_half_closed() {
+    if !have_redis("pipelining") {
+        return;
+    }
+    let r = Redis::start("rds-pipe");
+    let dir = TempDir::new("rds-pipe");
+    let s = front(&dir, "front", &url(r.port), &[]);
+    let c = Client::new(&s.addr(), 0).unwrap();
+    for i in 0..10u32 {
+        let id = format!("pipe-{i}");
+        assert_eq!(
+            c.add(id.as_bytes(), format!("data-{i}").as_bytes(), 60_000)
+                .unwrap(),
+            AddOutcome::Stored
+        );
+    }
+    // 1000 GETs in one go (at most 256 of a connection wait on Redis at
+    // once; the rest wait unread), then the write side closed.
+    let n = 1000u32;
+    let mut all = Vec::new();
+    for uid in 0..n {
+        all.extend(request(uid, 1, format!("pipe-{}", uid % 20).as_bytes()));
+    }
+    let mut conn = s.conn();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    send(&mut conn, &all);
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut seen = vec![false; n as usize];
+    for _ in 0..n {
+        let (uid, op, payload) = read_msg(&mut conn).expect("an answer");
+        assert_eq!(op, 1);
+        assert!(
+            !std::mem::replace(&mut seen[uid as usize], true),
+            "uid {uid} twice"
+        );
+        let i = uid % 20;
+        if i < 10 {
+            assert_eq!(payload, format!("data-{i}").as_bytes(), "uid {uid}");
+        } else {
+            assert_eq!(payload, [status::NOTOK], "uid {uid}");
+        }
+    }
+    // Then the connection closes.
+    assert!(closed_within(&mut conn, Duration::from_secs(5)));
+}
