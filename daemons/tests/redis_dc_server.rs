@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::metrics::{scrape, val};
@@ -418,4 +419,120 @@ fn bad_flag_combinations_are_refused_with_one_line_naming_the_flag() {
         );
         assert!(err.contains("usage:"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_client_pipelining_past_256_waiting_requests_gets_every_answer_even_half_closed() {
+    if !have_redis("pipelining") {
+        return;
+    }
+    let r = Redis::start("rds-pipe");
+    let dir = TempDir::new("rds-pipe");
+    let s = front(&dir, "front", &url(r.port), &[]);
+    let c = Client::new(&s.addr(), 0).unwrap();
+    for i in 0..10u32 {
+        let id = format!("pipe-{i}");
+        assert_eq!(
+            c.add(id.as_bytes(), format!("data-{i}").as_bytes(), 60_000)
+                .unwrap(),
+            AddOutcome::Stored
+        );
+    }
+    // 1000 GETs in one go (at most 256 of a connection wait on Redis at
+    // once; the rest wait unread), then the write side closed.
+    let n = 1000u32;
+    let mut all = Vec::new();
+    for uid in 0..n {
+        all.extend(request(uid, 1, format!("pipe-{}", uid % 20).as_bytes()));
+    }
+    let mut conn = s.conn();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    send(&mut conn, &all);
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut seen = vec![false; n as usize];
+    for _ in 0..n {
+        let (uid, op, payload) = read_msg(&mut conn).expect("an answer");
+        assert_eq!(op, 1);
+        assert!(
+            !std::mem::replace(&mut seen[uid as usize], true),
+            "uid {uid} twice"
+        );
+        let i = uid % 20;
+        if i < 10 {
+            assert_eq!(payload, format!("data-{i}").as_bytes(), "uid {uid}");
+        } else {
+            assert_eq!(payload, [status::NOTOK], "uid {uid}");
+        }
+    }
+    // Then the connection closes.
+    assert!(closed_within(&mut conn, Duration::from_secs(5)));
+}
+
+/// Read from `s` into `buf` until `buf` holds `n` occurrences of `what`.
+fn read_until_count(s: &mut std::net::TcpStream, buf: &mut Vec<u8>, what: &[u8], n: usize) {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    while buf.windows(what.len()).filter(|w| *w == what).count() < n {
+        let got = s.read(&mut chunk).expect("the front's commands");
+        assert!(got > 0, "the front closed its Redis connection");
+        buf.extend_from_slice(&chunk[..got]);
+    }
+}
+
+#[test]
+fn a_late_answer_for_a_reset_connection_never_reaches_the_one_that_took_its_slot() {
+    use std::io::Write;
+    // A fake Redis that answers the handshake, then holds the GETs back
+    // until both have come, and answers them in order.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        read_until_count(&mut s, &mut buf, b"PING", 1);
+        s.write_all(b"+PONG\r\n").unwrap();
+        read_until_count(&mut s, &mut buf, b"GET", 1);
+        tx.send(()).unwrap();
+        read_until_count(&mut s, &mut buf, b"GET", 2);
+        s.write_all(b"$6\r\nfor-a!\r\n$6\r\nfor-b!\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let dir = TempDir::new("rds-slot");
+    let tcp = free_port();
+    let listen = format!("IP:127.0.0.1:{tcp}");
+    let srv = Srv::start(&dir, "front", &["-backend", &url(port), "-listen", &listen]);
+    let get = request(7, 1, b"same-uid");
+    // A sends its GET, then resets its connection (RST: linger 0), which
+    // closes it at once in the front, its GET still waiting on Redis.
+    let a = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    a.connect(&SocketAddr::from(([127, 0, 0, 1], tcp)).into())
+        .unwrap();
+    a.set_linger(Some(Duration::ZERO)).unwrap();
+    let mut a: std::net::TcpStream = a.into();
+    a.write_all(&get).unwrap();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("A's GET reached Redis");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(30));
+    // B takes the freed slot and sends a GET with the same uid.
+    let mut b = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    b.write_all(&get).unwrap();
+    let mut head = [0u8; 14];
+    std::io::Read::read_exact(&mut b, &mut head).unwrap();
+    let n = u16::from_be_bytes([head[12], head[13]]) as usize;
+    let mut payload = vec![0u8; n];
+    std::io::Read::read_exact(&mut b, &mut payload).unwrap();
+    // Its own answer (or 0x02 on a host too slow for the 250 ms
+    // deadline), never A's.
+    assert_ne!(payload, b"for-a!", "A's answer went to B");
+    assert!(
+        payload == b"for-b!" || payload == [status::DISCONNECTED],
+        "B got {payload:?}"
+    );
+    fake.join().unwrap();
+    drop(srv);
 }

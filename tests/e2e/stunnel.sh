@@ -16,10 +16,15 @@
 #      other's sessions; an unknown session offered to S2 gives a clean full
 #      handshake;
 #   3. dc_server killed: both instances keep serving, with full handshakes
-#      across instances (their own sessions still resume locally).
+#      across instances (their own sessions still resume locally);
+#   4. stateless fronts (issue 17): two dc_servers with -sessiond and
+#      -backend on the same redis-server, one per stunnel instance (R1, R2):
+#      each resumes the other's sessions, stored in Redis under
+#      stunnel-sess: (skipped without redis-server, unless CI=true).
 #
 # usage: tests/e2e/stunnel.sh <install-prefix>      (uses <prefix>/bin/dc_server)
 # env:   DCRS_E2E_ROUNDS (rounds per TLS version and check, default 5)
+#        REDIS_SERVER: the binary (default redis-server)
 #        DCRS_E2E_KEEP=1 keeps the work dir (configs, logs)
 #        STUNNEL, OPENSSL: the binaries (default stunnel4, openssl)
 # Needs: stunnel4, openssl (Debian packages of those names; .ci/run installs
@@ -73,27 +78,35 @@ tcp_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 rand_port() { echo $((20000 + (RANDOM * 32768 + RANDOM) % 40000)); }
 
 # ------------------------------------------------ 1. dc_server with -sessiond
-# A random UDP port; if it is taken dc_server exits at once: try another.
-SD_PORT=
-for _ in 1 2 3 4 5 6 7 8; do
-    port=$(rand_port)
-    rm -f "$W/dc.sock"
-    "$DC_SERVER" -listen "UNIX:$W/dc.sock" -sessiond "127.0.0.1:$port" -progress 1 \
-        >"$W/dc.out" 2>"$W/dc.err" &
-    DC_PID=$!
-    for _ in $(seq 50); do
-        [ -S "$W/dc.sock" ] && break
-        kill -0 "$DC_PID" 2>/dev/null || break
-        sleep 0.1
+# dc_server NAME (files $W/NAME.{sock,out,err}) with -sessiond on a random
+# UDP port and more flags; sets DC_PID and SD_PORT. If the port is taken
+# dc_server exits at once: try another.
+start_dc() { # name flags...
+    local n=$1 port
+    shift
+    SD_PORT=
+    for _ in 1 2 3 4 5 6 7 8; do
+        port=$(rand_port)
+        rm -f "$W/$n.sock"
+        "$DC_SERVER" -listen "UNIX:$W/$n.sock" -sessiond "127.0.0.1:$port" -progress 1 "$@" \
+            >"$W/$n.out" 2>"$W/$n.err" &
+        DC_PID=$!
+        for _ in $(seq 50); do
+            [ -S "$W/$n.sock" ] && break
+            kill -0 "$DC_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if [ -S "$W/$n.sock" ] && kill -0 "$DC_PID" 2>/dev/null; then
+            PIDS+=("$DC_PID")
+            SD_PORT=$port
+            return 0
+        fi
+        wait "$DC_PID" 2>/dev/null
     done
-    if [ -S "$W/dc.sock" ] && kill -0 "$DC_PID" 2>/dev/null; then
-        PIDS+=("$DC_PID")
-        SD_PORT=$port
-        break
-    fi
-    wait "$DC_PID" 2>/dev/null
-done
-[ -n "$SD_PORT" ] || { bad "dc_server -sessiond did not start: $(tail -n 3 "$W/dc.err")"; exit 1; }
+    bad "dc_server $n -sessiond did not start: $(tail -n 3 "$W/$n.err")"
+    exit 1
+}
+start_dc dc
 say "dc_server pid $DC_PID, sessiond on udp 127.0.0.1:$SD_PORT ($("$STUNNEL" -version 2>&1 | head -n 1))"
 
 # ------------------------------------------------ 2. four stunnel instances
@@ -154,9 +167,10 @@ client() { # instance tlsflag -sess_out|-sess_in file
     printf '%s %s\n' "${st:-ERR}" "$(printf '%s\n' "$out" | grep -o 'banner-[A-Z0-9]*' | head -n 1)"
 }
 
-# Last sessiond counter N of dc_server's status lines.
-dc_counter() { # name
-    grep -o " $1=[0-9]*" "$W/dc.out" | tail -n 1 | cut -d= -f2
+# Last sessiond counter N of dc_server's status lines (of dc_server dc, or
+# of the one named second).
+dc_counter() { # name [server]
+    grep -o " $1=[0-9]*" "$W/${2:-dc}.out" | tail -n 1 | cut -d= -f2
 }
 
 # stunnel's "recv timeout" lines: GET answers that came too late.
@@ -168,11 +182,13 @@ late() { grep -c 'cache_transfer: recv timeout' "$W/$1.log" 2>/dev/null; }
 # resumption that failed while stunnel logged a recv timeout for it is tried
 # once more with a new session, and counted in the summary.
 RETRIED=0
-for v in -tls1_2 -tls1_3; do
+# ROUNDS rounds of TLS version V between instances X and Y, alternating.
+cross_rounds() { # v x y
+    local v=$1 r a b try f first second late0
     for r in $(seq "$ROUNDS"); do
-        if [ $((r % 2)) = 1 ]; then a=S1; b=S2; else a=S2; b=S1; fi
+        if [ $((r % 2)) = 1 ]; then a=$2; b=$3; else a=$3; b=$2; fi
         for try in 1 2; do
-            f="$W/s${v}-$r-$try.pem"
+            f="$W/s${v}-$a$b-$r-$try.pem"
             first=$(client $a $v -sess_out "$f")
             late0=$(late $b)
             second=$(client $b $v -sess_in "$f")
@@ -186,6 +202,9 @@ for v in -tls1_2 -tls1_3; do
         check "$v round $r: full handshake on $a" "New banner-$a" "$first"
         check "$v round $r: $a's session resumed on $b" "Reused banner-$b" "$second"
     done
+}
+for v in -tls1_2 -tls1_3; do
+    cross_rounds $v S1 S2
     f="$W/n${v}.pem"
     check "$v control: full handshake on N1" "New banner-N1" "$(client N1 $v -sess_out "$f")"
     check "$v control: N1's session NOT resumed on N2 (no sessiond)" "New banner-N2" "$(client N2 $v -sess_in "$f")"
@@ -219,3 +238,51 @@ for v in -tls1_2 -tls1_3; do
     check "$v without dc_server: S1's session gives a full handshake on S2" "New banner-S2" "$(client S2 $v -sess_in "$f")"
     check "$v without dc_server: S1 still resumes its own session" "Reused banner-S1" "$(client S1 $v -sess_in "$f")"
 done
+
+# ------------------------------------------------ 5. stateless fronts on Redis
+# Two dc_servers keeping no sessions (-backend), one per stunnel instance,
+# on one redis-server: a session made through R1 (front A) resumes on R2
+# (front B) and the reverse. -sessiond-deadline 5: below stunnel's ~8 ms
+# wait, with room for a loaded host (the default is 2).
+REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || true)}
+if [ -z "$REDIS_SERVER" ]; then
+    [ "${CI:-}" = true ] && { bad "redis-server missing under CI"; exit 1; }
+    say "SKIPPED stateless fronts: redis-server not found (apt-get install redis-server)"
+    exit 0
+fi
+RPORT=
+for _ in 1 2 3 4 5; do
+    port=$(rand_port)
+    tcp_busy "$port" && continue
+    "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no \
+        --daemonize no >"$W/redis.log" 2>&1 &
+    rpid=$!
+    for _ in $(seq 50); do
+        tcp_busy "$port" && break
+        kill -0 "$rpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if tcp_busy "$port" && kill -0 "$rpid" 2>/dev/null; then
+        PIDS+=("$rpid")
+        RPORT=$port
+        break
+    fi
+    wait "$rpid" 2>/dev/null
+done
+[ -n "$RPORT" ] || { bad "redis-server did not start: $(tail -n 3 "$W/redis.log")"; exit 1; }
+start_dc frontA -backend "redis://127.0.0.1:$RPORT" -sessiond-deadline 5
+start_stunnel R1 1
+start_dc frontB -backend "redis://127.0.0.1:$RPORT" -sessiond-deadline 5
+start_stunnel R2 1
+say "redis on $RPORT; stunnel R1:${PORT[R1]} -> front A, R2:${PORT[R2]} -> front B"
+for v in -tls1_2 -tls1_3; do
+    cross_rounds $v R1 R2
+done
+sleep 0.3
+hits=$(( $(dc_counter hits frontA) + $(dc_counter hits frontB) ))
+check "the fronts answered a hit for every cross-instance resumption ($((2 * ROUNDS)))" yes \
+    "$([ "$hits" -ge $((2 * ROUNDS)) ] && echo yes || echo "no (hits=$hits)")"
+keys=$(exec 3<>"/dev/tcp/127.0.0.1/$RPORT" && printf 'KEYS stunnel-sess:*\r\n' >&3 &&
+    timeout 2 head -n 1 <&3 | tr -d '\r')
+check "the sessions are in Redis under stunnel-sess:" yes \
+    "$([ "${keys#\*}" != "$keys" ] && [ "${keys#\*}" -ge $((2 * ROUNDS)) ] && echo yes || echo "no ($keys)")"
