@@ -172,6 +172,14 @@ impl Backend {
         std::mem::take(&mut self.raw)
     }
 
+    /// Write the requests taken since the last call: once per loop turn,
+    /// after the last [`Backend::request`] / [`Backend::submit_raw`] and
+    /// before waiting (see [`RedisConn::send_queued`]); then
+    /// [`Backend::deliver`].
+    pub fn send_queued(&mut self, poller: &Poller, now: u64) {
+        self.rc.send_queued(poller, now, &mut self.done);
+    }
+
     /// A readiness event for the Redis connection.
     pub fn event(&mut self, poller: &Poller, ev: &Event, now: u64) {
         self.rc.on_event(poller, ev, now, &mut self.done);

@@ -19,6 +19,7 @@
 //!         Ok(()) => {}                                  // answered later, in `done`
 //!         Err(failure) => { /* answered at once: Answer::Failed(failure) */ }
 //!     }
+//!     rc.send_queued(&poller, now_ms(), &mut done);    // this turn's submits
 //!     for c in done.drain(..) { reply(c.token, c.answer.status()); }
 //! }
 //! ```
@@ -35,7 +36,8 @@
 //!   stopped answering, and reconnects when the backoff delay has passed;
 //!   [`RedisConn::next_wake`] says when it next has something to do.
 //! - [`RedisConn::submit`] queues a request, or fails it at once (store
-//!   down, pipeline full, invalid request) by returning the failure.
+//!   down, pipeline full, invalid request) by returning the failure;
+//!   [`RedisConn::send_queued`] writes the turn's requests.
 //!
 //! # Behaviour
 //!
@@ -46,6 +48,10 @@
 //! - On connect: `AUTH [user] password` when a password is configured, then
 //!   `PING`; the connection is up once the PONG arrives. Requests submitted
 //!   while the connection opens are queued behind the handshake.
+//! - [`RedisConn::submit`] only queues a command; the owner's loop calls
+//!   [`RedisConn::send_queued`] once per turn (after its last submit,
+//!   before it waits), so the requests of one turn reach Redis in one
+//!   write. A batch reaching [`BATCH_BYTES`] is written at once.
 //! - At most [`MAX_PENDING`] requests wait for replies (the FIFO also
 //!   holds the handshake and requests already failed by their deadline
 //!   whose late reply has not come); beyond it, or beyond
@@ -101,6 +107,12 @@ pub const MAX_PENDING: usize = 4096;
 /// largest session, or thousands of GETs; a live Redis on loopback never
 /// lets this much wait.
 pub const MAX_UNSENT: usize = 8 << 20;
+
+/// Queued command bytes at which [`RedisConn::submit`] writes at once
+/// instead of waiting for [`RedisConn::send_queued`]: a bigger write saves
+/// no system call worth having, and the batch of one loop turn stays
+/// small.
+pub const BATCH_BYTES: usize = 64 << 10;
 
 /// Received bytes not yet decoded, at most. Every reply we accept fits
 /// (the largest is a GET of [`MAX_VALUE`] bytes); longer values are
@@ -515,10 +527,10 @@ impl RedisConn {
     }
 
     /// Queue `req`, answered later as a [`Completion`] carrying `token`;
-    /// `Err` is the answer given at once. The command is written at once
-    /// when the connection is up; should that write find the connection
-    /// lost, every waiting request (this one included) is answered in
-    /// `out`.
+    /// `Err` is the answer given at once. The command is written by the
+    /// next [`RedisConn::send_queued`] (at once when the queue reaches
+    /// [`BATCH_BYTES`]); should a write find the connection lost, every
+    /// waiting request (this one included) is answered in `out`.
     pub fn submit(
         &mut self,
         poller: &Poller,
@@ -586,10 +598,26 @@ impl RedisConn {
             deadline: now.saturating_add(self.cfg.deadline_ms),
             queued: now,
         });
-        // Written now when connected (behind the handshake while it runs);
-        // while the TCP connect is in progress this only asks for WRITE.
-        self.flush(poller, now, out);
+        if self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.unsent() >= BATCH_BYTES)
+        {
+            self.flush(poller, now, out);
+        }
         Ok(())
+    }
+
+    /// Write the commands [`RedisConn::submit`] queued: the owner's loop
+    /// calls this once per turn, after its last submit and before it
+    /// waits (nothing else writes them). Sent behind the handshake while
+    /// it runs; while the TCP connect is in progress this only asks for
+    /// WRITE. A write finding the connection lost answers every waiting
+    /// request in `out` (as [`RedisConn::submit`] did).
+    pub fn send_queued(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        if self.link.as_ref().is_some_and(|l| l.unsent() > 0) {
+            self.flush(poller, now, out);
+        }
     }
 
     /// A readiness event for this connection's token.

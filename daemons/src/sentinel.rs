@@ -57,6 +57,7 @@
 //!     }
 //!     st.tick(&poller, now_ms(), &mut done);
 //!     match st.submit(&poller, Request::Get { id }, my_token, now_ms(), &mut done) { .. }
+//!     st.send_queued(&poller, now_ms(), &mut done); // the turn's submits, one write
 //!     for c in done.drain(..) { reply(c.token, c.answer.status()); }
 //! }
 //! ```
@@ -1122,6 +1123,14 @@ impl Store {
         match self.redis.as_mut() {
             Some(rc) => rc.submit(poller, req, token, now, out),
             None => Err(Failure::Down),
+        }
+    }
+
+    /// As [`RedisConn::send_queued`]: once per loop turn, after the last
+    /// submit.
+    pub fn send_queued(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        if let Some(rc) = self.redis.as_mut() {
+            rc.send_queued(poller, now, out);
         }
     }
 

@@ -1193,6 +1193,14 @@ impl Server {
         });
         loop {
             d.tick(tools::now_ms());
+            // The Redis requests the last turn took (connections, sessiond,
+            // held-back ones taken by deliver_backend): one write. A write
+            // error answers them, and what deliver_backend then takes fails
+            // at once (the connection is down), so nothing stays unsent.
+            if let Some(b) = &mut self.backend {
+                b.send_queued(&self.poller, tools::now_ms());
+                self.deliver_backend();
+            }
             // Up to the next -idle/-stall scan when one is due sooner (a
             // short -stall bounds a handshake that never completes).
             let now = tools::now_ms();

@@ -213,6 +213,7 @@ pub trait Client {
     fn next_wake(&self) -> Option<u64>;
     fn on_event(&mut self, poller: &Poller, ev: &Event, now: u64, out: &mut Vec<Completion>);
     fn tick(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>);
+    fn send_queued(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>);
     fn submit(
         &mut self,
         poller: &Poller,
@@ -244,6 +245,9 @@ impl Client for RedisConn {
     fn tick(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
         RedisConn::tick(self, poller, now, out)
     }
+    fn send_queued(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        RedisConn::send_queued(self, poller, now, out)
+    }
     fn submit(
         &mut self,
         poller: &Poller,
@@ -271,6 +275,9 @@ impl Client for Store {
     }
     fn tick(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
         Store::tick(self, poller, now, out)
+    }
+    fn send_queued(&mut self, poller: &Poller, now: u64, out: &mut Vec<Completion>) {
+        Store::send_queued(self, poller, now, out)
     }
     fn submit(
         &mut self,
@@ -326,6 +333,10 @@ impl<T: Client> Drv<T> {
 
     /// Run the loop once (at most `max` waiting).
     pub fn turn(&mut self, max: Duration) {
+        // What was submitted since the last turn, in one write (as a
+        // daemon's loop does before it waits).
+        self.rc
+            .send_queued(&self.poller, tools::now_ms(), &mut self.done);
         let now = tools::now_ms();
         let wait = self.rc.next_wake().map_or(max, |t| {
             Duration::from_millis(t.saturating_sub(now)).min(max)

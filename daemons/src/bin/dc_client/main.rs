@@ -1145,6 +1145,12 @@ impl Proxy {
             if (self.cfg.idle_ms > 0 || self.cfg.clientstall_ms > 0) && now >= self.next_idle_scan {
                 self.next_idle_scan = self.scan(now);
             }
+            // The Redis requests of this turn (timers above, events below
+            // in the previous turn): one write; a write error answers them.
+            if let Some(b) = &mut self.backend {
+                b.send_queued(&self.poller, Self::now());
+                self.deliver_backend();
+            }
             self.flush_all();
             self.enforce_budget();
             let now = Self::now();
