@@ -18,7 +18,7 @@ use common::redis::{have, loopback, Drv, Redis, REDIS_CLI, REDIS_SERVER};
 use distcache_rs::nal::Address;
 use distcache_rs::proto::{status, MAX_TOTAL_DATA};
 use distcache_tools::redis::{
-    Answer, Config, Failure, ReplyError, Request, Secret, DEFAULT_PREFIX, MAX_PENDING,
+    Answer, Config, Failure, ReplyError, Request, Secret, BATCH_BYTES, DEFAULT_PREFIX, MAX_PENDING,
 };
 use distcache_tools::tools;
 use redis_protocol::resp2::types::OwnedFrame;
@@ -569,6 +569,148 @@ fn a_request_submitted_during_the_handshake_is_sent_once_it_is_up() {
     assert!(!d.rc.is_up(), "up before its PONG");
     let tok = d.submit(Request::Get { id: b"x" }).unwrap();
     assert_eq!(d.answer(tok, Duration::from_secs(2)), Answer::Miss);
+    drop(d);
+    h.join().unwrap();
+}
+
+/// A fake Redis that reports each read it makes (one item per read, in
+/// `rx`) and answers every GET it has seen with a miss and every SET with
+/// OK; the handshake's PING gets its PONG. Ends when the client closes.
+fn recording_fake() -> (
+    u16,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+    std::thread::JoinHandle<()>,
+) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let mut b = vec![0u8; 1 << 20];
+        let (mut gets, mut sets, mut ponged) = (0, 0, false);
+        let count =
+            |got: &[u8], what: &[u8]| got.windows(what.len()).filter(|w| *w == what).count();
+        loop {
+            let n = match s.read(&mut b) {
+                Ok(n) if n > 0 => n,
+                _ => return,
+            };
+            got.extend_from_slice(&b[..n]);
+            let _ = tx.send(b[..n].to_vec());
+            let mut reply = Vec::new();
+            if !ponged && count(&got, b"PING") > 0 {
+                ponged = true;
+                reply.extend_from_slice(b"+PONG\r\n");
+            }
+            let g = count(&got, b"$3\r\nGET\r\n");
+            let st = count(&got, b"$3\r\nSET\r\n");
+            for _ in gets..g {
+                reply.extend_from_slice(b"$-1\r\n");
+            }
+            for _ in sets..st {
+                reply.extend_from_slice(b"+OK\r\n");
+            }
+            (gets, sets) = (g, st);
+            if s.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx, h)
+}
+
+fn commands_in(chunk: &[u8], what: &[u8]) -> usize {
+    chunk.windows(what.len()).filter(|w| *w == what).count()
+}
+
+#[test]
+fn the_requests_of_one_turn_reach_redis_in_one_write() {
+    let (port, rx, h) = recording_fake();
+    // Past the 300 ms the test holds the batch.
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 60_000;
+    let mut d = Drv::new(cfg);
+    d.wait_up();
+    while rx.try_recv().is_ok() {} // the handshake
+    let ids: Vec<[u8; 4]> = (0..50u32).map(u32::to_be_bytes).collect();
+    let tokens: Vec<u64> = ids
+        .iter()
+        .map(|id| d.submit(Request::Get { id }).unwrap())
+        .collect();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a submit wrote before the end of its turn"
+    );
+    d.rc.send_queued(&d.poller, tools::now_ms(), &mut d.done);
+    let chunk = rx.recv_timeout(Duration::from_secs(5)).expect("the batch");
+    assert_eq!(
+        commands_in(&chunk, b"$3\r\nGET\r\n"),
+        50,
+        "the 50 GETs of one turn came in one read"
+    );
+    for t in tokens {
+        assert_eq!(d.answer(t, Duration::from_secs(5)), Answer::Miss);
+    }
+    assert!(rx.try_recv().is_err(), "more was written than the batch");
+    drop(d);
+    h.join().unwrap();
+}
+
+#[test]
+fn a_lone_request_goes_out_in_its_turn_well_within_the_deadline() {
+    let (port, rx, h) = recording_fake();
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 60_000;
+    let mut d = Drv::new(cfg);
+    d.wait_up();
+    while rx.try_recv().is_ok() {}
+    let start = Instant::now();
+    let t = d.submit(Request::Get { id: b"alone" }).unwrap();
+    // One turn of the loop writes it: the fake sees it before the loop
+    // turns again.
+    d.turn(Duration::ZERO);
+    let chunk = rx.recv_timeout(Duration::from_secs(5)).expect("the GET");
+    assert_eq!(commands_in(&chunk, b"$3\r\nGET\r\n"), 1);
+    assert_eq!(d.answer(t, Duration::from_secs(5)), Answer::Miss);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "answered {:?} after the submit, the deadline is 60 s",
+        start.elapsed()
+    );
+    drop(d);
+    h.join().unwrap();
+}
+
+#[test]
+fn a_turn_queueing_batch_bytes_writes_at_once() {
+    let (port, rx, h) = recording_fake();
+    let mut cfg = Config::new(loopback(port));
+    cfg.deadline_ms = 60_000;
+    let mut d = Drv::new(cfg);
+    d.wait_up();
+    while rx.try_recv().is_ok() {}
+    // Three ADDs stay under BATCH_BYTES, the fourth passes it.
+    let data = vec![b'a'; BATCH_BYTES / 3 - 200];
+    let ids: Vec<[u8; 4]> = (0..4u32).map(u32::to_be_bytes).collect();
+    let mut tokens = Vec::new();
+    for id in &ids[..3] {
+        tokens.push(d.submit(add(id, &data, 60_000)).unwrap());
+    }
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "three ADDs (under BATCH_BYTES) were written before the end of the turn"
+    );
+    // The fourth passes BATCH_BYTES: written by the submit itself.
+    tokens.push(d.submit(add(&ids[3], &data, 60_000)).unwrap());
+    let chunk = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a write without send_queued once BATCH_BYTES are queued");
+    assert!(!chunk.is_empty());
+    for t in tokens {
+        assert_eq!(d.answer(t, Duration::from_secs(5)), Answer::Added);
+    }
     drop(d);
     h.join().unwrap();
 }
