@@ -768,3 +768,40 @@ fn an_error_reply_fails_only_its_request_and_an_oversized_value_is_a_miss() {
     assert!(lines[1].contains("over the session limit"), "{}", lines[1]);
     assert_eq!(other_clients(&r).len(), 1);
 }
+
+#[test]
+fn a_lone_request_is_written_in_its_loop_turn_not_at_its_deadline() {
+    if !have_redis("lone request") {
+        return;
+    }
+    let r = Redis::start("rdc-lone");
+    let dir = TempDir::new("rdc-lone");
+    // A 60 s deadline: an answer within seconds was written in the turn
+    // that took it (dc_client's end-of-turn write), not by a later timer.
+    let _c = proxy(&dir, &url(r.port), &["-deadline", "60000"]);
+    wait_served(&dir, Duration::from_secs(10));
+    let mut s = app(&dir);
+    for (i, (op, payload)) in [
+        (ADD, add_payload(60_000, b"lone", b"lone data")),
+        (GET, b"lone".to_vec()),
+        (REMOVE, b"lone".to_vec()),
+        (HAVE, b"lone".to_vec()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t0 = Instant::now();
+        let answer = transact(&mut s, &request(i as u32, op, &payload));
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "op {op} answered after {:?} (deadline 60 s)",
+            t0.elapsed()
+        );
+        let want: &[u8] = match op {
+            GET => b"lone data",
+            HAVE => &[status::NOTOK],
+            _ => &[status::OK],
+        };
+        assert_eq!(answer, want, "op {op}");
+    }
+}
