@@ -126,6 +126,7 @@ const CLI: Cli = Cli {
         store::REDIS_PREFIX_FLAG,
         store::REDIS_USER_FLAG,
         store::REDIS_PASSWORD_FILE_FLAG,
+        store::REDIS_SENTINEL_PASSWORD_FILE_FLAG,
         store::REDIS_CA_FLAG,
         store::REDIS_CERT_FLAG,
         store::REDIS_KEY_FLAG,
@@ -203,7 +204,7 @@ struct Config {
     target: String,
     /// `-server redis://...`: the Redis connection and the ADD timeout
     /// bounds.
-    redis: Option<(redis::Config, Timeouts)>,
+    redis: Option<(store::StoreConfig, Timeouts)>,
     /// Logged at start-up: a password written in the `-server` address.
     warning: Option<String>,
     retry_ms: u64,
@@ -1218,7 +1219,7 @@ impl Proxy {
                         }
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
-                    t if self.backend.as_ref().is_some_and(|b| b.token() == t) => {
+                    t if self.backend.as_ref().is_some_and(|b| b.owns(t)) => {
                         if let Some(b) = &mut self.backend {
                             b.event(&self.poller, ev, Self::now());
                         }
@@ -1342,7 +1343,7 @@ fn redis_config(
     st: StoreAddress,
     deadline_ms: u64,
     stall_ms: u64,
-) -> Result<(redis::Config, Timeouts), String> {
+) -> Result<(store::StoreConfig, Timeouts), String> {
     if p.has("retry") {
         return Err(format!(
             "flag -retry: a fixed retry period is for a dc_server; Redis is reconnected with backoff ({} ms to {} ms)",
@@ -1350,7 +1351,8 @@ fn redis_config(
             redis::BACKOFF_MAX_MS
         ));
     }
-    let mut cfg = store::redis_config(p, st, "-server")?;
+    let mut sc = store::redis_config(p, st, "-server")?;
+    let cfg = &mut sc.redis;
     // -deadline 0 (none) and -stall 0 (never): a day, the longest wait the
     // other flags take.
     cfg.deadline_ms = if deadline_ms == 0 {
@@ -1361,7 +1363,7 @@ fn redis_config(
     if p.has("stall") {
         cfg.stall_ms = if stall_ms == 0 { 86_400_000 } else { stall_ms };
     }
-    Ok((cfg, Timeouts::from_flags(p)?))
+    Ok((sc, Timeouts::from_flags(p)?))
 }
 
 fn main() -> ExitCode {
@@ -1487,7 +1489,7 @@ fn main() -> ExitCode {
     };
     if let Some((rcfg, timeouts)) = proxy.cfg.redis.take() {
         let token = proxy.next_token;
-        proxy.next_token += 1;
+        proxy.next_token += Backend::TOKENS;
         proxy.backend = Some(Backend::new(
             rcfg,
             timeouts,
