@@ -62,8 +62,8 @@ fn data_of(i: u64) -> Vec<u8> {
 /// What one load thread saw.
 #[derive(Default)]
 struct Seen {
-    /// ADDs of fresh ids: when, and whether stored.
-    adds: Vec<(Instant, bool)>,
+    /// ADDs of fresh ids: when sent, when answered, whether stored.
+    adds: Vec<(Instant, Instant, bool)>,
     /// GETs that returned bytes never stored under their id.
     wrong: u64,
     /// GETs that hit (with the right bytes).
@@ -77,11 +77,12 @@ fn load(target: String, t: u64, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let i = t * 1_000_000 + n;
+        let sent = Instant::now();
         let stored = c.add(&i.to_be_bytes(), &data_of(i), 60_000).ok() == Some(AddOutcome::Stored);
         let j = t * 1_000_000 + n / 2;
         let got = c.get(&j.to_be_bytes()).ok().flatten();
         let mut s = seen.lock().unwrap();
-        s.adds.push((Instant::now(), stored));
+        s.adds.push((sent, Instant::now(), stored));
         match got {
             Some(d) if *d == *data_of(j) => s.hits += 1,
             Some(_) => s.wrong += 1,
@@ -120,8 +121,11 @@ fn dc_client_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    // kill9 returns once the primary is gone: an ADD sent after `killed`
+    // and stored was stored by the promoted replica.
     c.primary.proc.kill9();
     let killed = Instant::now();
+    let after = |sent: &Instant| *sent > killed;
     // Until the load has succeeded for 1 s after the fail-over (at most 25 s).
     loop {
         let first_ok = seen
@@ -129,8 +133,8 @@ fn dc_client_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
             .unwrap()
             .adds
             .iter()
-            .find(|(at, ok)| *ok && *at > killed)
-            .map(|(at, _)| *at);
+            .find(|(sent, _, ok)| *ok && after(sent))
+            .map(|(_, at, _)| *at);
         if first_ok.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) {
             break;
         }
@@ -146,19 +150,19 @@ fn dc_client_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
         t.join().unwrap();
     }
     let s = seen.lock().unwrap();
-    let before = s.adds.iter().filter(|(at, _)| *at <= killed).count();
-    let failed = s.adds.iter().filter(|(_, ok)| !ok).count();
+    let before = s.adds.iter().filter(|(sent, _, _)| !after(sent)).count();
+    let failed = s.adds.iter().filter(|(_, _, ok)| !ok).count();
     let first_ok = s
         .adds
         .iter()
-        .find(|(at, ok)| *ok && *at > killed)
-        .map(|(at, _)| *at - killed)
+        .find(|(sent, _, ok)| *ok && after(sent))
+        .map(|(_, at, _)| *at - killed)
         .unwrap();
     let last_failure = s
         .adds
         .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(at, _)| at.saturating_duration_since(killed))
+        .filter(|(_, _, ok)| !ok)
+        .map(|(_, at, _)| at.saturating_duration_since(killed))
         .max()
         .unwrap_or_default();
     println!(
@@ -179,7 +183,7 @@ fn dc_client_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
     assert!(
         s.adds
             .iter()
-            .any(|(at, ok)| *ok && *at > killed + last_failure),
+            .any(|(sent, _, ok)| *ok && *sent > killed + last_failure),
         "no success after the last failure"
     );
     let log = std::fs::read_to_string(dir.path("client.log")).unwrap_or_default();

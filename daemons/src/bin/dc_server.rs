@@ -144,7 +144,8 @@ const CLI: Cli = Cli {
             &["backend"],
             "address",
             "keep no sessions: answer every request (and sessiond datagram) from this Redis, \
-             redis://host:port or rediss://host:port (TLS); several dc_servers can share it",
+             redis://host:port, rediss://host:port (TLS) or \
+             redis-sentinel://host:port[,host:port...]/MASTERNAME; several dc_servers can share it",
         ),
         store::REDIS_PREFIX_FLAG,
         store::REDIS_USER_FLAG,
@@ -296,7 +297,8 @@ fn backend_config(
     };
     if !store::is_store_address(a) {
         return Err(format!(
-            "flag -backend: '{a}' is not a store address (redis://host:port or rediss://host:port)"
+            "flag -backend: '{a}' is not a store address (redis://host:port, rediss://host:port \
+             or redis-sentinel://host:port[,...]/MASTERNAME)"
         ));
     }
     let st = StoreAddress::parse(a).map_err(|e| format!("flag -backend: {e}"))?;

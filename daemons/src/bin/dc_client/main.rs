@@ -60,7 +60,8 @@ const CLI: Cli = Cli {
             &["server", "connect"],
             "address",
             "the dc_server to proxy to, or the Redis to answer from: redis://host:port, \
-             rediss://host:port (TLS), redis://user:password@host:port (required)",
+             rediss://host:port (TLS), redis://user:password@host:port, \
+             redis-sentinel://host:port[,host:port...]/MASTERNAME (required)",
         ),
         Flag::value(
             &["listen"],
