@@ -1,8 +1,9 @@
 //! A daemon answering from Redis: dc_client in Redis mode (`-server
 //! redis://host:port`) and dc_server as a stateless front (`-backend
-//! redis://host:port`). Every distcache request is answered from Redis
-//! through ONE [`RedisConn`] (one connection per daemon, whatever the
-//! number of client connections). The requests are checked and
+//! redis://host:port`), either also with `redis-sentinel://`. Every
+//! distcache request is answered from Redis through ONE connection (a
+//! [`Store`]: one connection per daemon, whatever the number of client
+//! connections, re-pointed at the primary the sentinels name). The requests are checked and
 //! answered as dc_server would ([`store::plan`], [`store::payload`]); the
 //! connection, its pipeline bounds, deadlines, backoff and its log lines
 //! (one per state change) are the Redis client's.
@@ -10,8 +11,9 @@
 use crate::evloop::{Event, Poller};
 use crate::idmap::{self, IdMap};
 use crate::metrics::{self, Answer as How};
-use crate::redis::{self, Answer, Completion, Failure, RedisConn, Request};
-use crate::store::{self, Plan, Timeouts};
+use crate::redis::{Answer, Completion, Failure, Request};
+use crate::sentinel::Store;
+use crate::store::{self, Plan, StoreConfig, Timeouts};
 use distcache_rs::proto::{status, Cmd, MsgRef};
 
 /// A request waiting for Redis.
@@ -45,7 +47,7 @@ pub enum Taken {
 
 /// The Redis side of a daemon.
 pub struct Backend {
-    rc: RedisConn,
+    rc: Store,
     token: u64,
     routes: IdMap<u64, Route>,
     next: u64,
@@ -66,17 +68,26 @@ pub fn how(f: Failure) -> How {
 }
 
 impl Backend {
-    /// Connect to `cfg.addr` (registered under `token`); the first
-    /// connect starts now.
+    /// Tokens a backend registers, from its `token` up: the Redis
+    /// connection, then the sentinel client's two (asked, subscription).
+    pub const TOKENS: u64 = 3;
+
+    /// Connect to `cfg.redis.addr`, or ask `cfg.sentinel` for the primary;
+    /// registered under `token` .. `token + TOKENS` (see
+    /// [`Backend::owns`]); the first connect (or round) starts now.
     pub fn new(
-        cfg: redis::Config,
+        cfg: StoreConfig,
         timeouts: Timeouts,
         token: u64,
         poller: &Poller,
         now: u64,
     ) -> Backend {
+        let rc = match cfg.sentinel {
+            None => Store::direct(cfg.redis, token, poller, now),
+            Some(s) => Store::new(s, cfg.redis, token + 1, token, poller, now),
+        };
         Backend {
-            rc: RedisConn::new(cfg, token, poller, now),
+            rc,
             token,
             routes: idmap::new(),
             next: 0,
@@ -90,6 +101,11 @@ impl Backend {
         self.token
     }
 
+    /// Whether a readiness event with `t` is this backend's.
+    pub fn owns(&self, t: u64) -> bool {
+        self.rc.owns(t)
+    }
+
     pub fn is_up(&self) -> bool {
         self.rc.is_up()
     }
@@ -98,8 +114,11 @@ impl Backend {
     /// (connections up after the first), failed attempts, and connections
     /// lost once up (every down is one or the other).
     pub fn count(&self, view: &mut metrics::ClientView) {
-        let st = self.rc.stats();
-        let lost = st.ups - u64::from(self.rc.is_up());
+        let Some(rc) = self.rc.redis() else {
+            return;
+        };
+        let st = rc.stats();
+        let lost = st.ups - u64::from(rc.is_up());
         view.reconnects = st.ups.saturating_sub(1);
         view.disconnects = lost;
         view.connect_failures = st.downs.saturating_sub(lost);

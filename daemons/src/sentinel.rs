@@ -1120,8 +1120,22 @@ impl Store {
         now: u64,
         out: &mut Vec<Completion>,
     ) -> Result<(), Failure> {
+        self.submit_under(poller, None, req, token, now, out)
+    }
+
+    /// As [`RedisConn::submit_under`]; [`Failure::Down`] until a primary
+    /// is known.
+    pub fn submit_under(
+        &mut self,
+        poller: &Poller,
+        prefix: Option<&[u8]>,
+        req: Request<'_>,
+        token: u64,
+        now: u64,
+        out: &mut Vec<Completion>,
+    ) -> Result<(), Failure> {
         match self.redis.as_mut() {
-            Some(rc) => rc.submit(poller, req, token, now, out),
+            Some(rc) => rc.submit_under(poller, prefix, req, token, now, out),
             None => Err(Failure::Down),
         }
     }

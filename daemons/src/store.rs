@@ -2,9 +2,10 @@
 //! the store is not a dc_server. Two things live here, once:
 //!
 //! - [`StoreAddress`]: the store addresses (`redis://host:port`,
-//!   `rediss://host:port`, with an optional `user:password@`), parsed into
-//!   an enum so that other kinds (Sentinel discovery) add a variant and a
-//!   scheme to [`SCHEMES`] without touching the callers' flag handling;
+//!   `rediss://host:port`, with an optional `user:password@`, and
+//!   `redis-sentinel://host:port[,host:port...]/MASTERNAME`), parsed into
+//!   an enum, and [`redis_config`] turning one with the `-redis-*` flags
+//!   into the [`StoreConfig`] a [`crate::backend::Backend`] runs;
 //! - [`plan`] and [`payload`]: a distcache request turned into a Redis
 //!   [`Request`] (or answered on the spot, as dc_server would answer it),
 //!   and a Redis [`Answer`] turned back into the distcache answer payload,
@@ -18,14 +19,15 @@ use distcache_rs::proto::{self, status, AddParse, Cmd, MsgRef};
 use distcache_rs::server::cache::DEFAULT_MAX_TIMEOUT_MS;
 
 use crate::redis::{self, Answer, Request, Secret};
+use crate::sentinel::{self, SentinelUrl};
 use crate::tls::TlsClient;
 use crate::tools::{Flag, Parsed};
 
-/// The schemes written as store addresses, lower case. `redis://` and
-/// `rediss://` are parsed; the Sentinel ones are recognised (so that they
-/// are not taken for libnal addresses) and refused until Sentinel
-/// discovery adds its [`StoreAddress`] variant and a branch in
-/// [`StoreAddress::parse`].
+/// The schemes written as store addresses, lower case. `rediss-sentinel://`
+/// is recognised (so that it is not taken for a libnal address) and
+/// refused: the sentinel connections are plain TCP in this release, and
+/// the nodes a sentinel names are IP addresses no certificate is checked
+/// against.
 pub const SCHEMES: &[&str] = &[
     "redis://",
     "rediss://",
@@ -68,7 +70,16 @@ pub struct RedisServer {
 pub enum StoreAddress {
     /// `redis://` or `rediss://`: one Redis server.
     Redis(RedisServer),
+    /// `redis-sentinel://`: the primary the sentinels name for the master
+    /// name, followed across fail-overs ([`crate::sentinel`]). A user and
+    /// password written in the address are the sentinels'.
+    Sentinel(SentinelUrl),
 }
+
+/// Why `rediss-sentinel://` is refused (one line).
+pub const NO_TLS_SENTINEL: &str = "rediss-sentinel:// is not supported in this release \
+     (the sentinel connections are plain TCP): use redis-sentinel:// on a trusted network, \
+     or rediss://host:port to one server";
 
 impl StoreAddress {
     /// Parse `redis://[user[:password]@]host[:port]`, the same with
@@ -77,8 +88,11 @@ impl StoreAddress {
     pub fn parse(s: &str) -> Result<StoreAddress, String> {
         let bad = |why: &str| format!("bad address '{}': {why}", redacted(s));
         let lower = s.to_ascii_lowercase();
-        if lower.starts_with("redis-sentinel://") || lower.starts_with("rediss-sentinel://") {
-            return Err(bad("Sentinel addresses are not supported yet"));
+        if lower.starts_with("rediss-sentinel://") {
+            return Err(bad(NO_TLS_SENTINEL));
+        }
+        if lower.starts_with("redis-sentinel://") {
+            return sentinel::parse_url(s).map(StoreAddress::Sentinel);
         }
         let (tls, rest) = if lower.starts_with("rediss://") {
             (true, &s["rediss://".len()..])
@@ -160,43 +174,76 @@ impl StoreAddress {
     pub fn tls(&self) -> bool {
         match self {
             StoreAddress::Redis(r) => r.tls,
+            StoreAddress::Sentinel(u) => u.tls,
+        }
+    }
+
+    /// The password written in the address, if any.
+    fn password(&self) -> Option<&Secret> {
+        match self {
+            StoreAddress::Redis(r) => r.password.as_ref(),
+            StoreAddress::Sentinel(u) => u.password.as_ref(),
         }
     }
 
     /// The warning to log at start-up, if any: a password written in the
     /// address shows in the process list.
     pub fn warning(&self, flag: &str) -> Option<String> {
-        match self {
-            StoreAddress::Redis(RedisServer {
-                password: Some(_), ..
-            }) => Some(format!(
+        let file = match self {
+            StoreAddress::Redis(_) => "-redis-password-file",
+            StoreAddress::Sentinel(_) => "-redis-sentinel-password-file",
+        };
+        self.password().map(|_| {
+            format!(
                 "warning: {flag} {self}: the password in the address shows in the process list \
-                 (ps, /proc); use -redis-password-file FILE"
-            )),
-            StoreAddress::Redis(_) => None,
-        }
+                 (ps, /proc); use {file} FILE"
+            )
+        })
     }
 }
 
 impl fmt::Display for StoreAddress {
     /// The address without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreAddress::Redis(r) => {
-                f.write_str(if r.tls { "rediss://" } else { "redis://" })?;
-                match (&r.user, &r.password) {
-                    (Some(u), Some(_)) => write!(f, "{u}:***@")?,
-                    (Some(u), None) => write!(f, "{u}@")?,
-                    (None, Some(_)) => f.write_str(":***@")?,
-                    (None, None) => {}
-                }
-                if r.host.contains(':') {
-                    write!(f, "[{}]:{}", r.host, r.port)
+        let (scheme, user) = match self {
+            StoreAddress::Redis(r) => (if r.tls { "rediss://" } else { "redis://" }, &r.user),
+            StoreAddress::Sentinel(u) => (
+                if u.tls {
+                    "rediss-sentinel://"
                 } else {
-                    write!(f, "{}:{}", r.host, r.port)
+                    "redis-sentinel://"
+                },
+                &u.user,
+            ),
+        };
+        f.write_str(scheme)?;
+        match (user, self.password()) {
+            (Some(u), Some(_)) => write!(f, "{u}:***@")?,
+            (Some(u), None) => write!(f, "{u}@")?,
+            (None, Some(_)) => f.write_str(":***@")?,
+            (None, None) => {}
+        }
+        match self {
+            StoreAddress::Redis(r) => write_host(f, &r.host, r.port),
+            StoreAddress::Sentinel(u) => {
+                for (i, (h, p)) in u.sentinels.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write_host(f, h, *p)?;
                 }
+                write!(f, "/{}", u.master)
             }
         }
+    }
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn write_host(f: &mut fmt::Formatter<'_>, host: &str, port: u16) -> fmt::Result {
+    if host.contains(':') {
+        write!(f, "[{host}]:{port}")
+    } else {
+        write!(f, "{host}:{port}")
     }
 }
 
@@ -256,22 +303,63 @@ pub const REDIS_KEY_FLAG: Flag = Flag::value(
     "file",
     "Redis: private key (PEM) of -redis-cert",
 );
+/// `-redis-sentinel-password-file`.
+pub const REDIS_SENTINEL_PASSWORD_FILE_FLAG: Flag = Flag::value(
+    &["redis-sentinel-password-file"],
+    "file",
+    "Redis: read the sentinels' AUTH password from this file (redis-sentinel:// only)",
+);
 /// The names of the `-redis-*` flags: refused without a Redis store.
 pub const REDIS_FLAG_NAMES: &[&str] = &[
     "redis-prefix",
     "redis-user",
     "redis-password-file",
+    "redis-sentinel-password-file",
     "redis-ca",
     "redis-cert",
     "redis-key",
 ];
 
-/// The Redis connection to store address `st` (given as `flag`, e.g.
-/// `-server`) with the `-redis-*` flags: TLS files (read now, before
-/// `-user` drops privileges), the user and password, the key prefix. The
-/// caller sets the deadlines its own flags give.
-pub fn redis_config(p: &Parsed, st: StoreAddress, flag: &str) -> Result<redis::Config, String> {
-    let StoreAddress::Redis(r) = st;
+/// What a [`crate::backend::Backend`] connects to: the Redis connection,
+/// and for `redis-sentinel://` the sentinels that name its primary (the
+/// connection's address is then replaced by the primary's).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub redis: redis::Config,
+    pub sentinel: Option<sentinel::Config>,
+}
+
+/// The store at address `st` (given as `flag`, e.g. `-server`) with the
+/// `-redis-*` flags: TLS files (read now, before `-user` drops
+/// privileges), the user and password, the key prefix; for
+/// `redis-sentinel://`, the sentinels (resolved now) with the user and
+/// password of the address or `-redis-sentinel-password-file` (the user
+/// then is the address's, else `-redis-user`). The caller sets the
+/// deadlines its own flags give.
+pub fn redis_config(p: &Parsed, st: StoreAddress, flag: &str) -> Result<StoreConfig, String> {
+    let (r, sentinel) = match st {
+        StoreAddress::Redis(r) => {
+            if p.has("redis-sentinel-password-file") {
+                return Err(format!(
+                    "flag -redis-sentinel-password-file: only with a redis-sentinel:// {flag}"
+                ));
+            }
+            (r, None)
+        }
+        StoreAddress::Sentinel(u) => {
+            let s = sentinel_config(p, u)?;
+            // The nodes' address is the primary's once a sentinel names it.
+            let placeholder = RedisServer {
+                addr: s.sentinels[0].clone(),
+                tls: false,
+                host: String::new(),
+                port: 0,
+                user: None,
+                password: None,
+            };
+            (placeholder, Some(s))
+        }
+    };
     let tls = if r.tls {
         Some(redis_tls(p, &r.host, flag)?)
     } else {
@@ -304,7 +392,7 @@ pub fn redis_config(p: &Parsed, st: StoreAddress, flag: &str) -> Result<redis::C
                 "flag -redis-password-file: the {flag} address already holds a password"
             ));
         }
-        cfg.password = Some(read_password(f)?);
+        cfg.password = Some(read_password(f, "flag -redis-password-file")?);
     }
     if cfg.user.is_some() && cfg.password.is_none() {
         return Err("flag -redis-user: needs a password (-redis-password-file FILE)".to_string());
@@ -312,17 +400,48 @@ pub fn redis_config(p: &Parsed, st: StoreAddress, flag: &str) -> Result<redis::C
     if let Some(prefix) = p.get("redis-prefix") {
         cfg.prefix = prefix.as_bytes().to_vec();
     }
+    Ok(StoreConfig {
+        redis: cfg,
+        sentinel,
+    })
+}
+
+/// The sentinels of `u`: resolved, with their credentials.
+fn sentinel_config(p: &Parsed, u: SentinelUrl) -> Result<sentinel::Config, String> {
+    let list = u.resolve()?;
+    let mut cfg = sentinel::Config::new(list, u.master);
+    cfg.password = u.password;
+    if let Some(f) = p.get("redis-sentinel-password-file") {
+        if cfg.password.is_some() {
+            return Err(
+                "flag -redis-sentinel-password-file: the address already holds the sentinels' password"
+                    .to_string(),
+            );
+        }
+        cfg.password = Some(read_password(f, "flag -redis-sentinel-password-file")?);
+    }
+    cfg.user = match (u.user, &cfg.password) {
+        (Some(_), None) => {
+            return Err(
+                "the sentinel user in the address needs a password (-redis-sentinel-password-file FILE)"
+                    .to_string(),
+            )
+        }
+        (Some(user), Some(_)) => Some(user),
+        (None, Some(_)) => p.get("redis-user").map(str::to_string),
+        (None, None) => None,
+    };
     Ok(cfg)
 }
 
 /// Longest `-redis-password-file` read.
 pub const MAX_PASSWORD_FILE: u64 = 4096;
 
-/// The password in `-redis-password-file`: the file's bytes without a
-/// trailing newline; read now, before `-user` drops privileges.
-fn read_password(path: &str) -> Result<Secret, String> {
+/// The password in a password file (`flag` names it in errors): the
+/// file's bytes without a trailing newline; read now, before `-user` drops
+/// privileges.
+fn read_password(path: &str, flag: &str) -> Result<Secret, String> {
     use std::io::Read;
-    let flag = "flag -redis-password-file";
     let mut buf = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_end(&mut buf))
@@ -480,6 +599,7 @@ mod tests {
     fn redis(s: &str) -> RedisServer {
         match StoreAddress::parse(s) {
             Ok(StoreAddress::Redis(r)) => r,
+            Ok(other) => panic!("{s}: {other:?}"),
             Err(e) => panic!("{s}: {e}"),
         }
     }
@@ -501,7 +621,9 @@ mod tests {
         assert_eq!(r.port, 7000);
         assert_eq!(redis("redis://127.0.0.1").port, DEFAULT_REDIS_PORT);
         let a = StoreAddress::parse("redis://app:s3cret@127.0.0.1:6380").unwrap();
-        let StoreAddress::Redis(r) = &a;
+        let StoreAddress::Redis(r) = &a else {
+            panic!("{a:?}")
+        };
         assert_eq!(r.user.as_deref(), Some("app"));
         assert_eq!(r.password, Some(Secret(b"s3cret".to_vec())));
         assert_eq!(a.to_string(), "redis://app:***@127.0.0.1:6380");
@@ -523,7 +645,8 @@ mod tests {
             "redis://::1:6379",
             "redis://[::1",
             "redis://u:@127.0.0.1:1",
-            "redis-sentinel://127.0.0.1:26379/mymaster",
+            "rediss-sentinel://127.0.0.1:26379/mymaster",
+            "redis-sentinel://127.0.0.1:26379",
             "IP:127.0.0.1:1",
         ] {
             assert!(StoreAddress::parse(bad).is_err(), "{bad}");
@@ -531,6 +654,18 @@ mod tests {
         let e = StoreAddress::parse("redis://u:topsecret@127.0.0.1:0").unwrap_err();
         assert!(!e.contains("topsecret"), "{e}");
         assert!(is_store_address("Redis://x") && is_store_address("redis-sentinel://x"));
+        let a = StoreAddress::parse("redis-sentinel://:pw@127.0.0.1:1,[::1]:2/mymaster").unwrap();
+        assert!(matches!(&a, StoreAddress::Sentinel(u) if u.sentinels.len() == 2));
+        assert_eq!(
+            a.to_string(),
+            "redis-sentinel://:***@127.0.0.1:1,[::1]:2/mymaster"
+        );
+        assert!(a
+            .warning("-server")
+            .unwrap()
+            .contains("-redis-sentinel-password-file"));
+        let e = StoreAddress::parse("rediss-sentinel://u:topsecret@127.0.0.1:1/m").unwrap_err();
+        assert!(e.contains("plain TCP") && !e.contains("topsecret"), "{e}");
         assert!(!is_store_address("IP:127.0.0.1:1") && !is_store_address("TLS:h:1"));
     }
 

@@ -558,7 +558,7 @@ fn bad_flag_combinations_are_refused_with_one_line_naming_the_flag() {
         (vec!["-server", "redis://127.0.0.1:0"], "-server"),
         (vec!["-server", "redis://127.0.0.1:6379/1"], "-server"),
         (
-            vec!["-server", "redis-sentinel://127.0.0.1:26379/mymaster"],
+            vec!["-server", "rediss-sentinel://127.0.0.1:26379/mymaster"],
             "-server",
         ),
     ];

@@ -73,34 +73,6 @@ fn pttl(r: &Redis, key: &[u8]) -> i64 {
     }
 }
 
-fn dc_test(target: &str, persistent: bool) {
-    let mut args = vec![
-        "-connect",
-        target,
-        "-clients",
-        "4",
-        "-sessions",
-        "40",
-        "-ops",
-        "3000",
-        "-seed",
-        "17",
-    ];
-    if persistent {
-        args.push("-persistent");
-    }
-    let (code, out, err) = run(
-        env!("CARGO_BIN_EXE_dc_test"),
-        &args,
-        Duration::from_secs(120),
-    );
-    assert_eq!(code, Some(0), "dc_test {args:?}: {out}{err}");
-    assert!(
-        out.contains("failures=0 lost=0 errors=0"),
-        "dc_test {args:?}: {out}{err}"
-    );
-}
-
 #[test]
 fn dc_test_and_the_library_through_a_backend_front_get_dc_servers_answers() {
     if !have_redis("dc_test") {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::free_port;
-use common::redis::{have, loopback, Redis, REDIS_SENTINEL, REDIS_SERVER};
+use common::redis::{have, loopback, Cluster, Redis, REDIS_SENTINEL, REDIS_SERVER};
 use distcache_tools::redis::{self, Answer, Failure, Request, Secret};
 use distcache_tools::sentinel::{self, Store};
 use redis_protocol::resp2::types::OwnedFrame;
@@ -38,113 +38,6 @@ fn sentinel_lines(master: &str) -> Vec<String> {
 /// The connection's lines about the node at `port`.
 fn redis_lines(port: u16) -> Vec<String> {
     common::redis::log_lines(&format!("redis {}: ", loopback(port)))
-}
-
-/// The sentinel.conf lines (after port, bind, dir) monitoring `master`
-/// at `port` with quorum 2.
-fn monitor(master: &str, port: u16, extra: &str) -> String {
-    format!(
-        "sentinel monitor {master} 127.0.0.1 {port} 2\n\
-         sentinel down-after-milliseconds {master} 1000\n\
-         sentinel failover-timeout {master} 5000\n\
-         sentinel parallel-syncs {master} 1\n{extra}"
-    )
-}
-
-/// A primary, optionally a replica, and sentinels on the given ports.
-struct Cluster {
-    master: String,
-    primary: Redis,
-    replica: Option<Redis>,
-    sentinels: Vec<Redis>,
-}
-
-impl Cluster {
-    fn start(tag: &str, replica: bool, sentinel_ports: &[u16], extra: &str) -> Cluster {
-        let master = format!("{tag}-m");
-        let primary = Redis::start(&format!("{tag}-primary"));
-        let replica = replica.then(|| {
-            let p = primary.port.to_string();
-            Redis::start_with(
-                &format!("{tag}-replica"),
-                free_port(),
-                &["--replicaof", "127.0.0.1", &p],
-            )
-        });
-        let conf = monitor(&master, primary.port, extra);
-        let sentinels = sentinel_ports
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| Redis::sentinel(&format!("{tag}-sentinel{i}"), p, &conf))
-            .collect();
-        Cluster {
-            master,
-            primary,
-            replica,
-            sentinels,
-        }
-    }
-
-    /// Wait until the replica is in sync and every sentinel knows it and
-    /// the other sentinels (a fail-over needs both).
-    fn wait_ready(&self, password: Option<&str>) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let replica = self.replica.as_ref().expect("a replica");
-        loop {
-            let synced = matches!(
-                replica.raw(&[b"INFO", b"replication"]),
-                OwnedFrame::BulkString(ref s) if String::from_utf8_lossy(s).contains("master_link_status:up")
-            );
-            let known = self.sentinels.iter().all(|s| {
-                let n = |what: &[u8]| match sentinel_cmd(
-                    s.port,
-                    password,
-                    &[b"SENTINEL", what, self.master.as_bytes()],
-                ) {
-                    OwnedFrame::Array(a) => a.len(),
-                    _ => 0,
-                };
-                n(b"replicas") >= 1 && n(b"sentinels") + 1 >= self.sentinels.len()
-            });
-            if synced && known {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sentinels not ready in 20 s (replica synced: {synced})"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// One command to a sentinel, after AUTH when it has a password.
-fn sentinel_cmd(port: u16, password: Option<&str>, args: &[&[u8]]) -> OwnedFrame {
-    let Some(pw) = password else {
-        return common::redis::raw(port, args);
-    };
-    // AUTH and the command on one connection.
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut req = common::redis::resp(&[b"AUTH", pw.as_bytes()]);
-    req.extend(common::redis::resp(args));
-    s.write_all(&req).unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let mut frames = Vec::new();
-    while frames.len() < 2 {
-        while let Some((f, used)) = redis_protocol::resp2::decode::decode(&buf).unwrap() {
-            buf.drain(..used);
-            frames.push(f);
-        }
-        if frames.len() == 2 {
-            break;
-        }
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "sentinel {port} closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    frames.pop().unwrap()
 }
 
 type Drv = common::redis::Drv<Store>;

@@ -37,7 +37,7 @@ use distcache_tools::evloop::{self, Poller};
 use distcache_tools::idmap::{self, IdMap};
 use distcache_tools::link::Link;
 use distcache_tools::metrics::{self, Answer as How, ConnStats, Endpoint};
-use distcache_tools::redis::{self, Answer, Request};
+use distcache_tools::redis::{Answer, Request};
 use distcache_tools::sessiond::{self, SessiondStats};
 use distcache_tools::snapshot;
 use distcache_tools::store::{self, StoreAddress};
@@ -144,11 +144,13 @@ const CLI: Cli = Cli {
             &["backend"],
             "address",
             "keep no sessions: answer every request (and sessiond datagram) from this Redis, \
-             redis://host:port or rediss://host:port (TLS); several dc_servers can share it",
+             redis://host:port, rediss://host:port (TLS) or \
+             redis-sentinel://host:port[,host:port...]/MASTERNAME; several dc_servers can share it",
         ),
         store::REDIS_PREFIX_FLAG,
         store::REDIS_USER_FLAG,
         store::REDIS_PASSWORD_FILE_FLAG,
+        store::REDIS_SENTINEL_PASSWORD_FILE_FLAG,
         store::REDIS_CA_FLAG,
         store::REDIS_CERT_FLAG,
         store::REDIS_KEY_FLAG,
@@ -206,8 +208,9 @@ const TOK_LISTENER: u64 = 1 << 48;
 const MAX_LISTEN: usize = 16;
 const TOK_SIGNALS: u64 = 1;
 const TOK_SESSIOND: u64 = 2;
-/// The `-backend` Redis connection.
-const TOK_BACKEND: u64 = TOK_LISTENER - 1;
+/// The `-backend` Redis connection, then its sentinel client's tokens
+/// ([`Backend::TOKENS`] in all, below the listeners).
+const TOK_BACKEND: u64 = TOK_LISTENER - Backend::TOKENS;
 const TOK_BASE: u64 = 3;
 
 /// Default `-sessiond-prefix`.
@@ -250,7 +253,7 @@ struct Config {
     metrics: Option<Address>,
     /// `-backend`: the Redis connection and the ADD timeout bounds, and the
     /// warning to log about the address, if any.
-    backend: Option<(redis::Config, store::Timeouts)>,
+    backend: Option<(store::StoreConfig, store::Timeouts)>,
     backend_warning: Option<String>,
     sessiond_prefix: Vec<u8>,
     sessiond_deadline_ms: u64,
@@ -275,7 +278,7 @@ fn backend_config(
     sessiond: bool,
 ) -> Result<
     (
-        Option<(redis::Config, store::Timeouts)>,
+        Option<(store::StoreConfig, store::Timeouts)>,
         Option<String>,
         Vec<u8>,
         u64,
@@ -294,7 +297,8 @@ fn backend_config(
     };
     if !store::is_store_address(a) {
         return Err(format!(
-            "flag -backend: '{a}' is not a store address (redis://host:port or rediss://host:port)"
+            "flag -backend: '{a}' is not a store address (redis://host:port, rediss://host:port \
+             or redis-sentinel://host:port[,...]/MASTERNAME)"
         ));
     }
     let st = StoreAddress::parse(a).map_err(|e| format!("flag -backend: {e}"))?;
@@ -312,7 +316,7 @@ fn backend_config(
     if prefix.is_empty() {
         return Err("flag -sessiond-prefix: empty prefix".into());
     }
-    if sessiond && prefix.as_bytes() == cfg.prefix.as_slice() {
+    if sessiond && prefix.as_bytes() == cfg.redis.prefix.as_slice() {
         return Err(format!(
             "flag -sessiond-prefix: '{prefix}' is the distcache prefix too (-redis-prefix): \
              stunnel and distcache sessions must not share keys"
@@ -617,7 +621,14 @@ fn run() -> i32 {
     d.ready(&format!("listening on {shown}"));
     if !cfg.daemon {
         let kept = match &cfg.backend {
-            Some((r, _)) => format!("sessions kept in the -backend at {}", r.addr),
+            Some((r, _)) => match &r.sentinel {
+                Some(s) => format!(
+                    "sessions kept in the -backend primary of {} (via {} sentinels)",
+                    s.master,
+                    s.sentinels.len()
+                ),
+                None => format!("sessions kept in the -backend at {}", r.redis.addr),
+            },
             None => format!("up to {} sessions", cfg.sessions),
         };
         log(&format!("listening on {shown}, {kept}"));
@@ -1235,7 +1246,7 @@ impl Server {
             for ev in &events {
                 match ev.token {
                     TOK_SESSIOND => {}
-                    TOK_BACKEND => {
+                    t if self.backend.as_ref().is_some_and(|b| b.owns(t)) => {
                         if let Some(b) = &mut self.backend {
                             b.event(&self.poller, ev, tools::now_ms());
                         }

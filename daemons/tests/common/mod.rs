@@ -130,3 +130,33 @@ pub fn have_binary(exe: &str, test: &str) -> bool {
     eprintln!("{test}: SKIPPED, {exe} is not installed");
     false
 }
+
+/// dc_test through `target` (4 clients, 40 sessions, 3000 operations,
+/// `-persistent` or not): every answer correct.
+pub fn dc_test(target: &str, persistent: bool) {
+    let mut args = vec![
+        "-connect",
+        target,
+        "-clients",
+        "4",
+        "-sessions",
+        "40",
+        "-ops",
+        "3000",
+        "-seed",
+        "17",
+    ];
+    if persistent {
+        args.push("-persistent");
+    }
+    let (code, out, err) = run(
+        env!("CARGO_BIN_EXE_dc_test"),
+        &args,
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "dc_test {args:?}: {out}{err}");
+    assert!(
+        out.contains("failures=0 lost=0 errors=0"),
+        "dc_test {args:?}: {out}{err}"
+    );
+}

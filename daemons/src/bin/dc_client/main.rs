@@ -60,7 +60,8 @@ const CLI: Cli = Cli {
             &["server", "connect"],
             "address",
             "the dc_server to proxy to, or the Redis to answer from: redis://host:port, \
-             rediss://host:port (TLS), redis://user:password@host:port (required)",
+             rediss://host:port (TLS), redis://user:password@host:port, \
+             redis-sentinel://host:port[,host:port...]/MASTERNAME (required)",
         ),
         Flag::value(
             &["listen"],
@@ -126,6 +127,7 @@ const CLI: Cli = Cli {
         store::REDIS_PREFIX_FLAG,
         store::REDIS_USER_FLAG,
         store::REDIS_PASSWORD_FILE_FLAG,
+        store::REDIS_SENTINEL_PASSWORD_FILE_FLAG,
         store::REDIS_CA_FLAG,
         store::REDIS_CERT_FLAG,
         store::REDIS_KEY_FLAG,
@@ -203,7 +205,7 @@ struct Config {
     target: String,
     /// `-server redis://...`: the Redis connection and the ADD timeout
     /// bounds.
-    redis: Option<(redis::Config, Timeouts)>,
+    redis: Option<(store::StoreConfig, Timeouts)>,
     /// Logged at start-up: a password written in the `-server` address.
     warning: Option<String>,
     retry_ms: u64,
@@ -1224,7 +1226,7 @@ impl Proxy {
                         }
                     }
                     t if Endpoint::owns(t) => self.metrics_event(t, ev.events),
-                    t if self.backend.as_ref().is_some_and(|b| b.token() == t) => {
+                    t if self.backend.as_ref().is_some_and(|b| b.owns(t)) => {
                         if let Some(b) = &mut self.backend {
                             b.event(&self.poller, ev, Self::now());
                         }
@@ -1348,7 +1350,7 @@ fn redis_config(
     st: StoreAddress,
     deadline_ms: u64,
     stall_ms: u64,
-) -> Result<(redis::Config, Timeouts), String> {
+) -> Result<(store::StoreConfig, Timeouts), String> {
     if p.has("retry") {
         return Err(format!(
             "flag -retry: a fixed retry period is for a dc_server; Redis is reconnected with backoff ({} ms to {} ms)",
@@ -1356,7 +1358,8 @@ fn redis_config(
             redis::BACKOFF_MAX_MS
         ));
     }
-    let mut cfg = store::redis_config(p, st, "-server")?;
+    let mut sc = store::redis_config(p, st, "-server")?;
+    let cfg = &mut sc.redis;
     // -deadline 0 (none) and -stall 0 (never): a day, the longest wait the
     // other flags take.
     cfg.deadline_ms = if deadline_ms == 0 {
@@ -1367,7 +1370,7 @@ fn redis_config(
     if p.has("stall") {
         cfg.stall_ms = if stall_ms == 0 { 86_400_000 } else { stall_ms };
     }
-    Ok((cfg, Timeouts::from_flags(p)?))
+    Ok((sc, Timeouts::from_flags(p)?))
 }
 
 fn main() -> ExitCode {
@@ -1493,7 +1496,7 @@ fn main() -> ExitCode {
     };
     if let Some((rcfg, timeouts)) = proxy.cfg.redis.take() {
         let token = proxy.next_token;
-        proxy.next_token += 1;
+        proxy.next_token += Backend::TOKENS;
         proxy.backend = Some(Backend::new(
             rcfg,
             timeouts,
