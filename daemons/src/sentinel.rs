@@ -42,8 +42,8 @@
 //!
 //! Sentinels that announce host names (`announce-hostnames yes`) are
 //! passed over: a name lookup would block the loop. The sentinel
-//! connections are plain TCP (`rediss-sentinel://` is parsed, and its TLS
-//! left to the owner).
+//! connections are plain TCP (`rediss-sentinel://` is parsed here; the
+//! daemons refuse it, [`crate::store::NO_TLS_SENTINEL`]).
 //!
 //! # The owner side: [`Store`]
 //!

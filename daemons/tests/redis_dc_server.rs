@@ -40,17 +40,7 @@ fn front(dir: &TempDir, name: &str, redis: &str, extra: &[&str]) -> Srv {
     let mut args = vec!["-backend", redis];
     args.extend_from_slice(extra);
     let s = Srv::start(dir, name, &args);
-    let c = Client::new(&s.addr(), distcache_rs::client::FLAG_PERSISTENT).unwrap();
-    let mut n = 0u32;
-    until(
-        Duration::from_secs(10),
-        "the front serves from Redis",
-        || {
-            n += 1;
-            let id = format!("probe-{name}-{n}");
-            c.add(id.as_bytes(), b"probe", 60_000).ok() == Some(AddOutcome::Stored)
-        },
-    );
+    wait_served(&s.addr(), Duration::from_secs(10));
     s
 }
 

@@ -32,24 +32,6 @@ fn url(c: &Cluster) -> String {
     format!("redis-sentinel://{}/{}", list.join(","), c.master)
 }
 
-/// Wait (at most 15 s) until the daemon listening on `target` serves
-/// from Redis: an ADD through it is stored.
-fn wait_served(target: &str) {
-    let c = Client::new(target, FLAG_PERSISTENT).unwrap();
-    let t0 = Instant::now();
-    for n in 0.. {
-        let id = format!("probe-{n}");
-        if c.add(id.as_bytes(), b"probe data", 60_000).ok() == Some(AddOutcome::Stored) {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "{target} does not serve from Redis in 15 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The session bytes stored under load id `i` (200 B, the id inside).
 fn data_of(i: u64) -> Vec<u8> {
     let mut d = format!("session {i} data ").into_bytes();
@@ -109,7 +91,7 @@ fn dc_client_follows_a_kill_9_of_the_primary_under_load_with_no_wrong_data() {
     let dir = TempDir::new("sdc");
     let _dc = dc_client_logged(&dir, &url(&c), &[]);
     let target = dir.addr("client");
-    wait_served(&target);
+    wait_served(&target, Duration::from_secs(15));
     dc_test(&target, true);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -212,7 +194,7 @@ fn dc_server_backend_through_password_protected_sentinels_answers_dc_test() {
         "front",
         &["-backend", &url(&c), "-redis-sentinel-password-file", &pw],
     );
-    wait_served(&srv.addr());
+    wait_served(&srv.addr(), Duration::from_secs(15));
     dc_test(&srv.addr(), true);
     dc_test(&srv.addr(), false);
     let log = srv.log();

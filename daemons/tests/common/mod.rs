@@ -160,3 +160,22 @@ pub fn dc_test(target: &str, persistent: bool) {
         "dc_test {args:?}: {out}{err}"
     );
 }
+
+/// Wait (at most `limit`) until the daemon listening on `target` serves
+/// from its store: an ADD of a fresh id through it is stored.
+pub fn wait_served(target: &str, limit: std::time::Duration) {
+    use distcache_rs::client::{AddOutcome, Client, FLAG_PERSISTENT};
+    let c = Client::new(target, FLAG_PERSISTENT).unwrap();
+    let t0 = std::time::Instant::now();
+    for n in 0.. {
+        let id = format!("probe-{n}");
+        if c.add(id.as_bytes(), b"probe data", 60_000).ok() == Some(AddOutcome::Stored) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{target} does not serve from its store within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -461,23 +461,32 @@ impl Cluster {
                 replica.raw(&[b"INFO", b"replication"]),
                 OwnedFrame::BulkString(ref s) if String::from_utf8_lossy(s).contains("master_link_status:up")
             );
-            let known = self.sentinels.iter().all(|s| {
-                let n = |what: &[u8]| match sentinel_cmd(
-                    s.port,
-                    password,
-                    &[b"SENTINEL", what, self.master.as_bytes()],
-                ) {
-                    OwnedFrame::Array(a) => a.len(),
-                    _ => 0,
-                };
-                n(b"replicas") >= 1 && n(b"sentinels") + 1 >= self.sentinels.len()
-            });
+            // What each sentinel knows: (replicas, other sentinels).
+            let seen: Vec<(usize, usize)> = self
+                .sentinels
+                .iter()
+                .map(|s| {
+                    let n = |what: &[u8]| match sentinel_cmd(
+                        s.port,
+                        password,
+                        &[b"SENTINEL", what, self.master.as_bytes()],
+                    ) {
+                        OwnedFrame::Array(a) => a.len(),
+                        _ => 0,
+                    };
+                    (n(b"replicas"), n(b"sentinels"))
+                })
+                .collect();
+            let known = seen
+                .iter()
+                .all(|&(r, o)| r >= 1 && o + 1 >= self.sentinels.len());
             if synced && known {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "sentinels not ready in 20 s (replica synced: {synced})"
+                "sentinels not ready in 20 s (replica synced: {synced}; \
+                 (replicas, other sentinels) each knows: {seen:?})"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
