@@ -54,7 +54,16 @@ for f in "$LIBDIR/libnal.so.1" "$LIBDIR/libdistcache.so.1" "$LIBDIR/libdistcache
          /usr/include/distcache/dc_client.h /usr/bin/dc_server /usr/bin/dc_client; do
     [ -e "$f" ] || { say "FAIL: $f not installed"; exit 1; }
 done
-ldconfig -p | grep -q "libdistcacheserver.so.1 .*=> .*$MULTIARCH" || { say "FAIL: ldconfig does not know libdistcacheserver.so.1"; exit 1; }
+# The package's ldconfig trigger is "noawait": dpkg may run it just after
+# apt-get returns (a CI run once checked the cache before it was rewritten),
+# so the cache gets up to 10 s to learn the library; a package without the
+# trigger still fails here.
+known=0
+for _ in $(seq 50); do
+    if ldconfig -p | grep "libdistcacheserver.so.1 .*=> .*$MULTIARCH" >/dev/null; then known=1; break; fi
+    sleep 0.2
+done
+[ "$known" = 1 ] || { say "FAIL: ldconfig does not know libdistcacheserver.so.1 (10 s after apt-get install)"; exit 1; }
 
 say "Apache end-to-end test against the installed packages (/usr, $LIBDIR)"
 env -u LD_LIBRARY_PATH -u PKG_CONFIG_PATH bash tests/e2e/apache.sh /usr "$LIBDIR"
