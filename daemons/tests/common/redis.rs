@@ -454,7 +454,7 @@ impl Cluster {
     /// Wait until the replica is in sync and every sentinel knows it and
     /// the other sentinels (a fail-over needs both).
     pub fn wait_ready(&self, password: Option<&str>) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(40);
         let replica = self.replica.as_ref().expect("a replica");
         loop {
             let synced = matches!(
@@ -485,7 +485,7 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "sentinels not ready in 20 s (replica synced: {synced}; \
+                "sentinels not ready in 40 s (replica synced: {synced}; \
                  (replicas, other sentinels) each knows: {seen:?})"
             );
             std::thread::sleep(Duration::from_millis(100));

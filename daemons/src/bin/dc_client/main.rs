@@ -25,7 +25,7 @@
 //!
 //! With `-server redis://host:port` (or `rediss://`) there is no dc_server:
 //! every request is checked and answered as dc_server would, from Redis,
-//! through one Redis connection ([`backend`]); failures are 0x02 at once
+//! through one Redis connection ([`distcache_tools::backend`]); failures are 0x02 at once
 //! while Redis is down and within `-deadline` when it is slow.
 
 mod mux;
