@@ -20,16 +20,18 @@
 //!   dc_client, served from the same loop;
 //! - [`snapshot`]: dc_server's `-snapshot` file (the cache written at
 //!   exit and read back at start, so a restart loses no sessions);
-//! - [`tls`]: the TLS link (certificates, keys, [`tls::TlsStream`]; not
-//!   yet wired to the daemons' flags);
+//! - [`tls`]: the TLS link (certificates, keys, [`tls::TlsStream`]);
+//!   [`tlsconf`]: its flags, addresses and reload in the daemons;
 //! - [`redis`]: a non-blocking, pipelined Redis client for the loops
-//!   (issue 17: Redis as the shared store; dc_client `-server redis://`);
-//! - [`store`]: store addresses (`redis://`, `rediss://`) and the
+//!   (issue 17: Redis as the shared store);
+//! - [`store`]: store addresses (`redis://`, `rediss://`,
+//!   `redis-sentinel://`), the shared `-redis-*` flags, and the
 //!   distcache-to-Redis translation (dc_server's checks and answers);
 //! - [`sentinel`]: Redis Sentinel discovery of the primary and a store
-//!   that follows it across fail-overs (not yet wired to the daemons);
+//!   that follows it across fail-overs;
 //! - [`backend`]: a daemon answering distcache requests from Redis through
-//!   one connection (dc_client `-server redis://`, dc_server `-backend`);
+//!   one connection (dc_client `-server redis://...`, dc_server
+//!   `-backend`), standalone or through Sentinel;
 //! - [`sessiond`]: stunnel's UDP session-cache protocol, served by
 //!   dc_server `-sessiond` over the core's cache;
 //! - `src/bin/`: one file (or folder) per tool, each its own job only.
